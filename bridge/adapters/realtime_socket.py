@@ -1,0 +1,72 @@
+"""The model leg's socket: a thin websockets client that speaks only text frames.
+
+Third-party exceptions stop here: failing to connect becomes ``ProviderError``; a closed
+socket ends iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from bridge.errors import ProviderError
+
+CONNECT_TIMEOUT_S = 10.0
+MAX_FRAME_BYTES = 16 * 1024 * 1024  # a generous bound: one audio delta is a few KiB
+
+
+class RealtimeSocket:
+    """An open connection to a realtime server. Use ``async with`` or call ``close()``."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, url: str, headers: Mapping[str, str]) -> RealtimeSocket:
+        """Connect, or raise ``ProviderError`` saying why (never the credentials)."""
+        try:
+            conn = await connect(
+                url,
+                additional_headers=dict(headers),
+                open_timeout=CONNECT_TIMEOUT_S,
+                max_size=MAX_FRAME_BYTES,
+                compression=None,
+                ping_interval=20,
+                ping_timeout=20,
+            )
+        except websockets.InvalidStatus as exc:
+            raise ProviderError(
+                f"realtime handshake refused: HTTP {exc.response.status_code}"
+            ) from exc
+        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+            raise ProviderError(f"realtime server unreachable: {type(exc).__name__}") from exc
+        return cls(conn)
+
+    async def send(self, text: str) -> None:
+        await self._conn.send(text)
+
+    async def frames(self) -> AsyncIterator[str]:
+        """Text frames until the server closes; binary frames are decoded leniently."""
+        try:
+            async for message in self._conn:
+                yield message if isinstance(message, str) else message.decode("utf-8", "replace")
+        except websockets.ConnectionClosed:
+            return
+
+    @property
+    def close_code(self) -> int | None:
+        return self._conn.close_code
+
+    async def close(self) -> None:
+        with contextlib.suppress(TimeoutError, websockets.WebSocketException, OSError):
+            await asyncio.wait_for(self._conn.close(), timeout=2.0)
+
+    async def __aenter__(self) -> RealtimeSocket:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,131 @@
+"""``create_app(settings)``: the bridge as a Starlette application.
+
+Imports anything; nothing imports it. The lifespan opens the call store and, for the
+``local`` provider, starts the built-in demo agent in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+from collections.abc import AsyncIterator
+
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bridge.adapters.realtime_target import resolve_target
+from bridge.adapters.twilio_auth import TwilioAuth
+from bridge.codecs.clips import clip_text, load_clip
+from bridge.metrics import BridgeMetrics
+from bridge.protocols.dialects import SessionConfig
+from bridge.review.api import review_api_routes
+from bridge.session import SessionDeps
+from bridge.settings import Provider, Settings
+from bridge.storage.factory import open_store
+from bridge.webhooks import twilio_routes
+
+log = structlog.get_logger("bridge.app")
+
+
+def _token_secret(settings: Settings) -> bytes:
+    """The key for per-call stream tokens. Derived from the Twilio auth token when there is
+    one, so every instance behind a load balancer accepts streams minted by any other."""
+    if settings.stream_secret is not None:
+        return settings.stream_secret.get_secret_value().encode()
+    if settings.twilio_auth_token is not None:
+        key = settings.twilio_auth_token.get_secret_value().encode()
+        return hmac.new(key, b"bridge stream token v1", hashlib.sha256).digest()
+    return os.urandom(32)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = request.app.state
+    ready = not state.draining and await state.store.ping()
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    body = request.app.state.metrics.render()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The bridge for ``settings``. Nothing is opened until the app's lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = open_store(settings.database_url)
+        await store.open()
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(store.close)
+            local_url = None
+            greeting = settings.greeting
+            if settings.effective_provider is Provider.LOCAL:
+                from bridge.devtools.fake_realtime import FakeRealtimeServer
+                from bridge.devtools.fake_script import demo_script
+
+                server = FakeRealtimeServer("openai", script=demo_script())
+                await server.start("127.0.0.1", 0)
+                stack.push_async_callback(server.stop)
+                local_url = server.url
+                greeting = greeting or clip_text("demo_greeting")
+                log.info("local_agent.started", url=local_url)
+            target = resolve_target(settings, local_url)
+            app.state.store = store
+            app.state.session_deps = SessionDeps(
+                store=store,
+                target=target,
+                session_config=SessionConfig(
+                    instructions=settings.instructions,
+                    voice=settings.voice,
+                    audio_format=settings.audio_format.value,
+                    transcription=True,
+                ),
+                greeting=greeting,
+                token_secret=app.state.token_secret,
+                apology=load_clip("apology"),
+                metrics=app.state.metrics,
+            )
+            if not app.state.twilio_auth.enforced:
+                log.warning(
+                    "security.signatures_off",
+                    detail="TWILIO_AUTH_TOKEN is unset: Twilio signatures are NOT checked; "
+                    "serve on loopback only",
+                )
+            log.info(
+                "bridge.ready",
+                provider=target.provider.value,
+                model=target.model_name,
+                audio_format=settings.audio_format.value,
+                public_url=settings.public_base,
+            )
+            try:
+                yield
+            finally:
+                app.state.draining = True
+
+    app = Starlette(
+        routes=[
+            *twilio_routes(),
+            *review_api_routes(),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.twilio_auth = TwilioAuth(settings)
+    app.state.metrics = BridgeMetrics()
+    app.state.token_secret = _token_secret(settings)
+    app.state.draining = False
+    return app

@@ -1,0 +1,396 @@
+"""The call logic: one phone leg and one model leg, wired together. Pure: no I/O, no clock.
+
+``CallLogic`` is fed the text frames each leg receives, with the time they arrived, and in
+turn queues frames on the two protocol objects (the session writes them out) and store writes
+(``writes()``). It decides everything a call needs deciding: when audio goes to the caller,
+what counts as heard, what a barge-in flushes and truncates, and which turns are final.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from bridge.call.playback import Playback
+from bridge.call.records import CallEvent, EndReason, Turn
+from bridge.call.transcript import TranscriptBuilder
+from bridge.codecs.g711 import pcm16_to_ulaw, ulaw_to_pcm16
+from bridge.codecs.resampler import StreamResampler
+from bridge.protocols.dialects import SessionConfig
+from bridge.protocols.realtime import RealtimeConnection
+from bridge.protocols.realtime_events import (
+    AssistantItemStarted,
+    AudioDelta,
+    AudioDone,
+    InputCommitted,
+    InputTranscriptCompleted,
+    InputTranscriptFailed,
+    RealtimeError,
+    ResponseDone,
+    SessionCreated,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
+    TranscriptDone,
+)
+from bridge.protocols.twilio import (
+    DtmfReceived,
+    MarkPlayed,
+    MediaReceived,
+    StreamStopped,
+    TwilioMediaStream,
+)
+
+# Inbound audio that arrives before the model session is configured is held, at most this
+# many 20 ms frames (2 s); older frames are dropped rather than letting a slow provider grow it.
+_EARLY_AUDIO_FRAMES = 100
+# 60 ms of 24 kHz PCM16 silence: more than the resampler's look-ahead.
+_RESAMPLER_DRAIN_BYTES = 60 * 48
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfig:
+    session: SessionConfig
+    greeting: str | None = None
+    # True when the model cancels its own response on caller speech (interrupt_response).
+    server_cancels: bool = True
+    max_lead_ms: int = 600
+    # What server VAD folds into audio_start_ms / audio_end_ms (reference §7.3).
+    vad_padding_ms: int = 300
+    vad_silence_ms: int = 500
+
+
+class Phase(Enum):
+    AWAITING_SESSION = "awaiting_session"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnReady:
+    turn: Turn
+
+
+@dataclass(frozen=True, slots=True)
+class EventReady:
+    event: CallEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something worth a log line; the session logs it with the call's context."""
+
+    name: str
+    level: str = "info"
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+StoreWrite = TurnReady | EventReady
+Output = TurnReady | EventReady | Notice
+
+
+class CallLogic:
+    """Drives one call once the Twilio stream has started and the model socket is open.
+
+    After every ``receive_*`` the caller must write out ``twilio.data_to_send()`` and
+    ``realtime.data_to_send()``, and persist ``outputs()``. When ``phase`` is ``ENDED`` the
+    call is over; ``end_reason`` says why.
+    """
+
+    def __init__(
+        self,
+        twilio: TwilioMediaStream,
+        realtime: RealtimeConnection,
+        config: CallConfig,
+        started_at: float,
+    ) -> None:
+        self.twilio = twilio
+        self.realtime = realtime
+        self.config = config
+        self.phase = Phase.AWAITING_SESSION
+        self.end_reason: EndReason | None = None
+        self.barge_ins = 0
+        self._pcm24k = config.session.audio_format == "pcm24k"
+        self._to_model = StreamResampler(8000, 24000) if self._pcm24k else None
+        self._to_phone = StreamResampler(24000, 8000) if self._pcm24k else None
+        self._playback = Playback(config.max_lead_ms)
+        self._transcript = TranscriptBuilder()
+        self._outputs: list[Output] = []
+        self._early_audio: list[tuple[bytes, int]] = []
+        self._greeted = False
+        self._discarded_items: set[str] = set()
+        self._discarded_responses: set[str] = set()
+        self._item_response: dict[str, str | None] = {}
+        # The call clock: Twilio's media timestamps, advanced by wall time between frames.
+        self._started_at = started_at
+        self._clock_ts: int | None = None
+        self._clock_at = started_at
+        # Stream time of the first frame given to the model: origin of its input timeline.
+        self._input_origin_ms: int | None = None
+
+    # -- clocks -----------------------------------------------------------------------------
+
+    def stream_ms(self, now: float) -> int:
+        """Milliseconds since the media stream started, on Twilio's clock."""
+        if self._clock_ts is None:
+            return max(0, round((now - self._started_at) * 1000))
+        return self._clock_ts + max(0, round((now - self._clock_at) * 1000))
+
+    def _input_to_stream(self, input_ms: int | None, shift_ms: int, now: float) -> int:
+        if input_ms is None or self._input_origin_ms is None:
+            return self.stream_ms(now)
+        return max(0, self._input_origin_ms + input_ms + shift_ms)
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def outputs(self) -> list[Output]:
+        """Drain store writes and notices, in the order they happened."""
+        out, self._outputs = self._outputs, []
+        return out
+
+    def _write_turn(self, turn: Turn | None) -> None:
+        if turn is not None:
+            self._outputs.append(TurnReady(turn))
+
+    def _event(self, type_: str, now: float, **data: Any) -> None:
+        self._outputs.append(EventReady(CallEvent(type_, self.stream_ms(now), data)))
+
+    def _notice(self, name: str, level: str = "info", **fields: Any) -> None:
+        self._outputs.append(Notice(name, level, fields))
+
+    # -- the phone leg ----------------------------------------------------------------------
+
+    def receive_twilio(self, text: str, now: float) -> None:
+        """Feed one frame from Twilio. Raises ``RemoteProtocolError`` on bad input."""
+        self.twilio.receive_text(text)
+        for event in self.twilio.events_received():
+            match event:
+                case MediaReceived(payload=payload, timestamp_ms=ts):
+                    self._clock_ts, self._clock_at = ts, now
+                    self._to_model_audio(payload, ts)
+                case MarkPlayed(name=name):
+                    self._playback.mark_played(name)
+                    self._pump(now)
+                case DtmfReceived(digit=digit):
+                    self._event("dtmf", now, digit=digit)
+                    self.realtime.add_user_text(f"The caller pressed {digit} on the keypad.")
+                    self.realtime.create_response()
+                case StreamStopped():
+                    self._end(EndReason.CALLER_HANGUP)
+                case _:
+                    pass
+
+    def _to_model_audio(self, ulaw: bytes, ts: int) -> None:
+        if self.phase is Phase.AWAITING_SESSION:
+            if len(self._early_audio) >= _EARLY_AUDIO_FRAMES:
+                del self._early_audio[0]
+            self._early_audio.append((ulaw, ts))
+            return
+        if self.phase is Phase.ENDED:
+            return
+        if self._input_origin_ms is None:
+            self._input_origin_ms = ts
+        if self._to_model is not None:
+            self.realtime.append_audio(self._to_model.process(ulaw_to_pcm16(ulaw)))
+        else:
+            self.realtime.append_audio(ulaw)
+
+    # -- the model leg ----------------------------------------------------------------------
+
+    def receive_realtime(self, text: str, now: float) -> None:
+        """Feed one event from the model. Raises ``RemoteProtocolError`` on garbage."""
+        self.realtime.receive_text(text)
+        for event in self.realtime.events_received():
+            match event:
+                case AudioDelta(response_id=rid, item_id=item_id, audio=audio):
+                    self._on_audio(rid, item_id, audio, now)
+                case TranscriptDelta(item_id=item_id, delta=delta):
+                    self._transcript.agent_delta(item_id, delta)
+                case TranscriptDone(item_id=item_id, transcript=transcript):
+                    self._transcript.agent_text(item_id, transcript)
+                case AudioDone(item_id=item_id):
+                    if item_id not in self._discarded_items:
+                        self._drain_resampler(item_id)
+                        self._playback.finish_item(item_id)
+                        self._pump(now)
+                case SpeechStarted(item_id=item_id, audio_start_ms=start):
+                    at = self._input_to_stream(start, self.config.vad_padding_ms, now)
+                    self._transcript.caller_started(item_id, min(at, self.stream_ms(now)))
+                    self._barge_in(now)
+                case SpeechStopped(item_id=item_id, audio_end_ms=end):
+                    at = self._input_to_stream(end, -self.config.vad_silence_ms, now)
+                    self._transcript.caller_stopped(item_id, min(at, self.stream_ms(now)))
+                case InputCommitted(item_id=item_id):
+                    self._transcript.caller_started(item_id, self.stream_ms(now))
+                case InputTranscriptCompleted(item_id=item_id, transcript=transcript):
+                    turn = self._transcript.caller_text(item_id, transcript, self.stream_ms(now))
+                    self._write_turn(turn)
+                case InputTranscriptFailed(item_id=item_id, message=message):
+                    self._notice("transcription.failed", "warning", message=message)
+                    self._write_turn(self._transcript.caller_text(item_id, "", self.stream_ms(now)))
+                case AssistantItemStarted(response_id=rid, item_id=item_id):
+                    self._item_response[item_id] = rid
+                    if rid is not None and rid in self._discarded_responses:
+                        self._discarded_items.add(item_id)
+                    self._transcript.agent_started(item_id)
+                case ResponseDone(response_id=rid, status=status, reason=reason, transcripts=ts):
+                    self._on_response_done(rid, status, reason, ts, now)
+                case SessionCreated():
+                    self._configure()
+                case SessionUpdated():
+                    self._greet()
+                case RealtimeError() as err:
+                    self._on_error(err)
+                case _:
+                    pass
+
+    def _configure(self) -> None:
+        if self.phase is not Phase.AWAITING_SESSION:
+            return
+        self.realtime.send_session_update(self.config.session)
+        self.phase = Phase.ACTIVE
+        early, self._early_audio = self._early_audio, []
+        for ulaw, ts in early:
+            self._to_model_audio(ulaw, ts)
+
+    def _greet(self) -> None:
+        if self._greeted or not self.config.greeting or self.phase is not Phase.ACTIVE:
+            return
+        self._greeted = True
+        self.realtime.create_response(
+            instructions=f'Greet the caller by saying exactly: "{self.config.greeting}"'
+        )
+
+    def _on_audio(self, rid: str | None, item_id: str, audio: bytes, now: float) -> None:
+        if item_id in self._discarded_items or (
+            rid is not None and rid in self._discarded_responses
+        ):
+            # Audio still in flight after a barge-in: the caller must never hear it.
+            self._discarded_items.add(item_id)
+            return
+        if self._to_phone is not None:
+            model_ms = len(audio) / 48
+            ulaw = pcm16_to_ulaw(self._to_phone.process(audio))
+        else:
+            model_ms = len(audio) / 8
+            ulaw = audio
+        self._playback.add_audio(item_id, ulaw, model_ms)
+        self._transcript.agent_received(item_id, self._playback.received_ms(item_id))
+        self._pump(now)
+
+    def _drain_resampler(self, item_id: str) -> None:
+        """Push the end of an item out of the 24 kHz -> 8 kHz resampler. The resampler keeps
+        state for the whole call (resetting it clicks), so its look-ahead still holds the item's
+        last ~40 ms: feeding a little silence brings them out now, not before the next item."""
+        if self._to_phone is not None:
+            tail = self._to_phone.process(bytes(_RESAMPLER_DRAIN_BYTES))
+            self._playback.add_audio(item_id, pcm16_to_ulaw(tail), 0.0)
+
+    def _pump(self, now: float) -> None:
+        """Send what the playout lead allows, each chunk followed by its mark."""
+        if self.phase is Phase.ENDED:
+            return
+        for chunk in self._playback.release():
+            self.twilio.send_media(chunk.audio)
+            self.twilio.send_mark(chunk.mark)
+            self._transcript.agent_audio_scheduled(
+                chunk.item_id, self.stream_ms(now) + round(chunk.ahead_ms)
+            )
+
+    def _barge_in(self, now: float) -> None:
+        playing = self._playback.is_playing
+        active = self.realtime.active_response_id if self.realtime.response_in_flight else None
+        if not playing and active is None:
+            return  # the caller simply took their turn
+        cut = self._playback.interrupt()
+        if cut.flush_needed:
+            self.twilio.send_clear()  # first: it is what the caller notices
+        if cut.item_id is not None:
+            heard = min(cut.played_ms, cut.received_ms)
+            if cut.received_ms > cut.played_ms:
+                self.realtime.truncate(cut.item_id, int(heard))
+            self._discarded_items.add(cut.item_id)
+            self._write_turn(self._transcript.agent_cut(cut.item_id, heard, self.stream_ms(now)))
+        if active is not None:
+            self._discarded_responses.add(active)
+            if not self.config.server_cancels:
+                self.realtime.cancel_response()
+        if playing:
+            self.barge_ins += 1
+            self._event("barge_in", now)
+            self._notice(
+                "barge_in", item_id=cut.item_id, heard_ms=int(min(cut.played_ms, cut.received_ms))
+            )
+
+    def _on_response_done(
+        self,
+        rid: str | None,
+        status: str,
+        reason: str | None,
+        transcripts: dict[str, str],
+        now: float,
+    ) -> None:
+        for item_id, text in transcripts.items():
+            self._transcript.agent_text(item_id, text)
+        items = [i for i, r in self._item_response.items() if r == rid] if rid else []
+        items += [i for i in transcripts if i not in items]
+        at = self.stream_ms(now)
+        for item_id in items:
+            self._item_response.pop(item_id, None)
+            if item_id in self._discarded_items:
+                heard = min(self._playback.played_ms(item_id), self._playback.received_ms(item_id))
+                self._write_turn(self._transcript.agent_cut(item_id, heard, at))
+            else:
+                self._write_turn(self._transcript.agent_done(item_id, at))
+        if rid is not None:
+            self._discarded_responses.discard(rid)
+        if status == "failed":
+            self._notice("realtime.response_failed", "warning", reason=reason)
+
+    def _on_error(self, err: RealtimeError) -> None:
+        if err.benign:
+            self._notice("realtime.benign_error", "debug", code=err.code)
+            return
+        level = "error" if err.fatal else "warning"
+        self._notice(
+            "realtime.error",
+            level,
+            code=err.code,
+            error=err.message,
+            param=err.param,
+            caused_by=err.caused_by,
+        )
+        if err.fatal:
+            self._end(EndReason.PROVIDER_ERROR)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _end(self, reason: EndReason) -> None:
+        if self.phase is not Phase.ENDED:
+            self.phase = Phase.ENDED
+            self.end_reason = reason
+
+    def end(self, reason: EndReason) -> None:
+        """The call is over for a reason found outside the protocols (socket closed, …)."""
+        self._end(reason)
+
+    @property
+    def awaiting_caller_text(self) -> bool:
+        """A caller turn is still waiting for its transcription."""
+        return self._transcript.awaiting_caller_text
+
+    def finish(self, now: float) -> None:
+        """Write every turn still open: agent turns cut at what was heard, caller turns
+        whose text never came. Call once, after the call has ended."""
+        at = self.stream_ms(now)
+        for item_id in self._transcript.agent_items():
+            received = self._playback.received_ms(item_id)
+            played = self._playback.played_ms(item_id)
+            if received > played:
+                self._write_turn(self._transcript.agent_cut(item_id, played, at))
+            elif item_id in self._item_response:
+                self._write_turn(self._transcript.agent_done(item_id, at))
+        for turn in self._transcript.unwritten_caller_turns(at):
+            self._write_turn(turn)

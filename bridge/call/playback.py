@@ -1,0 +1,161 @@
+"""What the caller has heard: outbound audio chunking, marks, and the bounded playout lead.
+
+Twilio plays outbound ``media`` in order and echoes each ``mark`` once the audio queued before it
+has played. So the audio the caller really heard is exactly the chunks whose marks came back,
+and the audio queued at Twilio is exactly the chunks whose marks are still pending. Both are
+byte counts, never wall-clock guesses: a wall-clock estimate overshoots and the model rejects
+the truncation (see twilio-media-streams.md §11.3).
+
+``Playback`` keeps, per assistant item, how much audio the model sent (``received_ms``) and how
+much the caller heard (``played_ms``). Chunks wait in a local hold queue and are released to
+Twilio only while less than ``max_lead_ms`` is queued there, so a barge-in has little to flush.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+# 20 ms of 8 kHz mu-law. One mark per chunk: the finer the chunks, the closer the truncation
+# point is to what the caller heard (the error is at most one chunk).
+CHUNK_BYTES = 160
+BYTES_PER_MS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundChunk:
+    """A chunk to send now: ``media`` with ``audio``, then a ``mark`` named ``mark``.
+    ``ahead_ms`` is the audio already queued at Twilio before it: when it will start playing."""
+
+    item_id: str
+    mark: str
+    audio: bytes
+    ahead_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Interruption:
+    """What a barge-in cut: the item playing (if any), and what of it the caller heard.
+
+    ``flush_needed`` is true when audio was queued at Twilio and a ``clear`` must go out.
+    """
+
+    item_id: str | None
+    played_ms: float
+    received_ms: float
+    flush_needed: bool
+
+
+class Playback:
+    """Tracks outbound audio for one call. Feed it model audio, echoes and barge-ins; it says
+    which chunks to send. Pure: no clock, no I/O."""
+
+    def __init__(self, max_lead_ms: int = 600) -> None:
+        self._max_lead_bytes = max_lead_ms * BYTES_PER_MS
+        self._gen = 0
+        self._seq = 0
+        self._pending: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._pending_bytes = 0
+        self._held: deque[tuple[str, bytes]] = deque()
+        self._partial: dict[str, bytearray] = {}
+        self._received_ms: dict[str, float] = {}
+        self._played_bytes: dict[str, int] = {}
+        self._receiving: str | None = None
+
+    # -- model side -------------------------------------------------------------------------
+
+    def add_audio(self, item_id: str, ulaw: bytes, model_ms: float) -> None:
+        """Queue ``ulaw`` (8 kHz mu-law) for ``item_id``. ``model_ms`` is the duration the model
+        sent, in its own format, which bounds any truncation of this item. Call ``release``
+        afterwards to learn what to send."""
+        self._received_ms[item_id] = self._received_ms.get(item_id, 0.0) + model_ms
+        if self._receiving is not None and self._receiving != item_id:
+            self.finish_item(self._receiving)
+        self._receiving = item_id
+        buf = self._partial.setdefault(item_id, bytearray())
+        buf += ulaw
+        whole = len(buf) - len(buf) % CHUNK_BYTES
+        for start in range(0, whole, CHUNK_BYTES):
+            self._held.append((item_id, bytes(buf[start : start + CHUNK_BYTES])))
+        del buf[:whole]
+
+    def finish_item(self, item_id: str) -> None:
+        """The model sent all of ``item_id``'s audio: queue its last, short chunk."""
+        buf = self._partial.pop(item_id, None)
+        if buf:
+            self._held.append((item_id, bytes(buf)))
+        if self._receiving == item_id:
+            self._receiving = None
+
+    def release(self) -> list[OutboundChunk]:
+        """Chunks to send to Twilio now, each followed by its mark, keeping the lead bounded."""
+        out: list[OutboundChunk] = []
+        while self._held and self._pending_bytes < self._max_lead_bytes:
+            item_id, audio = self._held.popleft()
+            name = f"g{self._gen}-{item_id}-{self._seq}"
+            self._seq += 1
+            ahead_ms = self._pending_bytes / BYTES_PER_MS
+            self._pending[name] = (item_id, len(audio))
+            self._pending_bytes += len(audio)
+            out.append(OutboundChunk(item_id, name, audio, ahead_ms))
+        return out
+
+    # -- phone side -------------------------------------------------------------------------
+
+    def mark_played(self, name: str) -> str | None:
+        """Twilio echoed ``name``: its chunk (and any before it) has been played. Returns the
+        item it belonged to, or None for a late, flushed, duplicate or unknown name."""
+        if name not in self._pending:
+            return None
+        # Echoes come in queue order, so anything still pending ahead of this one played too.
+        while self._pending:
+            pending_name, (item_id, n_bytes) = self._pending.popitem(last=False)
+            self._pending_bytes -= n_bytes
+            self._played_bytes[item_id] = self._played_bytes.get(item_id, 0) + n_bytes
+            if pending_name == name:
+                return item_id
+        return None  # pragma: no cover - the name was in pending, so the loop returned
+
+    def interrupt(self) -> Interruption:
+        """The caller started talking: forget everything queued and say what was cut.
+
+        The caller must send Twilio ``clear`` first when ``flush_needed``, then truncate the
+        item at ``played_ms`` if that is less than ``received_ms``."""
+        item_id: str | None = None
+        if self._pending:
+            item_id = next(iter(self._pending.values()))[0]
+        elif self._held:
+            item_id = self._held[0][0]
+        else:
+            item_id = self._receiving
+        flush_needed = bool(self._pending)
+        self._gen += 1
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._held.clear()
+        self._partial.clear()
+        self._receiving = None
+        if item_id is None:
+            return Interruption(None, 0.0, 0.0, flush_needed)
+        return Interruption(
+            item_id, self.played_ms(item_id), self.received_ms(item_id), flush_needed
+        )
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def is_playing(self) -> bool:
+        """True while audio is queued at Twilio or held back here."""
+        return bool(self._pending or self._held)
+
+    @property
+    def queued_ms(self) -> float:
+        """Audio queued at Twilio and held here, in ms: how long until the caller hears silence."""
+        held = sum(len(audio) for _, audio in self._held)
+        return (self._pending_bytes + held) / BYTES_PER_MS
+
+    def played_ms(self, item_id: str) -> float:
+        return self._played_bytes.get(item_id, 0) / BYTES_PER_MS
+
+    def received_ms(self, item_id: str) -> float:
+        return self._received_ms.get(item_id, 0.0)

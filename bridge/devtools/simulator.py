@@ -1,0 +1,600 @@
+"""Act as Twilio for one phone call against a running bridge.
+
+:func:`simulate_call` posts the signed voice webhook, reads the TwiML, opens the signed
+Media Streams WebSocket and plays a caller in real time: mu-law frames every 20 ms, the
+caller's utterances in turn, mark echoes from a model of Twilio's playback buffer
+(:mod:`bridge.devtools.playout`), ``clear`` honoured at once, optional DTMF and barge-in.
+Afterwards it sends the call-status callback and fetches the call record.
+
+Used by ``bridge simulate`` and by end-to-end tests. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import enum
+import json
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
+
+from bridge.devtools.playout import FRAME_BYTES, SILENCE_BYTE, Playout, PlayTick
+from bridge.errors import BridgeError
+
+__all__ = [
+    "BargeInRecord",
+    "ClearRecord",
+    "SimulationError",
+    "SimulationResult",
+    "format_transcript",
+    "parse_twiml",
+    "sign",
+    "simulate_call",
+]
+
+TICK_S = 0.02
+_HTTP_TIMEOUT_S = 10.0
+_RECORD_WAIT_S = 3.0
+SILENCE_FRAME = bytes([SILENCE_BYTE]) * FRAME_BYTES
+
+
+class SimulationError(BridgeError):
+    """The bridge refused the call (webhook or WebSocket handshake) or answered nonsense.
+    ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class ClearRecord:
+    """A ``clear`` from the bridge: when (``time.monotonic()``) and how much of the playing
+    segment the caller had heard by then."""
+
+    at: float
+    segment_played_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInRecord:
+    """The caller started talking over the agent, ``reply_played_ms`` into its reply."""
+
+    started_at: float
+    reply_played_ms: float
+
+
+@dataclass(slots=True)
+class SimulationResult:
+    """Everything the simulated caller saw. ``heard_audio`` is the call timeline as heard
+    (8 kHz mu-law, silence where nothing played); ``received_audio`` is every media payload
+    the bridge sent, including audio later dropped by a ``clear``."""
+
+    call_sid: str
+    stream_sid: str
+    twiml_parameters: dict[str, str]
+    heard_audio: bytes = b""
+    received_audio: bytes = b""
+    clears: list[ClearRecord] = field(default_factory=list)
+    barge_ins: list[BargeInRecord] = field(default_factory=list)
+    marks_echoed: int = 0
+    close_code: int | None = None
+    call_record: dict[str, Any] | None = None
+    closed_by_bridge: bool = False
+    timed_out: bool = False
+    stream_url: str = ""
+    # Messages from the bridge that Twilio would reject (bad JSON, wrong streamSid, ...).
+    protocol_problems: list[str] = field(default_factory=list)
+
+
+def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+    """The ``X-Twilio-Signature`` Twilio would send for ``url`` and form ``params``."""
+    signature: str = RequestValidator(auth_token).compute_signature(url, dict(params))
+    return signature
+
+
+def parse_twiml(text: str) -> tuple[str, dict[str, str]]:
+    """Return the ``<Connect><Stream url>`` and its ``<Parameter>`` name/value pairs.
+    Raises :class:`SimulationError` when the TwiML holds no bidirectional stream."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise SimulationError(f"the voice webhook answered invalid XML: {exc}") from None
+    stream = root.find("./Connect/Stream") if root.tag == "Response" else None
+    url = stream.get("url") if stream is not None else None
+    if stream is None or not url:
+        raise SimulationError("the TwiML has no <Response><Connect><Stream url=...>")
+    params: dict[str, str] = {}
+    for param in stream.findall("Parameter"):
+        name = param.get("name")
+        if name is not None:
+            params[name] = param.get("value", "")
+    return url, params
+
+
+def _ws_base(http_base: str) -> str:
+    base = http_base.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://") :]
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://") :]
+    return base
+
+
+def _reachable_url(stream_url: str, base_url: str, public_base: str) -> str:
+    """Where to connect: the TwiML URL, except that the bridge's public prefix (which may be
+    a tunnel or proxy the simulator cannot reach) is swapped for ``base_url``."""
+    absolute = urljoin(_ws_base(public_base) + "/", stream_url)
+    prefix = _ws_base(public_base)
+    if absolute.startswith(prefix + "/") and prefix != _ws_base(base_url):
+        return _ws_base(base_url) + absolute[len(prefix) :]
+    return absolute
+
+
+def _is_loopback(url: str) -> bool:
+    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+class _Phase(enum.Enum):
+    SETTLING = "settling"  # silence until the agent has been quiet long enough
+    TALKING = "talking"
+    AWAITING_REPLY = "awaiting_reply"
+    DIALING = "dialing"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    audio: bytes  # the caller's next 20 ms
+    digits: tuple[str, ...] = ()
+    barge_in_ms: float | None = None
+
+
+class _CallerScript:
+    """The caller's side of the conversation, one 20 ms tick at a time (pure, no clock).
+
+    Silence until the agent has been quiet for ``initial_silence_s`` (a greeting plays out
+    first); each utterance in turn; after each one, silence until the reply has played and
+    the agent has been quiet for ``reply_silence_s``. With ``barge_in_at``, the caller
+    talks over the first reply once that many seconds of it have played, saying the next
+    utterance (or the last one again when none is left). ``digits`` are keyed, 200 ms apart,
+    after the first reply that plays out.
+    """
+
+    def __init__(
+        self,
+        utterances: list[bytes],
+        *,
+        barge_in_at: float | None,
+        reply_silence_s: float,
+        initial_silence_s: float,
+        digits: list[str],
+    ) -> None:
+        self._utterances = utterances
+        self._next = 0
+        self._speech = b""
+        self._offset = 0
+        self._phase = _Phase.SETTLING
+        self._settle_ticks = _ticks(initial_silence_s)
+        self._reply_quiet_ticks = _ticks(reply_silence_s)
+        self._idle_ticks = 0
+        self._reply_bytes = 0
+        self._barge_bytes = None if barge_in_at is None else round(barge_in_at * 8000)
+        self._digits = list(digits)
+        self._dial_wait = 0
+
+    @property
+    def done(self) -> bool:
+        return self._phase is _Phase.DONE
+
+    def step(self, tick: PlayTick) -> _Step:
+        """Take what the caller heard in the last tick; return what the caller does next."""
+        self._idle_ticks = 0 if tick.played_bytes else self._idle_ticks + 1
+        phase = self._phase
+        if phase is _Phase.SETTLING and self._idle_ticks >= self._settle_ticks:
+            self._say_next()
+        elif phase is _Phase.AWAITING_REPLY:
+            self._reply_bytes += tick.played_bytes
+            if self._barge_bytes is not None and self._reply_bytes >= self._barge_bytes:
+                heard_ms = self._reply_bytes / 8
+                self._barge_bytes = None
+                if self._next < len(self._utterances):
+                    self._say_next()
+                else:
+                    self._say(self._utterances[-1])
+                return _Step(self._speak(), barge_in_ms=heard_ms)
+            if self._reply_bytes and self._idle_ticks >= self._reply_quiet_ticks:
+                self._barge_bytes = None  # only the first reply may be talked over
+                if self._digits:
+                    self._phase = _Phase.DIALING
+                else:
+                    self._say_next()
+        elif phase is _Phase.DIALING:
+            if self._dial_wait > 0:
+                self._dial_wait -= 1
+            else:
+                digit = self._digits.pop(0)
+                self._dial_wait = _ticks(0.2) - 1
+                if not self._digits:
+                    self._settle(self._reply_quiet_ticks)
+                return _Step(SILENCE_FRAME, digits=(digit,))
+        return _Step(self._speak())
+
+    def _say_next(self) -> None:
+        if self._next < len(self._utterances):
+            self._next += 1
+            self._say(self._utterances[self._next - 1])
+        else:
+            self._phase = _Phase.DONE
+
+    def _say(self, speech: bytes) -> None:
+        self._speech, self._offset, self._phase = speech, 0, _Phase.TALKING
+
+    def _settle(self, ticks: int) -> None:
+        self._settle_ticks, self._idle_ticks, self._phase = ticks, 0, _Phase.SETTLING
+
+    def _speak(self) -> bytes:
+        if self._phase is not _Phase.TALKING:
+            return SILENCE_FRAME
+        frame = self._speech[self._offset : self._offset + FRAME_BYTES]
+        self._offset += FRAME_BYTES
+        if self._offset >= len(self._speech):
+            self._phase, self._reply_bytes = _Phase.AWAITING_REPLY, 0
+        return frame + SILENCE_FRAME[len(frame) :]
+
+
+def _ticks(seconds: float) -> int:
+    return max(0, round(seconds / TICK_S))
+
+
+class _Stream:
+    """One media stream from the caller's side: the socket, the playout, what was seen."""
+
+    def __init__(self, ws: ClientConnection, result: SimulationResult, account_sid: str) -> None:
+        self.ws = ws
+        self.result = result
+        self.account_sid = account_sid
+        self.playout = Playout()
+        self.sid_json = json.dumps(result.stream_sid)
+        self.seq = 0
+        self.heard = bytearray()
+        self.received = bytearray()
+        self.due_marks: list[str] = []
+
+    async def send(self, event: str, body: str) -> None:
+        """Send one Twilio message; ``body`` is its own JSON member, already encoded."""
+        self.seq += 1
+        await self.ws.send(
+            f'{{"event":"{event}","sequenceNumber":"{self.seq}",{body},'
+            f'"streamSid":{self.sid_json}}}'
+        )
+
+    async def echo_marks(self, names: list[str]) -> None:
+        for name in names:
+            await self.send("mark", f'"mark":{{"name":{json.dumps(name)}}}')
+            self.result.marks_echoed += 1
+
+    async def send_start(self, call_sid: str, params: Mapping[str, str]) -> None:
+        await self.ws.send('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+        start = {
+            "accountSid": self.account_sid,
+            "streamSid": self.result.stream_sid,
+            "callSid": call_sid,
+            "tracks": ["inbound"],
+            "customParameters": dict(params),
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        }
+        await self.send("start", '"start":' + json.dumps(start))
+
+    async def send_stop(self, call_sid: str) -> None:
+        stop = {"accountSid": self.account_sid, "callSid": call_sid}
+        await self.send("stop", '"stop":' + json.dumps(stop))
+
+    async def read(self) -> None:
+        """Handle the bridge's messages until the socket closes."""
+        async for message in self.ws:
+            if isinstance(message, str):
+                await self._handle(message)
+            else:
+                self.result.protocol_problems.append("binary frame from the bridge")
+
+    async def _handle(self, text: str) -> None:
+        problems = self.result.protocol_problems
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            problems.append("message is not JSON")
+            return
+        if not isinstance(msg, dict):
+            problems.append("message is not a JSON object")
+            return
+        event = msg.get("event")
+        if msg.get("streamSid") != self.result.stream_sid:
+            problems.append(f"{event!r} message with a wrong or missing streamSid")
+        body = msg.get(event) if isinstance(event, str) else None
+        if event == "media":
+            payload = body.get("payload") if isinstance(body, dict) else None
+            try:
+                audio = binascii.a2b_base64(payload, strict_mode=True)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                problems.append("media without a base64 media.payload")
+                return
+            self.received += audio
+            self.playout.push_media(audio)
+        elif event == "mark":
+            name = body.get("name") if isinstance(body, dict) else None
+            if not isinstance(name, str):
+                problems.append("mark without mark.name")
+                return
+            self.playout.push_mark(name)
+        elif event == "clear":
+            self.result.clears.append(ClearRecord(time.monotonic(), self.playout.segment_played_ms))
+            # Marks already reached are echoed as well, then everything still queued.
+            dropped = self.due_marks + self.playout.clear()
+            self.due_marks = []
+            await self.echo_marks(dropped)
+        else:
+            problems.append(f"unknown event {event!r}")
+
+    async def play(
+        self, script: _CallerScript, deadline: float, reader: asyncio.Task[None]
+    ) -> None:
+        """Send one inbound frame per 20 ms on an absolute schedule until the script ends,
+        the deadline passes or the socket closes."""
+        start = time.monotonic()
+        frame = 0
+        while not script.done:
+            due = start + frame * TICK_S
+            if due >= deadline:
+                self.result.timed_out = True
+                return
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.wait({reader}, timeout=delay)
+            if reader.done():
+                return
+            # Marks reached during the last 20 ms are echoed now that their audio has played.
+            await self.echo_marks(self.due_marks)
+            tick = self.playout.tick()
+            self.due_marks = list(tick.marks)
+            self.heard += tick.audio
+            step = script.step(tick)
+            if step.barge_in_ms is not None:
+                self.result.barge_ins.append(BargeInRecord(time.monotonic(), step.barge_in_ms))
+            for digit in step.digits:
+                dtmf = {"track": "inbound_track", "digit": digit}
+                await self.send("dtmf", '"dtmf":' + json.dumps(dtmf))
+            if script.done:
+                return
+            frame += 1
+            payload = binascii.b2a_base64(step.audio, newline=False).decode("ascii")
+            await self.send(
+                "media",
+                f'"media":{{"track":"inbound","chunk":"{frame}",'
+                f'"timestamp":"{(frame - 1) * 20}","payload":"{payload}"}}',
+            )
+
+
+def _remaining(deadline: float, cap: float = _HTTP_TIMEOUT_S) -> float:
+    return max(0.5, min(cap, deadline - time.monotonic()))
+
+
+async def simulate_call(
+    base_url: str,
+    *,
+    auth_token: str | None,
+    caller_utterances: list[bytes],
+    barge_in_at: float | None = None,
+    review_token: str | None = None,
+    from_number: str = "+15551230000",
+    to_number: str = "+15557650000",
+    call_sid: str | None = None,
+    reply_silence_s: float = 0.8,
+    max_duration_s: float = 60.0,
+    digits: list[str] | None = None,
+    signature_url_base: str | None = None,
+    account_sid: str | None = None,
+    initial_silence_s: float = 0.5,
+    send_status_callback: bool = True,
+) -> SimulationResult:
+    """Place one simulated call to the bridge at ``base_url`` and return what happened.
+
+    ``caller_utterances`` are 8 kHz mu-law clips said in order (see :class:`_CallerScript`
+    for the turn-taking). ``signature_url_base`` is the public URL the bridge signs
+    against (``BRIDGE_PUBLIC_URL``) when it differs from ``base_url``; the TwiML stream
+    URL is then signed as written but reached through ``base_url``. ``max_duration_s``
+    bounds the webhook and the stream; the status callback and the call-record fetch
+    take at most a few seconds more.
+
+    Raises :class:`SimulationError` when the webhook or the WebSocket handshake is
+    refused or the bridge cannot be reached. A socket the bridge closes is not an error:
+    see ``close_code`` and ``closed_by_bridge``.
+    """
+    deadline = time.monotonic() + max_duration_s
+    base = base_url.rstrip("/")
+    public = (signature_url_base or base_url).rstrip("/")
+    call_sid = call_sid or "CA" + secrets.token_hex(16)
+    account_sid = account_sid or "AC" + secrets.token_hex(16)
+    form = {
+        "AccountSid": account_sid,
+        "CallSid": call_sid,
+        "From": from_number,
+        "To": to_number,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }
+    async with httpx.AsyncClient(trust_env=not _is_loopback(base)) as http:
+        try:
+            response = await http.post(
+                base + "/twilio/voice",
+                data=form,
+                headers=_signed(auth_token, public + "/twilio/voice", form),
+                timeout=_remaining(deadline),
+            )
+        except httpx.HTTPError as exc:
+            raise SimulationError(f"cannot reach the bridge at {base}: {exc!r}") from exc
+        if response.status_code != 200:
+            raise SimulationError(
+                f"voice webhook answered {response.status_code}", response.status_code
+            )
+        stream_url, params = parse_twiml(response.text)
+        result = SimulationResult(
+            call_sid, "MZ" + secrets.token_hex(16), params, stream_url=stream_url
+        )
+        script = _CallerScript(
+            list(caller_utterances),
+            barge_in_at=barge_in_at,
+            reply_silence_s=reply_silence_s,
+            initial_silence_s=initial_silence_s,
+            digits=list(digits or []),
+        )
+        started = time.monotonic()
+        await _run_stream(
+            result,
+            script,
+            connect_url=_reachable_url(stream_url, base, public),
+            headers=_signed(auth_token, stream_url, {}),
+            account_sid=account_sid,
+            deadline=deadline,
+        )
+        if send_status_callback:
+            form.update(CallStatus="completed", CallDuration=str(int(time.monotonic() - started)))
+            try:
+                status = await http.post(
+                    base + "/twilio/status",
+                    data=form,
+                    headers=_signed(auth_token, public + "/twilio/status", form),
+                    timeout=_HTTP_TIMEOUT_S,
+                )
+                if not status.is_success:
+                    result.protocol_problems.append(f"status callback got {status.status_code}")
+            except httpx.HTTPError as exc:
+                result.protocol_problems.append(f"status callback failed: {exc!r}")
+        result.call_record = await _fetch_record(http, f"{base}/api/calls/{call_sid}", review_token)
+    return result
+
+
+def _signed(auth_token: str | None, url: str, params: Mapping[str, str]) -> dict[str, str]:
+    return {"X-Twilio-Signature": sign(auth_token, url, params)} if auth_token else {}
+
+
+async def _run_stream(
+    result: SimulationResult,
+    script: _CallerScript,
+    *,
+    connect_url: str,
+    headers: dict[str, str],
+    account_sid: str,
+    deadline: float,
+) -> None:
+    try:
+        ws = await connect(
+            connect_url,
+            additional_headers=headers,
+            open_timeout=_remaining(deadline),
+            close_timeout=2.0,
+            compression=None,
+            max_size=16 * 1024 * 1024,
+            proxy=None if _is_loopback(connect_url) else True,
+        )
+    except InvalidStatus as exc:
+        code = exc.response.status_code
+        raise SimulationError(f"media stream handshake refused with {code}", code) from exc
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        raise SimulationError(f"cannot open the media stream {connect_url}: {exc!r}") from exc
+    stream = _Stream(ws, result, account_sid)
+    reader = asyncio.create_task(stream.read())
+    try:
+        try:
+            await stream.send_start(result.call_sid, result.twiml_parameters)
+            await stream.play(script, deadline, reader)
+        except ConnectionClosed:
+            pass
+        result.closed_by_bridge = ws.state is not State.OPEN
+        if not result.closed_by_bridge:
+            try:
+                await stream.send_stop(result.call_sid)
+            except ConnectionClosed:
+                result.closed_by_bridge = True
+        await ws.close()  # bounded by close_timeout
+        await asyncio.wait({reader}, timeout=5.0)
+    finally:
+        if not reader.done():
+            reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await ws.close()
+    result.close_code = ws.close_code
+    result.heard_audio = bytes(stream.heard)
+    result.received_audio = bytes(stream.received)
+
+
+async def _fetch_record(
+    http: httpx.AsyncClient, url: str, review_token: str | None
+) -> dict[str, Any] | None:
+    """The call record, polled briefly: the last turn may be written just after close."""
+    headers = {"Authorization": f"Bearer {review_token}"} if review_token else {}
+    until = time.monotonic() + _RECORD_WAIT_S
+    latest: dict[str, Any] | None = None
+    while True:
+        try:
+            response = await http.get(url, headers=headers, timeout=_RECORD_WAIT_S)
+        except httpx.HTTPError:
+            response = None
+        if response is not None and response.status_code == 200:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                latest = data
+                if data.get("status") != "in_progress":
+                    return latest
+        elif response is not None and response.status_code != 404:
+            return latest  # refused (401/403) or broken: retrying will not help
+        if time.monotonic() >= until:
+            return latest
+        await asyncio.sleep(0.2)
+
+
+def format_transcript(call_record: Mapping[str, Any]) -> str:
+    """The call record as text, one line per turn or event in time order, e.g.
+    ``[  1.02s] caller: text``; an interrupted agent turn shows what the caller heard and
+    the reply in full."""
+    rows: list[tuple[float, str]] = []
+    for turn in call_record.get("turns") or []:
+        text = turn.get("text", "")
+        line = f"{_stamp(turn.get('start_ms'))} {turn.get('role', '?')}: {text}"
+        if turn.get("interrupted"):
+            full = turn.get("full_text")
+            line += (
+                f"  [interrupted; full reply: {full}]"
+                if full and full != text
+                else ("  [interrupted]")
+            )
+        rows.append((_ms(turn.get("start_ms")), line))
+    for event in call_record.get("events") or []:
+        extra = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "at_ms"))
+        line = f"{_stamp(event.get('at_ms'))} * {event.get('type', '?')}"
+        rows.append((_ms(event.get("at_ms")), line + (f" ({extra})" if extra else "")))
+    rows.sort(key=lambda row: row[0])  # stable: turns before events at the same instant
+    return "\n".join(line for _, line in rows)
+
+
+def _ms(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _stamp(value: object) -> str:
+    return f"[{_ms(value) / 1000:6.2f}s]"

@@ -1,0 +1,35 @@
+"""Prometheus metrics, one registry per app so several apps can live in one process (tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class BridgeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.calls_started = Counter(
+            "bridge_calls_started", "Media streams accepted", registry=self.registry
+        )
+        self.calls_active = Gauge(
+            "bridge_calls_active", "Calls in progress", registry=self.registry
+        )
+        self.calls_finished = Counter(
+            "bridge_calls_finished",
+            "Calls ended, by status and reason",
+            ["status", "end_reason"],
+            registry=self.registry,
+        )
+        self.barge_ins = Counter("bridge_barge_ins", "Barge-ins handled", registry=self.registry)
+        self.rejected = Counter(
+            "bridge_requests_rejected",
+            "Requests refused before costing anything",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.bad_input = Counter(
+            "bridge_media_bad_input", "Media sockets closed for bad input", registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,530 @@
+"""The client side of a realtime speech-to-speech session, sans-I/O.
+
+``RealtimeConnection`` speaks every dialect in ``bridge.protocols.dialects``. Feed it each
+text frame the server sends (``receive_text``), take typed events (``events_received``), ask
+it to send (``send_session_update``, ``append_audio``, ``create_response``, ...), and write
+whatever ``data_to_send`` returns to the WebSocket, in order. It does no I/O and reads no
+clock, so the same object runs under the adapter, in tests and in the call simulator.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from bridge.errors import (
+    CLOSE_INVALID_PAYLOAD,
+    ConfigurationError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from bridge.protocols.dialects import (
+    BYTES_PER_MS,
+    Dialect,
+    SessionConfig,
+    build_session_update,
+)
+from bridge.protocols.realtime_events import (
+    AssistantItemStarted,
+    AudioDelta,
+    AudioDone,
+    InputCommitted,
+    InputTranscriptCompleted,
+    InputTranscriptFailed,
+    ItemTruncated,
+    RealtimeError,
+    RealtimeEvent,
+    ResponseCreated,
+    ResponseDone,
+    SessionCreated,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
+    TranscriptDone,
+)
+
+__all__ = ["RealtimeConnection", "ResponseState", "classify_error"]
+
+_Message = dict[str, Any]
+
+# Errors expected in normal operation: races between the client and the server's own VAD.
+_BENIGN_CODES = frozenset(
+    {
+        "response_cancel_not_active",
+        "conversation_already_has_active_response",
+        "input_audio_buffer_commit_empty",
+        "item_truncate_invalid_item_id",
+    }
+)
+# Some servers send code null (Inworld) or codes of their own (xAI): match the wording too.
+_BENIGN_MESSAGES = ("already shorter than", "no active response", "already has an active response")
+_FATAL_CODES = frozenset(
+    {
+        "invalid_api_key",
+        "insufficient_quota",
+        "rate_limit_exceeded",
+        "session_expired",
+        "beta_api_shape_disabled",
+    }
+)
+# api.openai.com answers a beta session with this wording.
+_FATAL_MESSAGES = ("no longer supported",)
+_ALREADY_ACTIVE = "conversation_already_has_active_response"
+_ALREADY_ACTIVE_TEXT = "already has an active response"
+
+# Enough client events to name the cause of any error that can still be in flight.
+_RECENT_LIMIT = 64
+
+# Both spellings are accepted whatever the dialect: "compatible" servers mix them.
+_AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
+_AUDIO_DONE = ("response.output_audio.done", "response.audio.done")
+_TRANSCRIPT_DELTA = ("response.output_audio_transcript.delta", "response.audio_transcript.delta")
+_TRANSCRIPT_DONE = ("response.output_audio_transcript.done", "response.audio_transcript.done")
+_ITEM_CREATED = ("conversation.item.added", "conversation.item.created")
+_TEXT_PARTS = frozenset({"text", "output_text"})
+
+_APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
+
+
+class ResponseState(StrEnum):
+    """Where the model's current response stands, as far as the client can tell."""
+
+    IDLE = "idle"
+    #: ``response.create`` sent, no ``response.created`` yet: another create would fail.
+    REQUESTED = "requested"
+    #: Between ``response.created`` and ``response.done``.
+    ACTIVE = "active"
+    #: Active, and this client already sent ``response.cancel``.
+    CANCELLING = "cancelling"
+
+
+def classify_error(code: str | None, message: str, caused_by: str | None) -> tuple[bool, bool]:
+    """``(benign, fatal)`` for a server error; see ``RealtimeError``."""
+    lowered = message.lower()
+    fatal = (
+        code in _FATAL_CODES
+        # The provider refused the session configuration: nothing will work after that.
+        or caused_by == "session.update"
+        or any(text in lowered for text in _FATAL_MESSAGES)
+    )
+    benign = not fatal and (
+        code in _BENIGN_CODES or any(text in lowered for text in _BENIGN_MESSAGES)
+    )
+    return benign, fatal
+
+
+class RealtimeConnection:
+    """One realtime session, seen from the bridge.
+
+    After connecting, feed every server text frame to :meth:`receive_text`; on
+    ``SessionCreated`` call :meth:`send_session_update`. Then stream the caller's audio with
+    :meth:`append_audio` (in ``audio_format``: ``"pcmu"`` or ``"pcm24k"``). After every call,
+    write :meth:`data_to_send` to the socket and handle :meth:`events_received`.
+    """
+
+    def __init__(self, dialect: Dialect, audio_format: str) -> None:
+        if audio_format not in BYTES_PER_MS:
+            raise ConfigurationError(f"unknown audio format {audio_format!r}")
+        self.dialect = dialect
+        self.audio_format = audio_format
+        self._bytes_per_ms = BYTES_PER_MS[audio_format]
+        self._min_append_bytes = dialect.min_append_ms * self._bytes_per_ms
+        self._pending = bytearray()
+        self._appended_bytes = 0
+        self._events: list[RealtimeEvent] = []
+        self._outgoing: list[str] = []
+        self._last_event_number = 0
+        # event_id -> (client event type, instructions of a response.create)
+        self._recent: dict[str, tuple[str, str | None]] = {}
+        self._state = ResponseState.IDLE
+        self._response_id: str | None = None
+        self._queued = False
+        self._queued_instructions: str | None = None
+        self._announced: set[str] = set()
+        handlers: dict[str, Callable[[_Message], None]] = {
+            "session.created": self._on_session_created,
+            "session.updated": self._on_session_updated,
+            "input_audio_buffer.speech_started": self._on_speech_started,
+            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
+            "input_audio_buffer.committed": self._on_committed,
+            "response.created": self._on_response_created,
+            "response.output_item.added": self._on_output_item_added,
+            "conversation.item.input_audio_transcription.completed": self._on_input_transcript,
+            "conversation.item.input_audio_transcription.failed": self._on_input_failed,
+            "conversation.item.truncated": self._on_truncated,
+            "response.done": self._on_response_done,
+            "error": self._on_error,
+        }
+        for name in _ITEM_CREATED:
+            handlers[name] = self._on_item_created
+        for names, handler in (
+            (_AUDIO_DELTA, self._on_audio_delta),
+            (_AUDIO_DONE, self._on_audio_done),
+            (_TRANSCRIPT_DELTA, self._on_transcript_delta),
+            (_TRANSCRIPT_DONE, self._on_transcript_done),
+        ):
+            for name in names:
+                handlers[name] = handler
+        self._handlers = handlers
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def appended_ms(self) -> float:
+        """Ms of input audio sent since the session opened: the model's input timeline."""
+        return self._appended_bytes / self._bytes_per_ms
+
+    @property
+    def response_state(self) -> ResponseState:
+        return self._state
+
+    @property
+    def response_in_flight(self) -> bool:
+        """True between ``response.created`` and ``response.done``."""
+        return self._state is ResponseState.ACTIVE or self._state is ResponseState.CANCELLING
+
+    @property
+    def active_response_id(self) -> str | None:
+        return self._response_id if self.response_in_flight else None
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def receive_text(self, text: str) -> None:
+        """Take one server event. Then handle ``events_received()``.
+
+        Raises ``RemoteProtocolError`` (close code 1007) when the text is not a JSON object
+        or a known event lacks what it must carry (audio that is not base64, say): close the
+        session with that code. Unknown event types are ignored.
+        """
+        try:
+            message = json.loads(text)
+        except ValueError:
+            raise RemoteProtocolError(
+                "realtime server sent text that is not JSON", CLOSE_INVALID_PAYLOAD
+            ) from None
+        if type(message) is not dict:
+            raise RemoteProtocolError(
+                "realtime server sent JSON that is not an object", CLOSE_INVALID_PAYLOAD
+            )
+        kind = message.get("type")
+        if type(kind) is str:
+            handler = self._handlers.get(kind)
+            if handler is not None:
+                handler(message)
+
+    def events_received(self) -> list[RealtimeEvent]:
+        """The events decoded since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def _on_session_created(self, message: _Message) -> None:
+        session = message.get("session")
+        expires = _int(session.get("expires_at")) if type(session) is dict else None
+        self._events.append(SessionCreated(expires))
+
+    def _on_session_updated(self, message: _Message) -> None:
+        self._events.append(SessionUpdated())
+
+    def _on_speech_started(self, message: _Message) -> None:
+        self._events.append(
+            SpeechStarted(_str(message.get("item_id")), _int(message.get("audio_start_ms")))
+        )
+
+    def _on_speech_stopped(self, message: _Message) -> None:
+        self._events.append(
+            SpeechStopped(_str(message.get("item_id")), _int(message.get("audio_end_ms")))
+        )
+
+    def _on_committed(self, message: _Message) -> None:
+        self._events.append(InputCommitted(_str(message.get("item_id"))))
+
+    def _on_response_created(self, message: _Message) -> None:
+        response = message.get("response")
+        response_id = _str(response.get("id")) if type(response) is dict else None
+        self._state = ResponseState.ACTIVE
+        self._response_id = response_id
+        self._events.append(ResponseCreated(response_id or ""))
+
+    def _on_output_item_added(self, message: _Message) -> None:
+        self._announce(message.get("item"), _str(message.get("response_id")))
+
+    def _on_item_created(self, message: _Message) -> None:
+        # These carry no response id; an assistant item belongs to the active response.
+        self._announce(message.get("item"), self.active_response_id)
+
+    def _announce(self, item: object, response_id: str | None) -> None:
+        if type(item) is not dict or item.get("role") != "assistant":
+            return
+        if item.get("type", "message") != "message":
+            return  # function calls and their outputs carry no speech
+        item_id = item.get("id")
+        if type(item_id) is str and item_id not in self._announced:
+            self._announced.add(item_id)
+            self._events.append(AssistantItemStarted(response_id, item_id))
+
+    def _on_audio_delta(self, message: _Message) -> None:
+        # The hot path (50+ per second): two type checks, one decode, one event.
+        item_id = message.get("item_id")
+        delta = message.get("delta")
+        if type(item_id) is not str or type(delta) is not str:
+            raise RemoteProtocolError("audio delta without item_id or delta", CLOSE_INVALID_PAYLOAD)
+        try:
+            audio = binascii.a2b_base64(delta, strict_mode=True)
+        except ValueError:
+            raise RemoteProtocolError(
+                "audio delta is not valid base64", CLOSE_INVALID_PAYLOAD
+            ) from None
+        response_id = message.get("response_id")
+        if type(response_id) is not str:
+            response_id = None
+        if item_id not in self._announced:
+            # A server that skipped the item events: the audio itself starts the item.
+            self._announced.add(item_id)
+            self._events.append(AssistantItemStarted(response_id, item_id))
+        self._events.append(AudioDelta(response_id, item_id, audio))
+
+    def _on_audio_done(self, message: _Message) -> None:
+        item_id = _required_str(message, "item_id")
+        self._events.append(AudioDone(_str(message.get("response_id")), item_id))
+
+    def _on_transcript_delta(self, message: _Message) -> None:
+        item_id = _required_str(message, "item_id")
+        delta = _required_str(message, "delta")
+        self._events.append(TranscriptDelta(_str(message.get("response_id")), item_id, delta))
+
+    def _on_transcript_done(self, message: _Message) -> None:
+        item_id = _required_str(message, "item_id")
+        text = _required_str(message, "transcript")
+        self._events.append(TranscriptDone(_str(message.get("response_id")), item_id, text))
+
+    def _on_input_transcript(self, message: _Message) -> None:
+        text = _required_str(message, "transcript")
+        self._events.append(InputTranscriptCompleted(_str(message.get("item_id")), text))
+
+    def _on_input_failed(self, message: _Message) -> None:
+        error = message.get("error")
+        text = _str(error.get("message")) if type(error) is dict else None
+        self._events.append(
+            InputTranscriptFailed(_str(message.get("item_id")), text or "transcription failed")
+        )
+
+    def _on_truncated(self, message: _Message) -> None:
+        item_id = _required_str(message, "item_id")
+        end = _int(message.get("audio_end_ms"))
+        if end is None:
+            raise RemoteProtocolError(
+                "conversation.item.truncated without audio_end_ms", CLOSE_INVALID_PAYLOAD
+            )
+        self._events.append(ItemTruncated(item_id, end))
+
+    def _on_response_done(self, message: _Message) -> None:
+        response = message.get("response")
+        if type(response) is not dict:
+            response = {}
+        status = _str(response.get("status")) or "unknown"
+        self._state = ResponseState.IDLE
+        self._response_id = None
+        self._events.append(
+            ResponseDone(
+                _str(response.get("id")),
+                status,
+                _status_reason(response.get("status_details")),
+                _transcripts(response.get("output")),
+            )
+        )
+        if self._queued:
+            self._send_queued()
+
+    def _send_queued(self) -> None:
+        self._queued = False
+        self._send_create(self._queued_instructions)
+
+    def _on_error(self, message: _Message) -> None:
+        error = message.get("error")
+        if type(error) is not dict:
+            error = {}
+        code = _str(error.get("code"))
+        text = _str(error.get("message")) or ""
+        cause_id = _str(error.get("event_id"))
+        cause = self._recent.get(cause_id) if cause_id is not None else None
+        caused_by = cause[0] if cause is not None else None
+        benign, fatal = classify_error(code, text, caused_by)
+        self._events.append(
+            RealtimeError(code, text, _str(error.get("param")), caused_by, benign, fatal)
+        )
+        if caused_by == "response.create" and cause is not None:
+            self._create_failed(
+                cause[1], code == _ALREADY_ACTIVE or _ALREADY_ACTIVE_TEXT in text.lower()
+            )
+
+    def _create_failed(self, instructions: str | None, already_active: bool) -> None:
+        if already_active and not self._queued:
+            # Another response (the server's VAD) won the race: ask again when it ends.
+            self._queued = True
+            self._queued_instructions = instructions
+        if self._state is ResponseState.REQUESTED:
+            self._state = ResponseState.IDLE  # no response.created will follow
+            if self._queued and not already_active:
+                self._send_queued()
+
+    # -- sending -------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[str]:
+        """The JSON texts to write to the WebSocket, in order; the list is drained."""
+        outgoing, self._outgoing = self._outgoing, []
+        return outgoing
+
+    def send_session_update(self, config: SessionConfig) -> None:
+        """Configure the session; send it after ``SessionCreated``. Expect ``SessionUpdated``,
+        or a fatal ``RealtimeError`` if the provider refuses the configuration."""
+        if config.audio_format != self.audio_format:
+            raise LocalProtocolError(
+                f"session format {config.audio_format!r} differs from the connection's "
+                f"{self.audio_format!r}"
+            )
+        update = build_session_update(self.dialect, config)
+        self._send("session.update", {"session": update["session"]})
+
+    def append_audio(self, audio: bytes) -> None:
+        """Queue caller audio (session format). An append goes out once at least
+        ``dialect.min_append_ms`` is buffered; call :meth:`flush_audio` to send the rest."""
+        pending = self._pending
+        if not pending and len(audio) >= self._min_append_bytes:
+            self._emit_append(audio)
+            return
+        pending += audio
+        if len(pending) >= self._min_append_bytes:
+            self._emit_append(pending)
+            pending.clear()
+
+    def flush_audio(self) -> None:
+        """Send whatever caller audio is buffered (before a pause, a commit or a close)."""
+        if self._pending:
+            self._emit_append(self._pending)
+            self._pending.clear()
+
+    def _emit_append(self, audio: bytes | bytearray) -> None:
+        encoded = binascii.b2a_base64(audio, newline=False).decode("ascii")
+        # Base64 needs no JSON escaping, so the frame is built without json.dumps.
+        self._outgoing.append(_APPEND_HEAD + encoded + '"}')
+        self._appended_bytes += len(audio)
+
+    def create_response(self, instructions: str | None = None) -> None:
+        """Ask the model to speak (a greeting, say). While a response is requested or in
+        flight, the request waits and goes out at ``response.done``; only the latest
+        waiting request is kept."""
+        if self._state is ResponseState.IDLE:
+            self._send_create(instructions)
+        else:
+            self._queued = True
+            self._queued_instructions = instructions
+
+    def _send_create(self, instructions: str | None) -> None:
+        body: _Message = (
+            {} if instructions is None else {"response": {"instructions": instructions}}
+        )
+        self._send("response.create", body, instructions)
+        self._state = ResponseState.REQUESTED
+
+    def cancel_response(self) -> None:
+        """Stop the response in flight (a barge-in the bridge decided itself). A no-op when
+        none is in flight or a cancel was already sent; ``response.done`` follows."""
+        if self._state is not ResponseState.ACTIVE:
+            return
+        body: _Message = {} if self._response_id is None else {"response_id": self._response_id}
+        self._send("response.cancel", body)
+        self._state = ResponseState.CANCELLING
+
+    def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        """Tell the server the caller heard only ``audio_end_ms`` of assistant item
+        ``item_id``, so its context holds nothing unheard. Expect ``ItemTruncated`` or a
+        benign error ("already shorter")."""
+        self._send(
+            "conversation.item.truncate",
+            {"item_id": item_id, "content_index": 0, "audio_end_ms": max(0, int(audio_end_ms))},
+        )
+
+    def add_user_text(self, text: str) -> None:
+        """Add a user text message to the conversation (context, or a prompt to answer with
+        :meth:`create_response`)."""
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text}],
+        }
+        self._send("conversation.item.create", {"item": item})
+
+    def _send(self, kind: str, body: _Message, instructions: str | None = None) -> None:
+        self._last_event_number += 1
+        event_id = f"evt_{self._last_event_number}"
+        self._outgoing.append(
+            json.dumps({"type": kind, "event_id": event_id, **body}, separators=(",", ":"))
+        )
+        recent = self._recent
+        recent[event_id] = (kind, instructions)
+        if len(recent) > _RECENT_LIMIT:
+            del recent[next(iter(recent))]
+
+
+def _str(value: object) -> str | None:
+    return value if type(value) is str else None
+
+
+def _int(value: object) -> int | None:
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        return int(value)
+    return None
+
+
+def _required_str(message: _Message, key: str) -> str:
+    value = message.get(key)
+    if type(value) is not str:
+        raise RemoteProtocolError(
+            f"{message.get('type')} without a string {key!r}", CLOSE_INVALID_PAYLOAD
+        )
+    return value
+
+
+def _status_reason(details: object) -> str | None:
+    if type(details) is not dict:
+        return None
+    reason = _str(details.get("reason"))
+    if reason is None:
+        error = details.get("error")
+        if type(error) is dict:
+            reason = _str(error.get("code")) or _str(error.get("type"))
+    return reason
+
+
+def _transcripts(output: object) -> dict[str, str]:
+    """item_id -> final transcript of each assistant message in ``response.output``."""
+    transcripts: dict[str, str] = {}
+    if type(output) is not list:
+        return transcripts
+    for item in output:
+        if type(item) is not dict or item.get("role", "assistant") != "assistant":
+            continue
+        item_id = item.get("id")
+        content = item.get("content")
+        if type(item_id) is not str or type(content) is not list:
+            continue
+        spoken: list[str] = []
+        written: list[str] = []
+        for part in content:
+            if type(part) is not dict:
+                continue
+            transcript = part.get("transcript")
+            if type(transcript) is str:
+                spoken.append(transcript)
+            elif part.get("type") in _TEXT_PARTS and type(part.get("text")) is str:
+                written.append(part["text"])
+        # With audio and text both on (Inworld), the text repeats the speech: prefer speech.
+        if spoken or written:
+            transcripts[item_id] = "".join(spoken or written)
+    return transcripts

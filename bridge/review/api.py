@@ -1,0 +1,104 @@
+"""The call log as JSON: ``GET /api/calls`` and ``GET /api/calls/{call_sid}``.
+
+Mount ``review_api_routes()`` in the app and set ``app.state.store`` (an opened
+``CallStore``) and ``app.state.settings`` before serving. Answers are never cached, and an
+unauthorized request learns nothing but ``401``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bridge.review.auth import review_access_allowed
+from bridge.settings import Settings
+from bridge.storage.base import CallStore
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def review_api_routes() -> list[Route]:
+    """The two JSON routes, ready for ``Starlette(routes=[...])``."""
+    return [
+        Route("/api/calls", list_calls, methods=["GET"], name="api_calls"),
+        Route("/api/calls/{call_sid}", show_call, methods=["GET"], name="api_call"),
+    ]
+
+
+async def list_calls(request: Request) -> JSONResponse:
+    """``{"calls": [...]}``, newest first; ``?limit=1..200`` and ``?before=ISO-8601``."""
+    if not _allowed(request):
+        return _unauthorized()
+    try:
+        limit = _parse_limit(request.query_params.get("limit"))
+        before = _parse_before(request.query_params.get("before"))
+    except ValueError as exc:
+        return _json({"error": str(exc)}, 400)
+    calls = await _store(request).list_calls(limit=limit, before=before)
+    return _json({"calls": [call.to_json() for call in calls]})
+
+
+async def show_call(request: Request) -> JSONResponse:
+    """The whole call record in the CONTRACT.md shape, or 404."""
+    if not _allowed(request):
+        return _unauthorized()
+    record = await _store(request).get_call(request.path_params["call_sid"])
+    if record is None:
+        return _json({"error": "not found"}, 404)
+    return _json(record.to_json())
+
+
+def _parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    message = f"limit must be a whole number from 1 to {MAX_LIMIT}"
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ValueError(message) from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(message)
+    return limit
+
+
+def _parse_before(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        before = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError(
+            "before must be an ISO-8601 timestamp, e.g. 2026-11-21T10:00:00.000Z"
+        ) from None
+    if before.tzinfo is None:
+        # Every timestamp the API hands out is UTC, so a bare one is read as UTC too.
+        before = before.replace(tzinfo=UTC)
+    return before
+
+
+def _allowed(request: Request) -> bool:
+    settings: Settings = request.app.state.settings
+    return review_access_allowed(request, settings.review_token)
+
+
+def _store(request: Request) -> CallStore:
+    store: CallStore = request.app.state.store
+    return store
+
+
+def _unauthorized() -> JSONResponse:
+    return _json({"error": "unauthorized"}, 401, extra_headers={"WWW-Authenticate": "Bearer"})
+
+
+def _json(
+    body: dict[str, Any], status_code: int = 200, extra_headers: dict[str, str] | None = None
+) -> JSONResponse:
+    headers = {**_NO_STORE, **(extra_headers or {})}
+    return JSONResponse(body, status_code=status_code, headers=headers)

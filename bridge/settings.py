@@ -1,0 +1,126 @@
+"""The bridge's settings: one frozen model, read once from the environment (and ``.env``).
+
+Every name here is public (see CONTRACT.md); build it with ``load_settings()`` and pass it
+down. Nothing else in the bridge reads the environment.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bridge.errors import ConfigurationError
+
+
+class Provider(StrEnum):
+    OPENAI = "openai"
+    OPENAI_BETA = "openai-beta"
+    AZURE = "azure"
+    INWORLD = "inworld"
+    LOCAL = "local"
+
+
+class AudioFormat(StrEnum):
+    PCMU = "pcmu"
+    PCM24K = "pcm24k"
+
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly, concise assistant answering a phone call. Speak in short sentences, "
+    "one or two at a time, and let the caller talk. If you do not understand, ask again."
+)
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """What the bridge is configured to do. Frozen: build a new one to change anything."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    public_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("BRIDGE_PUBLIC_URL"))
+    twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    provider: Provider | None = Field(None, validation_alias=_env("BRIDGE_PROVIDER"))
+    realtime_url: str | None = Field(None, validation_alias=_env("BRIDGE_REALTIME_URL"))
+    realtime_model: str | None = Field(None, validation_alias=_env("BRIDGE_REALTIME_MODEL"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
+    inworld_api_key: SecretStr | None = Field(None, validation_alias=_env("INWORLD_API_KEY"))
+    azure_openai_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("AZURE_OPENAI_API_KEY")
+    )
+    azure_openai_endpoint: str | None = Field(None, validation_alias=_env("AZURE_OPENAI_ENDPOINT"))
+    audio_format: AudioFormat = Field(
+        AudioFormat.PCMU, validation_alias=_env("BRIDGE_AUDIO_FORMAT")
+    )
+    instructions: str = Field(DEFAULT_INSTRUCTIONS, validation_alias=_env("BRIDGE_INSTRUCTIONS"))
+    voice: str | None = Field(None, validation_alias=_env("BRIDGE_VOICE"))
+    greeting: str | None = Field(None, validation_alias=_env("BRIDGE_GREETING"))
+    database_url: str = Field("sqlite:///./bridge.db", validation_alias=_env("BRIDGE_DATABASE_URL"))
+    review_token: SecretStr | None = Field(None, validation_alias=_env("BRIDGE_REVIEW_TOKEN"))
+    log_format: Literal["console", "json"] | None = Field(
+        None, validation_alias=_env("BRIDGE_LOG_FORMAT")
+    )
+    # Not in the public contract: a shared secret for the per-call stream token. When unset it
+    # is derived from TWILIO_AUTH_TOKEN (shared by every instance) or made up per process.
+    stream_secret: SecretStr | None = Field(None, validation_alias=_env("BRIDGE_STREAM_SECRET"))
+    log_level: str = Field("info", validation_alias=_env("BRIDGE_LOG_LEVEL"))
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.public_url.startswith(("http://", "https://")):
+            raise ConfigurationError("BRIDGE_PUBLIC_URL must start with http:// or https://")
+        return self
+
+    @property
+    def effective_provider(self) -> Provider:
+        """The provider in force: the explicit one, else the first with a key, else local."""
+        if self.provider is not None:
+            return self.provider
+        if self.openai_api_key is not None:
+            return Provider.OPENAI
+        if self.inworld_api_key is not None:
+            return Provider.INWORLD
+        return Provider.LOCAL
+
+    @property
+    def public_base(self) -> str:
+        return self.public_url.rstrip("/")
+
+    @property
+    def media_stream_url(self) -> str:
+        """The ``<Stream url>`` written in TwiML and signed by Twilio on the upgrade."""
+        base = self.public_base
+        scheme, rest = base.split("://", 1)
+        return ("wss" if scheme == "https" else "ws") + "://" + rest + "/twilio/media"
+
+    def public_http_url(self, path: str) -> str:
+        return self.public_base + path
+
+    @property
+    def resolved_log_format(self) -> str:
+        if self.log_format is not None:
+            return self.log_format
+        return "console" if sys.stderr.isatty() else "json"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (and ``.env``); ``overrides`` win, for tests and the CLI."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ConfigurationError:
+        raise
+    except ValueError as exc:  # pydantic's ValidationError
+        raise ConfigurationError(str(exc)) from exc

@@ -1,0 +1,207 @@
+"""The call store's interface and the values it hands back.
+
+A ``CallStore`` keeps what every call leaves behind: one row per call, its finished turns and
+its events. The call session writes to it as the call goes (``create_call`` when the stream
+starts, ``append_turn`` when a turn finishes, ``finish_call`` once at the end) and the review
+API, pages and ``bridge calls`` read from it. Every backend passes the one contract suite in
+``tests/storage/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from bridge.call.records import CallEvent, CallStatus, EndReason, Turn
+from bridge.errors import BridgeError, LocalProtocolError
+
+
+class StoreUnavailableError(BridgeError):
+    """The store could not do the work: the file cannot be opened, the disk is full, the
+    database stayed locked, the server went away. The caller logs it and carries on: a call
+    keeps going even when its transcript cannot be written."""
+
+
+class UnknownCallError(LocalProtocolError):
+    """A turn or event was written for a call the store has never seen.
+
+    The session must ``create_call`` before it writes anything else for that call.
+    """
+
+
+def require_aware(value: datetime, name: str) -> datetime:
+    """Return ``value`` in UTC; raise ``ValueError`` for a naive datetime.
+
+    A naive time would be read as the machine's local time by some code and as UTC by
+    other code, so the store refuses it rather than guessing.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime")
+    return value.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """``2026-11-21T10:00:00.000Z``: UTC, milliseconds, the form every JSON answer uses."""
+    utc = require_aware(value, "timestamp")
+    return utc.strftime("%Y-%m-%dT%H:%M:%S") + f".{utc.microsecond // 1000:03d}Z"
+
+
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def _duration_ms(started_at: datetime, ended_at: datetime | None) -> int | None:
+    if ended_at is None:
+        return None
+    return (ended_at - started_at) // _MILLISECOND
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    """What is known about a call when its media stream starts. ``started_at`` is UTC-aware."""
+
+    call_sid: str
+    stream_sid: str
+    from_number: str
+    to_number: str
+    provider: str
+    model: str
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """One line of the call log: a call without its turns and events."""
+
+    call_sid: str
+    stream_sid: str
+    from_number: str
+    to_number: str
+    provider: str
+    model: str
+    started_at: datetime
+    ended_at: datetime | None
+    status: CallStatus
+    end_reason: EndReason | None
+    turn_count: int
+
+    @property
+    def duration_ms(self) -> int | None:
+        """Milliseconds from start to end; ``None`` while the call is live."""
+        return _duration_ms(self.started_at, self.ended_at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The CONTRACT.md call shape without ``turns``/``events``, plus ``duration_ms`` and
+        ``turn_count``."""
+        return {
+            **_header_json(self),
+            "duration_ms": self.duration_ms,
+            "turn_count": self.turn_count,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """A whole call: the summary fields, the turns ordered by ``seq`` and the events ordered
+    by ``at_ms`` (then by the order they were written)."""
+
+    call_sid: str
+    stream_sid: str
+    from_number: str
+    to_number: str
+    provider: str
+    model: str
+    started_at: datetime
+    ended_at: datetime | None
+    status: CallStatus
+    end_reason: EndReason | None
+    turns: list[Turn]
+    events: list[CallEvent]
+
+    @property
+    def duration_ms(self) -> int | None:
+        """Milliseconds from start to end; ``None`` while the call is live."""
+        return _duration_ms(self.started_at, self.ended_at)
+
+    @property
+    def summary(self) -> CallSummary:
+        return CallSummary(
+            call_sid=self.call_sid,
+            stream_sid=self.stream_sid,
+            from_number=self.from_number,
+            to_number=self.to_number,
+            provider=self.provider,
+            model=self.model,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            status=self.status,
+            end_reason=self.end_reason,
+            turn_count=len(self.turns),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Exactly the call record of CONTRACT.md (``GET /api/calls/{call_sid}``)."""
+        return {
+            **_header_json(self),
+            "turns": [turn.to_json() for turn in self.turns],
+            "events": [event.to_json() for event in self.events],
+        }
+
+
+def _header_json(call: CallSummary | CallRecord) -> dict[str, Any]:
+    # Key order follows CONTRACT.md so that the JSON reads the same as the documentation.
+    return {
+        "call_sid": call.call_sid,
+        "stream_sid": call.stream_sid,
+        "from": call.from_number,
+        "to": call.to_number,
+        "provider": call.provider,
+        "model": call.model,
+        "started_at": format_timestamp(call.started_at),
+        "ended_at": None if call.ended_at is None else format_timestamp(call.ended_at),
+        "status": call.status.value,
+        "end_reason": None if call.end_reason is None else call.end_reason.value,
+    }
+
+
+class CallStore(Protocol):
+    """Where calls are kept. Await ``open()`` before anything else and ``close()`` at the end.
+
+    Every write is committed by the time its method returns, so a crash loses at most the
+    turn still in progress. Methods may be awaited concurrently from many calls.
+    """
+
+    async def open(self) -> None:
+        """Connect and create the schema if needed. Call once, before any other method."""
+
+    async def close(self) -> None:
+        """Finish pending work and release the connection. Safe to call twice."""
+
+    async def ping(self) -> bool:
+        """``True`` when the store answers a trivial query (for ``/readyz``); never raises."""
+
+    async def create_call(self, call: NewCall) -> None:
+        """Record a call as ``in_progress``. A second create for the same sid is a no-op."""
+
+    async def append_turn(self, call_sid: str, turn: Turn) -> None:
+        """Write a finished turn. Writing the same ``seq`` again replaces it (an agent turn
+        later cut by barge-in). Raises ``UnknownCallError`` if the call was never created."""
+
+    async def append_event(self, call_sid: str, event: CallEvent) -> None:
+        """Write an event. Raises ``UnknownCallError`` if the call was never created."""
+
+    async def finish_call(
+        self, call_sid: str, status: CallStatus, end_reason: EndReason, ended_at: datetime
+    ) -> None:
+        """End an ``in_progress`` call. Only the first finish counts; later ones, and a finish
+        for a call never created (a status callback for a call whose stream never started),
+        are no-ops."""
+
+    async def get_call(self, call_sid: str) -> CallRecord | None:
+        """The whole call, or ``None`` if there is no such call."""
+
+    async def list_calls(
+        self, limit: int = 50, before: datetime | None = None
+    ) -> list[CallSummary]:
+        """Up to ``limit`` calls, newest first by ``started_at``; with ``before``, only calls
+        started strictly before it (pass the last row's ``started_at`` for the next page)."""
