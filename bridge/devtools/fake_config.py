@@ -90,7 +90,18 @@ class SessionConfig:
     provider_data: dict[str, Any] = field(default_factory=dict)
 
 
-_GA_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+_GA_VOICES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
 _BETA_VOICES = _GA_VOICES[:8]
 _OPENAI_STT = (
     "whisper-1",
@@ -112,20 +123,43 @@ _INWORLD_STT = (
 _INWORLD_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
 GA_TOP_LEVEL = frozenset(
     {
-        "type", "model", "instructions", "output_modalities", "audio", "tools", "tool_choice",
-        "max_output_tokens", "tracing", "truncation", "prompt", "include", "reasoning",
+        "type",
+        "model",
+        "instructions",
+        "output_modalities",
+        "audio",
+        "tools",
+        "tool_choice",
+        "max_output_tokens",
+        "tracing",
+        "truncation",
+        "prompt",
+        "include",
+        "reasoning",
         "parallel_tool_calls",
     }
-)  # fmt: skip
+)
 INWORLD_TOP_LEVEL = GA_TOP_LEVEL | {"temperature", "providerData"}
 BETA_TOP_LEVEL = frozenset(
     {
-        "model", "modalities", "instructions", "voice", "input_audio_format",
-        "output_audio_format", "input_audio_transcription", "input_audio_noise_reduction",
-        "turn_detection", "tools", "tool_choice", "temperature", "max_response_output_tokens",
-        "speed", "tracing", "include",
+        "model",
+        "modalities",
+        "instructions",
+        "voice",
+        "input_audio_format",
+        "output_audio_format",
+        "input_audio_transcription",
+        "input_audio_noise_reduction",
+        "turn_detection",
+        "tools",
+        "tool_choice",
+        "temperature",
+        "max_response_output_tokens",
+        "speed",
+        "tracing",
+        "include",
     }
-)  # fmt: skip
+)
 
 
 def default_config(dialect: Dialect, vad: VadParams, model: str | None = None) -> SessionConfig:
@@ -159,8 +193,14 @@ def default_config(dialect: Dialect, vad: VadParams, model: str | None = None) -
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "an array", dict: "an object"}.get(type(value), "a value")  # fmt: skip
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), "a value")
 
 
 def _invalid_type(param: str, expected: str, value: Any) -> InvalidRequest:
@@ -185,7 +225,8 @@ def check_object(value: Any, param: str, allowed: frozenset[str] | set[str]) -> 
 def choice(value: Any, options: tuple[str, ...], param: str) -> str:
     if isinstance(value, str) and value in options:
         return value
-    listed = ", ".join(f"'{o}'" for o in options[:-1]) + f", and '{options[-1]}'"
+    quoted = [f"'{o}'" for o in options]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
     raise InvalidRequest(
         "invalid_value", f"Invalid value: '{value}'. Supported values are: {listed}.", param
     )
@@ -246,15 +287,17 @@ def parse_ga_format(value: Any, param: str, dialect: Dialect) -> AudioFormat:
     obj = check_object(value, param, {"type", "rate"})
     if "type" not in obj:
         raise InvalidRequest(
-            "missing_required_parameter", f"Missing required parameter: '{param}.type'.",
+            "missing_required_parameter",
+            f"Missing required parameter: '{param}.type'.",
             f"{param}.type",
-        )  # fmt: skip
+        )
     kind = choice(obj["type"], ("audio/pcm", "audio/pcmu", "audio/pcma"), f"{param}.type")
     if kind == "audio/pcma":
         raise InvalidRequest(
-            "invalid_value", "The fake realtime server does not support 'audio/pcma'.",
+            "invalid_value",
+            "The fake realtime server does not support 'audio/pcma'.",
             f"{param}.type",
-        )  # fmt: skip
+        )
     if kind == "audio/pcmu":
         return PCMU
     rate = integer(obj.get("rate", 24000), f"{param}.rate", 1)
@@ -286,9 +329,10 @@ def parse_turn_detection(
         raise _invalid_type(param, "an object", value)
     if "type" not in value:
         raise InvalidRequest(
-            "missing_required_parameter", f"Missing required parameter: '{param}.type'.",
+            "missing_required_parameter",
+            f"Missing required parameter: '{param}.type'.",
             f"{param}.type",
-        )  # fmt: skip
+        )
     kind = choice(value["type"], ("server_vad", "semantic_vad"), f"{param}.type")
     allowed = {"type", "create_response", "interrupt_response"}
     if kind == "server_vad":
@@ -302,7 +346,9 @@ def parse_turn_detection(
         kind, silence_duration_ms=vad.silence_ms, prefix_padding_ms=vad.prefix_padding_ms
     )
     if "create_response" in obj:
-        td = replace(td, create_response=boolean(obj["create_response"], f"{param}.create_response"))
+        td = replace(
+            td, create_response=boolean(obj["create_response"], f"{param}.create_response")
+        )
     if "interrupt_response" in obj:
         interrupt = boolean(obj["interrupt_response"], f"{param}.interrupt_response")
         td = replace(td, interrupt_response=interrupt)
@@ -364,7 +410,9 @@ def parse_max_tokens(value: Any, param: str) -> int | str:
     return tokens
 
 
-def parse_modalities(value: Any, param: str, allowed: tuple[frozenset[str], ...]) -> tuple[str, ...]:
+def parse_modalities(
+    value: Any, param: str, allowed: tuple[frozenset[str], ...]
+) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _invalid_type(param, "an array of strings", value)
     if frozenset(value) not in allowed or len(set(value)) != len(value):

@@ -42,15 +42,23 @@ class DialectNames:
 
 
 _GA_NAMES = DialectNames(
-    "response.output_audio.delta", "response.output_audio.done",
-    "response.output_audio_transcript.delta", "response.output_audio_transcript.done",
-    "conversation.item.added", "conversation.item.done", "output_audio",
-)  # fmt: skip
+    "response.output_audio.delta",
+    "response.output_audio.done",
+    "response.output_audio_transcript.delta",
+    "response.output_audio_transcript.done",
+    "conversation.item.added",
+    "conversation.item.done",
+    "output_audio",
+)
 _BETA_NAMES = DialectNames(
-    "response.audio.delta", "response.audio.done",
-    "response.audio_transcript.delta", "response.audio_transcript.done",
-    "conversation.item.created", None, "audio",
-)  # fmt: skip
+    "response.audio.delta",
+    "response.audio.done",
+    "response.audio_transcript.delta",
+    "response.audio_transcript.done",
+    "conversation.item.created",
+    None,
+    "audio",
+)
 
 
 def names_for(dialect: Dialect) -> DialectNames:
@@ -129,12 +137,18 @@ class FakeResponse:
         item = self._item("in_progress", None)
         return [
             {"type": "response.created", "response": self._response("in_progress", None, None)},
-            {"type": "response.output_item.added", "response_id": self.response_id,
-             "output_index": 0, "item": item},
+            {
+                "type": "response.output_item.added",
+                "response_id": self.response_id,
+                "output_index": 0,
+                "item": item,
+            },
             {"type": self.names.item_created, "previous_item_id": previous_item_id, "item": item},
-            {**self._part_ids("response.content_part.added"),
-             "part": {"type": "audio", "transcript": ""}},
-        ]  # fmt: skip
+            {
+                **self._part_ids("response.content_part.added"),
+                "part": {"type": "audio", "transcript": ""},
+            },
+        ]
 
     def step(self, now: float) -> list[tuple[dict[str, Any], bytes]]:
         """Deltas due at ``now``, each with the raw audio it carries (``b""`` for text)."""
@@ -169,13 +183,20 @@ class FakeResponse:
         ]
         if self.names.item_done is not None:
             events.append(
-                {"type": self.names.item_done, "previous_item_id": self._previous_item_id,
-                 "item": item}
-            )  # fmt: skip
+                {
+                    "type": self.names.item_done,
+                    "previous_item_id": self._previous_item_id,
+                    "item": item,
+                }
+            )
         events.append(
-            {"type": "response.output_item.done", "response_id": self.response_id,
-             "output_index": 0, "item": item}
-        )  # fmt: skip
+            {
+                "type": "response.output_item.done",
+                "response_id": self.response_id,
+                "output_index": 0,
+                "item": item,
+            }
+        )
         details = None if reason is None else {"type": "cancelled", "reason": reason}
         done: dict[str, Any] = {
             "type": "response.done",
@@ -195,29 +216,48 @@ class FakeResponse:
             self._next_word += 1
 
     def _part_ids(self, event_type: str) -> dict[str, Any]:
-        return {"type": event_type, "response_id": self.response_id, "item_id": self.item_id,
-                "output_index": 0, "content_index": 0}  # fmt: skip
+        return {
+            "type": event_type,
+            "response_id": self.response_id,
+            "item_id": self.item_id,
+            "output_index": 0,
+            "content_index": 0,
+        }
 
     def _item(self, status: str, transcript: str | None) -> dict[str, Any]:
-        content = [] if transcript is None else [
-            {"type": self.names.audio_content, "transcript": transcript}
-        ]  # fmt: skip
-        return {"id": self.item_id, "object": "realtime.item", "type": "message",
-                "status": status, "role": "assistant", "content": content}  # fmt: skip
+        content = (
+            []
+            if transcript is None
+            else [{"type": self.names.audio_content, "transcript": transcript}]
+        )
+        return {
+            "id": self.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": status,
+            "role": "assistant",
+            "content": content,
+        }
 
     def _usage(self, transcript: str) -> dict[str, Any]:
         text_tokens = max(1, len(transcript) // 4)
         audio_tokens = self.audio_bytes_sent * 10 // self._format.bytes_per_second  # ~10/s
         out_tokens = text_tokens + audio_tokens
-        usage: dict[str, Any] = {"total_tokens": 132 + out_tokens, "input_tokens": 132,
-                                 "output_tokens": out_tokens}  # fmt: skip
+        usage: dict[str, Any] = {
+            "total_tokens": 132 + out_tokens,
+            "input_tokens": 132,
+            "output_tokens": out_tokens,
+        }
         if self.dialect is Dialect.INWORLD:
             return usage
         usage["input_token_details"] = {"cached_tokens": 0, "text_tokens": 119, "audio_tokens": 13}
         if self.dialect is Dialect.OPENAI:
             usage["input_token_details"]["image_tokens"] = 0
             usage["input_token_details"]["cached_tokens_details"] = {
-                "text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}  # fmt: skip
+                "text_tokens": 0,
+                "audio_tokens": 0,
+                "image_tokens": 0,
+            }
         usage["output_token_details"] = {"text_tokens": text_tokens, "audio_tokens": audio_tokens}
         return usage
 
@@ -229,20 +269,29 @@ class FakeResponse:
         transcript: str = "",
     ) -> dict[str, Any]:
         response: dict[str, Any] = {
-            "object": "realtime.response", "id": self.response_id, "status": status,
-            "status_details": details, "output": [] if item is None else [item],
+            "object": "realtime.response",
+            "id": self.response_id,
+            "status": status,
+            "status_details": details,
+            "output": [] if item is None else [item],
             "conversation_id": self.conversation_id,
-        }  # fmt: skip
+        }
         cfg = self.config
         fmt = render_format(self.dialect, cfg.output_format)
         if self.dialect is Dialect.OPENAI_BETA:
-            response.update(modalities=list(cfg.output_modalities), voice=cfg.voice,
-                            output_audio_format=fmt, temperature=cfg.temperature,
-                            max_output_tokens=cfg.max_output_tokens)  # fmt: skip
+            response.update(
+                modalities=list(cfg.output_modalities),
+                voice=cfg.voice,
+                output_audio_format=fmt,
+                temperature=cfg.temperature,
+                max_output_tokens=cfg.max_output_tokens,
+            )
         else:
-            response.update(output_modalities=list(cfg.output_modalities),
-                            max_output_tokens=cfg.max_output_tokens,
-                            audio={"output": {"format": fmt, "voice": cfg.voice}})  # fmt: skip
+            response.update(
+                output_modalities=list(cfg.output_modalities),
+                max_output_tokens=cfg.max_output_tokens,
+                audio={"output": {"format": fmt, "voice": cfg.voice}},
+            )
         response["usage"] = None if status == "in_progress" else self._usage(transcript)
         response["metadata"] = None
         return response

@@ -128,8 +128,9 @@ def demo_script() -> FakeScript:
 
 
 def load_script(path: str | Path) -> FakeScript:
-    """Read a script from JSON ``{"greeting": R, "replies": [R, ...], "caller_transcripts": [...]}``.
+    """Read a script from a JSON file.
 
+    The file holds ``{"greeting": R, "replies": [R, ...], "caller_transcripts": [str, ...]}``.
     Each ``R`` is a string (the text, audio synthesized) or an object with ``text``,
     optional ``duration_ms``, and optionally ``clip`` (a shipped clip name; its text is the
     default ``text``) or ``audio_file`` (raw 8 kHz mu-law, relative to the JSON file).

@@ -87,18 +87,22 @@ def _apply_ga(
 ) -> SessionConfig:
     if "type" not in obj:
         raise InvalidRequest(
-            "missing_required_parameter", "Missing required parameter: 'session.type'.",
+            "missing_required_parameter",
+            "Missing required parameter: 'session.type'.",
             "session.type",
-        )  # fmt: skip
+        )
     if choice(obj["type"], ("realtime", "transcription"), "session.type") != "realtime":
         raise InvalidRequest(
-            "invalid_value", "The fake realtime server only serves 'realtime' sessions.",
+            "invalid_value",
+            "The fake realtime server only serves 'realtime' sessions.",
             "session.type",
-        )  # fmt: skip
+        )
     config = _apply_common(config, obj, "session")
     if "output_modalities" in obj:
         allowed = _INWORLD_MODALITIES if dialect is Dialect.INWORLD else _GA_MODALITIES
-        modalities = parse_modalities(obj["output_modalities"], "session.output_modalities", allowed)
+        modalities = parse_modalities(
+            obj["output_modalities"], "session.output_modalities", allowed
+        )
         config = replace(config, output_modalities=modalities)
     if "max_output_tokens" in obj:
         tokens = parse_max_tokens(obj["max_output_tokens"], "session.max_output_tokens")
@@ -110,7 +114,9 @@ def _apply_ga(
             temperature = number(obj["temperature"], "session.temperature", 0.0, 2.0)
             config = replace(config, temperature=temperature)
         if "providerData" in obj:
-            data = check_object(obj["providerData"], "session.providerData", set(obj["providerData"]))
+            data = check_object(
+                obj["providerData"], "session.providerData", set(obj["providerData"])
+            )
             config = replace(config, provider_data=dict(data))
     if "audio" not in obj:
         return config
@@ -126,9 +132,13 @@ def _apply_ga(
             fmt = parse_ga_format(out["format"], "session.audio.output.format", dialect)
             config = replace(config, output_format=fmt)
         if "voice" in out:
-            config = replace(config, voice=parse_voice(out["voice"], "session.audio.output.voice", dialect))
+            config = replace(
+                config, voice=parse_voice(out["voice"], "session.audio.output.voice", dialect)
+            )
         if "speed" in out:
-            config = replace(config, speed=number(out["speed"], "session.audio.output.speed", 0.25, 1.5))
+            config = replace(
+                config, speed=number(out["speed"], "session.audio.output.speed", 0.25, 1.5)
+            )
         if "model" in out:
             config = replace(config, tts_model=string(out["model"], "session.audio.output.model"))
     return config
@@ -138,11 +148,17 @@ def _apply_ga_input(
     dialect: Dialect, config: SessionConfig, value: Any, vad: VadParams
 ) -> SessionConfig:
     prefix = "session.audio.input"
-    inp = check_object(value, prefix, {"format", "transcription", "noise_reduction", "turn_detection"})
+    inp = check_object(
+        value, prefix, {"format", "transcription", "noise_reduction", "turn_detection"}
+    )
     if "format" in inp:
-        config = replace(config, input_format=parse_ga_format(inp["format"], f"{prefix}.format", dialect))
+        config = replace(
+            config, input_format=parse_ga_format(inp["format"], f"{prefix}.format", dialect)
+        )
     if "transcription" in inp:
-        transcription = parse_transcription(inp["transcription"], f"{prefix}.transcription", dialect)
+        transcription = parse_transcription(
+            inp["transcription"], f"{prefix}.transcription", dialect
+        )
         config = replace(config, transcription=transcription)
     if "noise_reduction" in inp:
         nr = parse_noise_reduction(inp["noise_reduction"], f"{prefix}.noise_reduction")
@@ -159,7 +175,9 @@ def _apply_beta(config: SessionConfig, obj: dict[str, Any], vad: VadParams) -> S
         modalities = parse_modalities(obj["modalities"], "session.modalities", _BETA_MODALITIES)
         config = replace(config, output_modalities=modalities)
     if "voice" in obj:
-        config = replace(config, voice=parse_voice(obj["voice"], "session.voice", Dialect.OPENAI_BETA))
+        config = replace(
+            config, voice=parse_voice(obj["voice"], "session.voice", Dialect.OPENAI_BETA)
+        )
     if "input_audio_format" in obj:
         fmt = parse_beta_format(obj["input_audio_format"], "session.input_audio_format")
         config = replace(config, input_format=fmt)
@@ -168,19 +186,29 @@ def _apply_beta(config: SessionConfig, obj: dict[str, Any], vad: VadParams) -> S
         config = replace(config, output_format=fmt)
     if "input_audio_transcription" in obj:
         transcription = parse_transcription(
-            obj["input_audio_transcription"], "session.input_audio_transcription", Dialect.OPENAI_BETA
+            obj["input_audio_transcription"],
+            "session.input_audio_transcription",
+            Dialect.OPENAI_BETA,
         )
         config = replace(config, transcription=transcription)
     if "input_audio_noise_reduction" in obj:
-        nr = parse_noise_reduction(obj["input_audio_noise_reduction"], "session.input_audio_noise_reduction")
+        nr = parse_noise_reduction(
+            obj["input_audio_noise_reduction"], "session.input_audio_noise_reduction"
+        )
         config = replace(config, noise_reduction=nr)
     if "turn_detection" in obj:
-        td = parse_turn_detection(obj["turn_detection"], "session.turn_detection", Dialect.OPENAI_BETA, vad)
+        td = parse_turn_detection(
+            obj["turn_detection"], "session.turn_detection", Dialect.OPENAI_BETA, vad
+        )
         config = replace(config, turn_detection=td)
     if "temperature" in obj:
-        config = replace(config, temperature=number(obj["temperature"], "session.temperature", 0.6, 1.2))
+        config = replace(
+            config, temperature=number(obj["temperature"], "session.temperature", 0.6, 1.2)
+        )
     if "max_response_output_tokens" in obj:
-        tokens = parse_max_tokens(obj["max_response_output_tokens"], "session.max_response_output_tokens")
+        tokens = parse_max_tokens(
+            obj["max_response_output_tokens"], "session.max_response_output_tokens"
+        )
         config = replace(config, max_output_tokens=tokens)
     if "speed" in obj:
         config = replace(config, speed=number(obj["speed"], "session.speed", 0.25, 1.5))
@@ -203,8 +231,12 @@ def _render_turn_detection(dialect: Dialect, td: TurnDetection | None) -> dict[s
     if td is None:
         return None
     if td.type == "semantic_vad":
-        return {"type": "semantic_vad", "eagerness": td.eagerness,
-                "create_response": td.create_response, "interrupt_response": td.interrupt_response}  # fmt: skip
+        return {
+            "type": "semantic_vad",
+            "eagerness": td.eagerness,
+            "create_response": td.create_response,
+            "interrupt_response": td.interrupt_response,
+        }
     rendered: dict[str, Any] = {
         "type": "server_vad",
         "threshold": td.threshold,
@@ -222,8 +254,11 @@ def _render_transcription(dialect: Dialect, tr: dict[str, Any] | None) -> dict[s
     if tr is None:
         return None
     default_prompt = None if dialect is Dialect.OPENAI_BETA else ""
-    return {"model": tr["model"], "language": tr.get("language"),
-            "prompt": tr.get("prompt", default_prompt)}  # fmt: skip
+    return {
+        "model": tr["model"],
+        "language": tr.get("language"),
+        "prompt": tr.get("prompt", default_prompt),
+    }
 
 
 def render_session(
@@ -234,29 +269,44 @@ def render_session(
     transcription = _render_transcription(dialect, config.transcription)
     if dialect is Dialect.OPENAI_BETA:
         return {
-            "id": session_id, "object": "realtime.session", "model": config.model,
-            "expires_at": expires_at, "modalities": list(config.output_modalities),
-            "instructions": config.instructions, "voice": config.voice,
+            "id": session_id,
+            "object": "realtime.session",
+            "model": config.model,
+            "expires_at": expires_at,
+            "modalities": list(config.output_modalities),
+            "instructions": config.instructions,
+            "voice": config.voice,
             "input_audio_format": render_format(dialect, config.input_format),
             "output_audio_format": render_format(dialect, config.output_format),
             "input_audio_transcription": transcription,
             "input_audio_noise_reduction": config.noise_reduction,
-            "turn_detection": turn_detection, "tools": config.tools,
-            "tool_choice": config.tool_choice, "temperature": config.temperature,
-            "max_response_output_tokens": config.max_output_tokens, "speed": config.speed,
+            "turn_detection": turn_detection,
+            "tools": config.tools,
+            "tool_choice": config.tool_choice,
+            "temperature": config.temperature,
+            "max_response_output_tokens": config.max_output_tokens,
+            "speed": config.speed,
             "tracing": None,
-        }  # fmt: skip
+        }
     output: dict[str, Any] = {
         "format": render_format(dialect, config.output_format),
         "voice": config.voice,
         "speed": config.speed,
     }
     session: dict[str, Any] = {
-        "type": "realtime", "object": "realtime.session", "id": session_id,
-        "model": config.model, "output_modalities": list(config.output_modalities),
-        "instructions": config.instructions, "tools": config.tools,
-        "tool_choice": config.tool_choice, "max_output_tokens": config.max_output_tokens,
-        "tracing": None, "truncation": "auto", "prompt": None, "include": None,
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": session_id,
+        "model": config.model,
+        "output_modalities": list(config.output_modalities),
+        "instructions": config.instructions,
+        "tools": config.tools,
+        "tool_choice": config.tool_choice,
+        "max_output_tokens": config.max_output_tokens,
+        "tracing": None,
+        "truncation": "auto",
+        "prompt": None,
+        "include": None,
         "expires_at": expires_at,
         "audio": {
             "input": {
@@ -267,7 +317,7 @@ def render_session(
             },
             "output": output,
         },
-    }  # fmt: skip
+    }
     if dialect is Dialect.INWORLD:
         output["model"] = config.tts_model
         session["temperature"] = config.temperature

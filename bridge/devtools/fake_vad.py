@@ -103,8 +103,8 @@ class EnergyVad:
         "_position_ms",
         "_run_ms",
         "_state",
-        "silence_ms",
         "prefix_padding_ms",
+        "silence_ms",
     )
 
     def __init__(self, params: VadParams, audio_format: AudioFormat = PCMU) -> None:

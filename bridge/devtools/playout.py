@@ -1,23 +1,37 @@
-"""A model of Twilio's playback buffer for one call, as the call simulator needs it.
+"""The pure halves of the call simulator: Twilio's playback buffer and the caller's script.
 
 Twilio keeps the bridge's ``media`` and ``mark`` messages in one queue and plays the audio
 in real time; a mark is echoed once everything queued before it has played; ``clear`` drops
 the queued audio and echoes every mark still queued (those echoes mean "discarded").
 
 :class:`Playout` is pure: no clock, no I/O. The simulator calls :meth:`Playout.tick` once
-per 20 ms of wall time and sends the echoes the tick reports.
+per 20 ms of wall time and sends the echoes the tick reports. :class:`CallerScript` then
+decides, from what the caller just heard, what the caller says in the next 20 ms.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["BYTES_PER_MS", "FRAME_BYTES", "SILENCE_BYTE", "PlayTick", "Playout"]
+__all__ = [
+    "BYTES_PER_MS",
+    "FRAME_BYTES",
+    "FRAME_S",
+    "SILENCE_BYTE",
+    "SILENCE_FRAME",
+    "CallerScript",
+    "CallerStep",
+    "PlayTick",
+    "Playout",
+]
 
 BYTES_PER_MS = 8  # mu-law, 8 kHz, one byte per sample
 FRAME_BYTES = 160  # 20 ms
+FRAME_S = 0.02
 SILENCE_BYTE = 0xFF  # mu-law digital silence
+SILENCE_FRAME = bytes([SILENCE_BYTE]) * FRAME_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,3 +169,129 @@ class Playout:
     def segment_played_ms(self) -> float:
         """Milliseconds played in the current segment (or the last one, when idle)."""
         return self._segment_played_bytes / BYTES_PER_MS
+
+
+class _Phase(enum.Enum):
+    SETTLING = "settling"  # silent until the agent has been quiet long enough
+    TALKING = "talking"
+    AWAITING_REPLY = "awaiting_reply"
+    DIALING = "dialing"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerStep:
+    """What the caller does in the next 20 ms: send ``audio`` as the next inbound frame,
+    key ``digits`` (one ``dtmf`` message each) and, when ``barge_in_ms`` is set, note that
+    the caller just started talking over a reply that had played that long."""
+
+    audio: bytes
+    digits: tuple[str, ...] = ()
+    barge_in_ms: float | None = None
+
+
+def _ticks(seconds: float) -> int:
+    return max(0, round(seconds / FRAME_S))
+
+
+class CallerScript:
+    """The caller's side of the conversation, one 20 ms tick at a time.
+
+    Silent until the agent has been quiet for ``initial_silence_s`` (so a greeting plays
+    out first); then each utterance in turn; after each one, silent until the reply has
+    played and the agent has been quiet for ``reply_silence_s``. With ``barge_in_at``,
+    the caller talks over the first reply once that many seconds of it have played,
+    saying the next utterance (or the last one again when none is left). ``digits`` are
+    keyed 200 ms apart after the first reply that plays out, followed by another quiet
+    ``reply_silence_s``. After the last reply the script is :attr:`done`.
+
+    Call :meth:`step` once per tick with that tick's :class:`PlayTick`; stop (send
+    ``stop``) as soon as :attr:`done` is true, without sending the step's audio.
+    """
+
+    def __init__(
+        self,
+        utterances: list[bytes],
+        *,
+        barge_in_at: float | None = None,
+        reply_silence_s: float = 0.8,
+        initial_silence_s: float = 0.5,
+        digits: list[str] | None = None,
+    ) -> None:
+        self._utterances = list(utterances)
+        self._next = 0
+        self._speech = b""
+        self._offset = 0
+        self._phase = _Phase.SETTLING
+        self._settle_ticks = _ticks(initial_silence_s)
+        self._reply_quiet_ticks = max(1, _ticks(reply_silence_s))
+        self._idle_ticks = 0
+        self._reply_bytes = 0
+        # Armed only until the first reply ends or is talked over.
+        self._barge_bytes = (
+            None if barge_in_at is None else round(barge_in_at * 1000 * BYTES_PER_MS)
+        )
+        self._digits = list(digits or [])
+        self._dial_wait = 0
+
+    @property
+    def done(self) -> bool:
+        return self._phase is _Phase.DONE
+
+    @property
+    def talking(self) -> bool:
+        return self._phase is _Phase.TALKING
+
+    def step(self, tick: PlayTick) -> CallerStep:
+        """Take what the caller heard in the last tick; return what the caller does next."""
+        self._idle_ticks = 0 if tick.played_bytes else self._idle_ticks + 1
+        phase = self._phase
+        if phase is _Phase.SETTLING and self._idle_ticks >= self._settle_ticks:
+            self._say_next()
+        elif phase is _Phase.AWAITING_REPLY:
+            self._reply_bytes += tick.played_bytes
+            barge = self._barge_bytes
+            if barge is not None and self._reply_bytes and self._reply_bytes >= barge:
+                heard_ms = self._reply_bytes / BYTES_PER_MS
+                self._barge_bytes = None
+                if self._next < len(self._utterances):
+                    self._say_next()
+                else:
+                    self._say(self._utterances[-1])
+                return CallerStep(self._speak(), barge_in_ms=heard_ms)
+            if self._reply_bytes and self._idle_ticks >= self._reply_quiet_ticks:
+                self._barge_bytes = None
+                if self._digits:
+                    self._phase = _Phase.DIALING
+                else:
+                    self._say_next()
+        elif phase is _Phase.DIALING:
+            if self._dial_wait > 0:
+                self._dial_wait -= 1
+            else:
+                digit = self._digits.pop(0)
+                self._dial_wait = _ticks(0.2) - 1
+                if not self._digits:
+                    self._settle_ticks, self._idle_ticks = self._reply_quiet_ticks, 0
+                    self._phase = _Phase.SETTLING
+                return CallerStep(SILENCE_FRAME, digits=(digit,))
+        return CallerStep(self._speak())
+
+    def _say_next(self) -> None:
+        if self._next < len(self._utterances):
+            self._next += 1
+            self._say(self._utterances[self._next - 1])
+        else:
+            self._phase = _Phase.DONE
+
+    def _say(self, speech: bytes) -> None:
+        self._speech, self._offset, self._phase = speech, 0, _Phase.TALKING
+
+    def _speak(self) -> bytes:
+        if self._phase is not _Phase.TALKING:
+            return SILENCE_FRAME
+        frame = self._speech[self._offset : self._offset + FRAME_BYTES]
+        self._offset += FRAME_BYTES
+        if self._offset >= len(self._speech):
+            self._phase, self._reply_bytes = _Phase.AWAITING_REPLY, 0
+        return frame + SILENCE_FRAME[len(frame) :]

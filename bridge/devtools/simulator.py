@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import enum
 import json
 import secrets
 import time
@@ -21,7 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 from twilio.request_validator import RequestValidator
@@ -29,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
-from bridge.devtools.playout import FRAME_BYTES, SILENCE_BYTE, Playout, PlayTick
+from bridge.devtools.playout import FRAME_S, CallerScript, Playout
 from bridge.errors import BridgeError
 
 __all__ = [
@@ -43,10 +42,8 @@ __all__ = [
     "simulate_call",
 ]
 
-TICK_S = 0.02
 _HTTP_TIMEOUT_S = 10.0
 _RECORD_WAIT_S = 3.0
-SILENCE_FRAME = bytes([SILENCE_BYTE]) * FRAME_BYTES
 
 
 class SimulationError(BridgeError):
@@ -133,129 +130,19 @@ def _ws_base(http_base: str) -> str:
 
 
 def _reachable_url(stream_url: str, base_url: str, public_base: str) -> str:
-    """Where to connect: the TwiML URL, except that the bridge's public prefix (which may be
-    a tunnel or proxy the simulator cannot reach) is swapped for ``base_url``."""
-    absolute = urljoin(_ws_base(public_base) + "/", stream_url)
-    prefix = _ws_base(public_base)
-    if absolute.startswith(prefix + "/") and prefix != _ws_base(base_url):
-        return _ws_base(base_url) + absolute[len(prefix) :]
-    return absolute
+    """Where to connect for the TwiML ``stream_url``: the same path, on ``base_url``'s host.
+    The public prefix (a tunnel or proxy the simulator may not reach) is swapped out."""
+    public_ws = _ws_base(public_base)
+    absolute = urljoin(public_ws + "/", stream_url)
+    if absolute.startswith(public_ws + "/"):
+        return _ws_base(base_url) + absolute[len(public_ws) :]
+    parts = urlsplit(absolute)
+    base = urlsplit(_ws_base(base_url))
+    return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
 
 
 def _is_loopback(url: str) -> bool:
     return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
-
-
-class _Phase(enum.Enum):
-    SETTLING = "settling"  # silence until the agent has been quiet long enough
-    TALKING = "talking"
-    AWAITING_REPLY = "awaiting_reply"
-    DIALING = "dialing"
-    DONE = "done"
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    audio: bytes  # the caller's next 20 ms
-    digits: tuple[str, ...] = ()
-    barge_in_ms: float | None = None
-
-
-class _CallerScript:
-    """The caller's side of the conversation, one 20 ms tick at a time (pure, no clock).
-
-    Silence until the agent has been quiet for ``initial_silence_s`` (a greeting plays out
-    first); each utterance in turn; after each one, silence until the reply has played and
-    the agent has been quiet for ``reply_silence_s``. With ``barge_in_at``, the caller
-    talks over the first reply once that many seconds of it have played, saying the next
-    utterance (or the last one again when none is left). ``digits`` are keyed, 200 ms apart,
-    after the first reply that plays out.
-    """
-
-    def __init__(
-        self,
-        utterances: list[bytes],
-        *,
-        barge_in_at: float | None,
-        reply_silence_s: float,
-        initial_silence_s: float,
-        digits: list[str],
-    ) -> None:
-        self._utterances = utterances
-        self._next = 0
-        self._speech = b""
-        self._offset = 0
-        self._phase = _Phase.SETTLING
-        self._settle_ticks = _ticks(initial_silence_s)
-        self._reply_quiet_ticks = _ticks(reply_silence_s)
-        self._idle_ticks = 0
-        self._reply_bytes = 0
-        self._barge_bytes = None if barge_in_at is None else round(barge_in_at * 8000)
-        self._digits = list(digits)
-        self._dial_wait = 0
-
-    @property
-    def done(self) -> bool:
-        return self._phase is _Phase.DONE
-
-    def step(self, tick: PlayTick) -> _Step:
-        """Take what the caller heard in the last tick; return what the caller does next."""
-        self._idle_ticks = 0 if tick.played_bytes else self._idle_ticks + 1
-        phase = self._phase
-        if phase is _Phase.SETTLING and self._idle_ticks >= self._settle_ticks:
-            self._say_next()
-        elif phase is _Phase.AWAITING_REPLY:
-            self._reply_bytes += tick.played_bytes
-            if self._barge_bytes is not None and self._reply_bytes >= self._barge_bytes:
-                heard_ms = self._reply_bytes / 8
-                self._barge_bytes = None
-                if self._next < len(self._utterances):
-                    self._say_next()
-                else:
-                    self._say(self._utterances[-1])
-                return _Step(self._speak(), barge_in_ms=heard_ms)
-            if self._reply_bytes and self._idle_ticks >= self._reply_quiet_ticks:
-                self._barge_bytes = None  # only the first reply may be talked over
-                if self._digits:
-                    self._phase = _Phase.DIALING
-                else:
-                    self._say_next()
-        elif phase is _Phase.DIALING:
-            if self._dial_wait > 0:
-                self._dial_wait -= 1
-            else:
-                digit = self._digits.pop(0)
-                self._dial_wait = _ticks(0.2) - 1
-                if not self._digits:
-                    self._settle(self._reply_quiet_ticks)
-                return _Step(SILENCE_FRAME, digits=(digit,))
-        return _Step(self._speak())
-
-    def _say_next(self) -> None:
-        if self._next < len(self._utterances):
-            self._next += 1
-            self._say(self._utterances[self._next - 1])
-        else:
-            self._phase = _Phase.DONE
-
-    def _say(self, speech: bytes) -> None:
-        self._speech, self._offset, self._phase = speech, 0, _Phase.TALKING
-
-    def _settle(self, ticks: int) -> None:
-        self._settle_ticks, self._idle_ticks, self._phase = ticks, 0, _Phase.SETTLING
-
-    def _speak(self) -> bytes:
-        if self._phase is not _Phase.TALKING:
-            return SILENCE_FRAME
-        frame = self._speech[self._offset : self._offset + FRAME_BYTES]
-        self._offset += FRAME_BYTES
-        if self._offset >= len(self._speech):
-            self._phase, self._reply_bytes = _Phase.AWAITING_REPLY, 0
-        return frame + SILENCE_FRAME[len(frame) :]
-
-
-def _ticks(seconds: float) -> int:
-    return max(0, round(seconds / TICK_S))
 
 
 class _Stream:
@@ -279,6 +166,11 @@ class _Stream:
             f'{{"event":"{event}","sequenceNumber":"{self.seq}",{body},'
             f'"streamSid":{self.sid_json}}}'
         )
+
+    async def flush_due_marks(self) -> None:
+        # Swap first: a clear handled while this awaits must not echo them a second time.
+        due, self.due_marks = self.due_marks, []
+        await self.echo_marks(due)
 
     async def echo_marks(self, names: list[str]) -> None:
         for name in names:
@@ -326,8 +218,10 @@ class _Stream:
         if event == "media":
             payload = body.get("payload") if isinstance(body, dict) else None
             try:
-                audio = binascii.a2b_base64(payload, strict_mode=True)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
+                if not isinstance(payload, str):
+                    raise ValueError("no payload")
+                audio = binascii.a2b_base64(payload, strict_mode=True)
+            except ValueError:
                 problems.append("media without a base64 media.payload")
                 return
             self.received += audio
@@ -347,15 +241,13 @@ class _Stream:
         else:
             problems.append(f"unknown event {event!r}")
 
-    async def play(
-        self, script: _CallerScript, deadline: float, reader: asyncio.Task[None]
-    ) -> None:
+    async def play(self, script: CallerScript, deadline: float, reader: asyncio.Task[None]) -> None:
         """Send one inbound frame per 20 ms on an absolute schedule until the script ends,
         the deadline passes or the socket closes."""
         start = time.monotonic()
         frame = 0
         while not script.done:
-            due = start + frame * TICK_S
+            due = start + frame * FRAME_S
             if due >= deadline:
                 self.result.timed_out = True
                 return
@@ -365,7 +257,7 @@ class _Stream:
             if reader.done():
                 return
             # Marks reached during the last 20 ms are echoed now that their audio has played.
-            await self.echo_marks(self.due_marks)
+            await self.flush_due_marks()
             tick = self.playout.tick()
             self.due_marks = list(tick.marks)
             self.heard += tick.audio
@@ -410,12 +302,18 @@ async def simulate_call(
 ) -> SimulationResult:
     """Place one simulated call to the bridge at ``base_url`` and return what happened.
 
-    ``caller_utterances`` are 8 kHz mu-law clips said in order (see :class:`_CallerScript`
-    for the turn-taking). ``signature_url_base`` is the public URL the bridge signs
-    against (``BRIDGE_PUBLIC_URL``) when it differs from ``base_url``; the TwiML stream
-    URL is then signed as written but reached through ``base_url``. ``max_duration_s``
-    bounds the webhook and the stream; the status callback and the call-record fetch
-    take at most a few seconds more.
+    ``caller_utterances`` are 8 kHz mu-law clips said in order; see
+    :class:`~bridge.devtools.playout.CallerScript` for the turn-taking, ``barge_in_at``,
+    ``digits``, ``reply_silence_s`` and ``initial_silence_s``.
+
+    ``signature_url_base`` is the public URL the bridge signs against
+    (``BRIDGE_PUBLIC_URL``) when it differs from ``base_url``. Signatures are always
+    computed over the public URLs (the stream URL exactly as the TwiML wrote it), but
+    every request goes to ``base_url``. ``auth_token=None`` sends no signatures.
+
+    ``max_duration_s`` bounds the webhook and the stream; if it runs out the call is
+    stopped anyway (``timed_out``). The status callback (``CallStatus=completed``, as
+    Twilio sends it) and the call-record fetch take at most a few seconds more.
 
     Raises :class:`SimulationError` when the webhook or the WebSocket handshake is
     refused or the bridge cannot be reached. A socket the bridge closes is not an error:
@@ -453,7 +351,7 @@ async def simulate_call(
         result = SimulationResult(
             call_sid, "MZ" + secrets.token_hex(16), params, stream_url=stream_url
         )
-        script = _CallerScript(
+        script = CallerScript(
             list(caller_utterances),
             barge_in_at=barge_in_at,
             reply_silence_s=reply_silence_s,
@@ -492,7 +390,7 @@ def _signed(auth_token: str | None, url: str, params: Mapping[str, str]) -> dict
 
 async def _run_stream(
     result: SimulationResult,
-    script: _CallerScript,
+    script: CallerScript,
     *,
     connect_url: str,
     headers: dict[str, str],
@@ -525,6 +423,7 @@ async def _run_stream(
         result.closed_by_bridge = ws.state is not State.OPEN
         if not result.closed_by_bridge:
             try:
+                await stream.flush_due_marks()
                 await stream.send_stop(result.call_sid)
             except ConnectionClosed:
                 result.closed_by_bridge = True
@@ -535,6 +434,9 @@ async def _run_stream(
             reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await ws.close()
+    failure = None if reader.cancelled() else reader.exception()
+    if failure is not None and not isinstance(failure, ConnectionClosed):
+        raise failure  # a bug in the simulator's reader: do not hide it
     result.close_code = ws.close_code
     result.heard_audio = bytes(stream.heard)
     result.received_audio = bytes(stream.received)
@@ -577,11 +479,12 @@ def format_transcript(call_record: Mapping[str, Any]) -> str:
         text = turn.get("text", "")
         line = f"{_stamp(turn.get('start_ms'))} {turn.get('role', '?')}: {text}"
         if turn.get("interrupted"):
+            # ``text`` is what the caller heard before cutting in; show the rest too.
             full = turn.get("full_text")
             line += (
-                f"  [interrupted; full reply: {full}]"
+                f'  [interrupted; full reply: "{full}"]'
                 if full and full != text
-                else ("  [interrupted]")
+                else "  [interrupted]"
             )
         rows.append((_ms(turn.get("start_ms")), line))
     for event in call_record.get("events") or []:

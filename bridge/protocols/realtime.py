@@ -45,34 +45,15 @@ from bridge.protocols.realtime_events import (
     SpeechStopped,
     TranscriptDelta,
     TranscriptDone,
+    classify_error,
+    response_reason,
+    response_transcripts,
 )
 
-__all__ = ["RealtimeConnection", "ResponseState", "classify_error"]
+__all__ = ["RealtimeConnection", "ResponseState"]
 
 _Message = dict[str, Any]
 
-# Errors expected in normal operation: races between the client and the server's own VAD.
-_BENIGN_CODES = frozenset(
-    {
-        "response_cancel_not_active",
-        "conversation_already_has_active_response",
-        "input_audio_buffer_commit_empty",
-        "item_truncate_invalid_item_id",
-    }
-)
-# Some servers send code null (Inworld) or codes of their own (xAI): match the wording too.
-_BENIGN_MESSAGES = ("already shorter than", "no active response", "already has an active response")
-_FATAL_CODES = frozenset(
-    {
-        "invalid_api_key",
-        "insufficient_quota",
-        "rate_limit_exceeded",
-        "session_expired",
-        "beta_api_shape_disabled",
-    }
-)
-# api.openai.com answers a beta session with this wording.
-_FATAL_MESSAGES = ("no longer supported",)
 _ALREADY_ACTIVE = "conversation_already_has_active_response"
 _ALREADY_ACTIVE_TEXT = "already has an active response"
 
@@ -85,7 +66,6 @@ _AUDIO_DONE = ("response.output_audio.done", "response.audio.done")
 _TRANSCRIPT_DELTA = ("response.output_audio_transcript.delta", "response.audio_transcript.delta")
 _TRANSCRIPT_DONE = ("response.output_audio_transcript.done", "response.audio_transcript.done")
 _ITEM_CREATED = ("conversation.item.added", "conversation.item.created")
-_TEXT_PARTS = frozenset({"text", "output_text"})
 
 _APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
 
@@ -100,21 +80,6 @@ class ResponseState(StrEnum):
     ACTIVE = "active"
     #: Active, and this client already sent ``response.cancel``.
     CANCELLING = "cancelling"
-
-
-def classify_error(code: str | None, message: str, caused_by: str | None) -> tuple[bool, bool]:
-    """``(benign, fatal)`` for a server error; see ``RealtimeError``."""
-    lowered = message.lower()
-    fatal = (
-        code in _FATAL_CODES
-        # The provider refused the session configuration: nothing will work after that.
-        or caused_by == "session.update"
-        or any(text in lowered for text in _FATAL_MESSAGES)
-    )
-    benign = not fatal and (
-        code in _BENIGN_CODES or any(text in lowered for text in _BENIGN_MESSAGES)
-    )
-    return benign, fatal
 
 
 class RealtimeConnection:
@@ -332,8 +297,8 @@ class RealtimeConnection:
             ResponseDone(
                 _str(response.get("id")),
                 status,
-                _status_reason(response.get("status_details")),
-                _transcripts(response.get("output")),
+                response_reason(response.get("status_details")),
+                response_transcripts(response.get("output")),
             )
         )
         if self._queued:
@@ -489,42 +454,3 @@ def _required_str(message: _Message, key: str) -> str:
             f"{message.get('type')} without a string {key!r}", CLOSE_INVALID_PAYLOAD
         )
     return value
-
-
-def _status_reason(details: object) -> str | None:
-    if type(details) is not dict:
-        return None
-    reason = _str(details.get("reason"))
-    if reason is None:
-        error = details.get("error")
-        if type(error) is dict:
-            reason = _str(error.get("code")) or _str(error.get("type"))
-    return reason
-
-
-def _transcripts(output: object) -> dict[str, str]:
-    """item_id -> final transcript of each assistant message in ``response.output``."""
-    transcripts: dict[str, str] = {}
-    if type(output) is not list:
-        return transcripts
-    for item in output:
-        if type(item) is not dict or item.get("role", "assistant") != "assistant":
-            continue
-        item_id = item.get("id")
-        content = item.get("content")
-        if type(item_id) is not str or type(content) is not list:
-            continue
-        spoken: list[str] = []
-        written: list[str] = []
-        for part in content:
-            if type(part) is not dict:
-                continue
-            transcript = part.get("transcript")
-            if type(transcript) is str:
-                spoken.append(transcript)
-            elif part.get("type") in _TEXT_PARTS and type(part.get("text")) is str:
-                written.append(part["text"])
-        # With audio and text both on (Inworld), the text repeats the speech: prefer speech.
-        if spoken or written:
-            transcripts[item_id] = "".join(spoken or written)
-    return transcripts

@@ -5,6 +5,9 @@ Item and response ids are the server's own. Times in ``SpeechStarted``/``SpeechS
 are on the model's *input* timeline (ms of audio appended since the session opened; map
 them with ``RealtimeConnection.appended_ms``); ``ItemTruncated.audio_end_ms`` is on the
 assistant item's *output* timeline.
+
+The helpers at the end read the parts of server payloads these events summarise; the
+connection uses them, and so may a fake server's tests.
 """
 
 from __future__ import annotations
@@ -172,3 +175,89 @@ RealtimeEvent = (
     | ResponseDone
     | RealtimeError
 )
+
+
+# -- reading what the server says about errors and finished responses --------------------
+
+# Errors expected in normal operation: races between the client and the server's own VAD.
+_BENIGN_CODES = frozenset(
+    {
+        "response_cancel_not_active",
+        "conversation_already_has_active_response",
+        "input_audio_buffer_commit_empty",
+        "item_truncate_invalid_item_id",
+    }
+)
+# Some servers send code null (Inworld) or codes of their own (xAI): match the wording too.
+_BENIGN_MESSAGES = ("already shorter than", "no active response", "already has an active response")
+_FATAL_CODES = frozenset(
+    {
+        "invalid_api_key",
+        "insufficient_quota",
+        "rate_limit_exceeded",
+        "session_expired",
+        "beta_api_shape_disabled",
+    }
+)
+# api.openai.com answers a beta session with this wording.
+_FATAL_MESSAGES = ("no longer supported",)
+_TEXT_PARTS = frozenset({"text", "output_text"})
+
+
+def classify_error(code: str | None, message: str, caused_by: str | None) -> tuple[bool, bool]:
+    """``(benign, fatal)`` for a server error; see ``RealtimeError``."""
+    lowered = message.lower()
+    fatal = (
+        code in _FATAL_CODES
+        # The provider refused the session configuration: nothing will work after that.
+        or caused_by == "session.update"
+        or any(text in lowered for text in _FATAL_MESSAGES)
+    )
+    benign = not fatal and (
+        code in _BENIGN_CODES or any(text in lowered for text in _BENIGN_MESSAGES)
+    )
+    return benign, fatal
+
+
+def response_reason(details: object) -> str | None:
+    """The reason in a response's ``status_details`` (or its error's code), if any."""
+    if type(details) is not dict:
+        return None
+    reason = _text(details.get("reason"))
+    if reason is None:
+        error = details.get("error")
+        if type(error) is dict:
+            reason = _text(error.get("code")) or _text(error.get("type"))
+    return reason
+
+
+def response_transcripts(output: object) -> dict[str, str]:
+    """item_id -> final transcript of each assistant message in ``response.output``."""
+    transcripts: dict[str, str] = {}
+    if type(output) is not list:
+        return transcripts
+    for item in output:
+        if type(item) is not dict or item.get("role", "assistant") != "assistant":
+            continue
+        item_id = item.get("id")
+        content = item.get("content")
+        if type(item_id) is not str or type(content) is not list:
+            continue
+        spoken: list[str] = []
+        written: list[str] = []
+        for part in content:
+            if type(part) is not dict:
+                continue
+            transcript = part.get("transcript")
+            if type(transcript) is str:
+                spoken.append(transcript)
+            elif part.get("type") in _TEXT_PARTS and type(part.get("text")) is str:
+                written.append(part["text"])
+        # With audio and text both on (Inworld), the text repeats the speech: prefer speech.
+        if spoken or written:
+            transcripts[item_id] = "".join(spoken or written)
+    return transcripts
+
+
+def _text(value: object) -> str | None:
+    return value if type(value) is str else None

@@ -1,0 +1,364 @@
+"""A local realtime-API server (OpenAI GA, OpenAI beta or Inworld) over a real WebSocket.
+
+It checks the handshake the way each provider does, validates ``session.update``, runs an
+energy voice detector on the appended audio, answers each caller turn with a scripted
+reply streamed as 100 ms audio deltas (faster than real time), cancels on barge-in and
+judges truncations, so the bridge's realtime client can be tested against something that
+behaves like the real servers. It is also the bridge's built-in ``local`` agent.
+
+Use it as an async context manager::
+
+    async with FakeRealtimeServer("openai", script=demo_script()) as server:
+        ...connect to server.url, then inspect server.sessions[0]...
+
+The wire logic is the sans-I/O :class:`~bridge.devtools.fake_session.FakeSession`; this
+module only moves its events between the socket and the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from bridge.devtools.fake_config import Dialect
+from bridge.devtools.fake_records import (
+    AbortConnection,
+    CloseConnection,
+    FakeFaults,
+    FakeSessionRecord,
+    TruncateRecord,
+)
+from bridge.devtools.fake_script import FakeScript, Reply, demo_script, load_script
+from bridge.devtools.fake_session import FakeSession
+from bridge.devtools.fake_vad import VadParams
+from bridge.errors import ConfigurationError
+
+__all__ = [
+    "Dialect",
+    "FakeFaults",
+    "FakeRealtimeServer",
+    "FakeSessionRecord",
+    "TruncateRecord",
+    "VadParams",
+    "add_fake_realtime_arguments",
+    "main",
+    "run_fake_realtime",
+]
+
+INWORLD_PATH = "/api/v1/realtime/session"
+OPENAI_PATH = "/v1/realtime"
+_SEND_TIMEOUT_S = 5.0  # a client that cannot take one event in this long is dropped
+_STOP_TIMEOUT_S = 5.0
+_MAX_MESSAGE = 16 * 1024 * 1024  # appends may carry up to 15 MiB of audio
+_DEFAULT_SCRIPT = FakeScript(
+    greeting=Reply("Hello, you are talking to the local test agent. How can I help you today?")
+)
+
+
+class FakeRealtimeServer:
+    """A realtime server for one dialect; ``await start()`` (or ``async with``) to listen.
+
+    ``api_key``, when set, must be presented (``Bearer`` for OpenAI, also Azure's
+    ``api-key`` header; ``Basic`` for Inworld). ``realtime_factor`` is how many times faster
+    than real time replies stream. ``sessions`` gains one record per accepted connection.
+    """
+
+    def __init__(
+        self,
+        dialect: str = "openai",
+        *,
+        script: FakeScript | None = None,
+        api_key: str | None = None,
+        faults: FakeFaults | None = None,
+        vad: VadParams | None = None,
+        realtime_factor: float = 4.0,
+    ) -> None:
+        try:
+            self.dialect = Dialect(dialect)
+        except ValueError as exc:
+            choices = ", ".join(d.value for d in Dialect)
+            raise ConfigurationError(f"unknown dialect {dialect!r}; use one of {choices}") from exc
+        if not realtime_factor > 0:
+            raise ConfigurationError(f"realtime_factor must be > 0, got {realtime_factor}")
+        self.script = script if script is not None else _DEFAULT_SCRIPT
+        self.api_key = api_key
+        self.faults = faults if faults is not None else FakeFaults()
+        self.vad = vad if vad is not None else VadParams()
+        self.realtime_factor = realtime_factor
+        self.sessions: list[FakeSessionRecord] = []
+        self._server: Server | None = None
+        self._host = "127.0.0.1"
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host:port`` (0 picks a free port); read :attr:`url` afterwards."""
+        if self._server is not None:
+            raise RuntimeError("FakeRealtimeServer is already started")
+        self._host = host
+        self._server = await serve(
+            self._serve_connection,
+            host,
+            port,
+            process_request=self._check_handshake,
+            max_size=_MAX_MESSAGE,
+            close_timeout=2.0,
+        )
+
+    async def stop(self) -> None:
+        """Close every connection and stop listening; returns when all handlers are done."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        try:
+            async with asyncio.timeout(_STOP_TIMEOUT_S):
+                await server.wait_closed()
+        except TimeoutError:
+            for connection in server.connections:
+                connection.transport.abort()
+            await server.wait_closed()
+
+    async def __aenter__(self) -> FakeRealtimeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeRealtimeServer is not started")
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL without query; Inworld clients add ``?key=…&protocol=realtime``."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        path = INWORLD_PATH if self.dialect is Dialect.INWORLD else OPENAI_PATH
+        return f"ws://{host}:{self.port}{path}"
+
+    # ------------------------------------------------------------ handshake
+
+    def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        query = dict(parse_qsl(parts.query))
+        if self.faults.reject_auth:
+            return _refuse(connection, 401, "invalid_api_key", "Incorrect API key provided.")
+        if self.dialect is Dialect.INWORLD:
+            if parts.path != INWORLD_PATH:
+                return _refuse(connection, 404, "not_found", f"No route for {parts.path}.")
+            if not query.get("key") or query.get("protocol") != "realtime":
+                message = "The query must carry key=<session id> and protocol=realtime."
+                return _refuse(connection, 400, "invalid_request", message)
+        else:
+            if not parts.path.endswith("/realtime"):
+                return _refuse(connection, 404, "not_found", f"No route for {parts.path}.")
+            beta = request.headers.get("OpenAI-Beta") == "realtime=v1" or "api-version" in query
+            if self.dialect is Dialect.OPENAI_BETA and not beta:
+                return _refuse(
+                    connection,
+                    400,
+                    "invalid_request",
+                    "This server speaks the beta protocol: send OpenAI-Beta: realtime=v1.",
+                )
+        if not self._authorized(request.headers):
+            return _refuse(connection, 401, "invalid_api_key", "Incorrect API key provided.")
+        return None
+
+    def _authorized(self, headers: Headers) -> bool:
+        auth = headers.get("Authorization")
+        if self.dialect is Dialect.INWORLD:
+            if self.api_key is None:
+                return auth is None or auth.startswith(("Basic ", "Bearer "))
+            return auth is not None and _same(auth, f"Basic {self.api_key}")
+        if self.api_key is None:
+            return auth is None or auth.startswith("Bearer ")
+        azure_key = headers.get("api-key")
+        if azure_key is not None and _same(azure_key, self.api_key):
+            return True
+        return auth is not None and _same(auth, f"Bearer {self.api_key}")
+
+    # ------------------------------------------------------------ one connection
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        request = ws.request
+        assert request is not None  # the handshake has completed
+        query = dict(parse_qsl(urlsplit(request.path).query))
+        record = FakeSessionRecord(
+            dialect=self.dialect.value, headers=dict(request.headers.raw_items()), query=query
+        )
+        self.sessions.append(record)
+        now = time.monotonic()
+        session = FakeSession(
+            self.dialect,
+            record,
+            script=self.script,
+            faults=self.faults,
+            vad=self.vad,
+            realtime_factor=self.realtime_factor,
+            now=now,
+            epoch=time.time(),
+            tag=secrets.token_hex(3),
+            model=query.get("model") or query.get("deployment"),
+        )
+        session.start(beta_header="OpenAI-Beta" in request.headers)
+        wake = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as group:
+                writer = group.create_task(self._write(ws, session, wake, record))
+                await self._read(ws, session, wake)
+                writer.cancel()
+        finally:
+            record.closed = True
+
+    async def _read(self, ws: ServerConnection, session: FakeSession, wake: asyncio.Event) -> None:
+        try:
+            async for message in ws:
+                if isinstance(message, str):
+                    session.receive_text(message, time.monotonic())
+                else:
+                    session.receive_bytes(message, time.monotonic())
+                wake.set()
+        except ConnectionClosed:
+            pass
+
+    async def _write(
+        self,
+        ws: ServerConnection,
+        session: FakeSession,
+        wake: asyncio.Event,
+        record: FakeSessionRecord,
+    ) -> None:
+        try:
+            while True:
+                for out in session.data_to_send():
+                    if isinstance(out, CloseConnection):
+                        await ws.close(out.code, out.reason)
+                        return
+                    if isinstance(out, AbortConnection):
+                        ws.transport.abort()
+                        return
+                    async with asyncio.timeout(_SEND_TIMEOUT_S):
+                        await ws.send(json.dumps(out))
+                    if out["type"] == "input_audio_buffer.speech_started":
+                        record.speech_started_at.append(time.monotonic())
+                deadline = session.next_deadline()
+                delay = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    async with asyncio.timeout(delay):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+                wake.clear()
+                session.advance(time.monotonic())
+        except TimeoutError:
+            ws.transport.abort()  # the client stopped reading: drop it like a real server
+        except ConnectionClosed:
+            pass
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _refuse(connection: ServerConnection, status: int, code: str, message: str) -> Response:
+    body = {
+        "error": {
+            "type": "invalid_request_error",
+            "code": code,
+            "message": message,
+            "param": None,
+            "event_id": None,
+        }
+    }
+    response = connection.respond(status, json.dumps(body) + "\n")
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+# ---------------------------------------------------------------- command line
+
+_FAULTS = ("reject-auth", "refuse-session", "late-transcripts", "noise", "no-server-cancel")
+
+
+def add_fake_realtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bridge fake-realtime`` options; then call :func:`run_fake_realtime`."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
+    parser.add_argument("--dialect", choices=[d.value for d in Dialect], default="openai")
+    parser.add_argument("--script", metavar="FILE.json", help="replies to play (default: demo)")
+    parser.add_argument("--api-key", help="key clients must present (default: any)")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        choices=_FAULTS,
+        default=[],
+        help="misbehave on purpose (repeatable)",
+    )
+    parser.add_argument("--close-after-ms", type=int, help="drop each connection after this long")
+    parser.add_argument(
+        "--realtime-factor",
+        type=float,
+        default=4.0,
+        help="how many times faster than real time replies stream",
+    )
+
+
+async def run_fake_realtime(args: argparse.Namespace) -> None:
+    """Serve until cancelled; prints the URL to stdout once listening."""
+    chosen = set(args.fault or ())
+    faults = FakeFaults(
+        reject_auth="reject-auth" in chosen,
+        refuse_session="refuse-session" in chosen,
+        late_transcripts="late-transcripts" in chosen,
+        noise="noise" in chosen,
+        no_server_cancel="no-server-cancel" in chosen,
+        close_after_ms=args.close_after_ms,
+    )
+    script = load_script(args.script) if args.script else demo_script()
+    server = FakeRealtimeServer(
+        args.dialect,
+        script=script,
+        api_key=args.api_key,
+        faults=faults,
+        realtime_factor=args.realtime_factor,
+    )
+    await server.start(args.host, args.port)
+    try:
+        print(server.url, flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m bridge.devtools.fake_realtime``: serve until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="fake-realtime", description=__doc__.split("\n")[0])
+    add_fake_realtime_arguments(parser)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_fake_realtime(args))
+
+
+if __name__ == "__main__":
+    main()
