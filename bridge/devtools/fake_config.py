@@ -27,6 +27,7 @@ __all__ = [
     "choice",
     "default_config",
     "integer",
+    "missing",
     "number",
     "parse_beta_format",
     "parse_ga_format",
@@ -90,75 +91,34 @@ class SessionConfig:
     provider_data: dict[str, Any] = field(default_factory=dict)
 
 
-_GA_VOICES = (
-    "alloy",
-    "ash",
-    "ballad",
-    "coral",
-    "echo",
-    "sage",
-    "shimmer",
-    "verse",
-    "marin",
-    "cedar",
-)
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+_GA_VOICES = _names("alloy ash ballad coral echo sage shimmer verse marin cedar")
 _BETA_VOICES = _GA_VOICES[:8]
-_OPENAI_STT = (
-    "whisper-1",
-    "gpt-4o-mini-transcribe",
-    "gpt-4o-mini-transcribe-2025-12-15",
-    "gpt-4o-transcribe",
-    "gpt-4o-transcribe-diarize",
-    "gpt-transcribe",
-    "gpt-live-transcribe",
-    "gpt-realtime-whisper",
+_OPENAI_STT = _names(
+    """whisper-1 gpt-4o-mini-transcribe gpt-4o-mini-transcribe-2025-12-15 gpt-4o-transcribe
+    gpt-4o-transcribe-diarize gpt-transcribe gpt-live-transcribe gpt-realtime-whisper"""
 )
-_INWORLD_STT = (
-    "inworld/inworld-stt-1",
-    "assemblyai/u3-rt-pro",
-    "assemblyai/universal-streaming-multilingual",
-    "assemblyai/universal-streaming-english",
-    "soniox/stt-rt-v4",
+_INWORLD_STT = _names(
+    """inworld/inworld-stt-1 assemblyai/u3-rt-pro assemblyai/universal-streaming-multilingual
+    assemblyai/universal-streaming-english soniox/stt-rt-v4"""
 )
 _INWORLD_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
 GA_TOP_LEVEL = frozenset(
-    {
-        "type",
-        "model",
-        "instructions",
-        "output_modalities",
-        "audio",
-        "tools",
-        "tool_choice",
-        "max_output_tokens",
-        "tracing",
-        "truncation",
-        "prompt",
-        "include",
-        "reasoning",
-        "parallel_tool_calls",
-    }
+    _names(
+        """type model instructions output_modalities audio tools tool_choice max_output_tokens
+    tracing truncation prompt include reasoning parallel_tool_calls"""
+    )
 )
 INWORLD_TOP_LEVEL = GA_TOP_LEVEL | {"temperature", "providerData"}
 BETA_TOP_LEVEL = frozenset(
-    {
-        "model",
-        "modalities",
-        "instructions",
-        "voice",
-        "input_audio_format",
-        "output_audio_format",
-        "input_audio_transcription",
-        "input_audio_noise_reduction",
-        "turn_detection",
-        "tools",
-        "tool_choice",
-        "temperature",
-        "max_response_output_tokens",
-        "speed",
-        "tracing",
-        "include",
-    }
+    _names(
+        """model modalities instructions voice input_audio_format output_audio_format
+    input_audio_transcription input_audio_noise_reduction turn_detection tools tool_choice
+    temperature max_response_output_tokens speed tracing include"""
+    )
 )
 
 
@@ -188,6 +148,13 @@ def default_config(dialect: Dialect, vad: VadParams, model: str | None = None) -
 
 
 # ---------------------------------------------------------------- validation helpers
+
+
+def missing(param: str) -> InvalidRequest:
+    """The error a server gives when a required field is absent."""
+    return InvalidRequest(
+        "missing_required_parameter", f"Missing required parameter: '{param}'.", param
+    )
 
 
 def _type_name(value: Any) -> str:
@@ -286,11 +253,7 @@ def parse_ga_format(value: Any, param: str, dialect: Dialect) -> AudioFormat:
         return PCMU  # Inworld's own Twilio examples send the beta string inside GA nesting
     obj = check_object(value, param, {"type", "rate"})
     if "type" not in obj:
-        raise InvalidRequest(
-            "missing_required_parameter",
-            f"Missing required parameter: '{param}.type'.",
-            f"{param}.type",
-        )
+        raise missing(f"{param}.type")
     kind = choice(obj["type"], ("audio/pcm", "audio/pcmu", "audio/pcma"), f"{param}.type")
     if kind == "audio/pcma":
         raise InvalidRequest(
@@ -328,11 +291,7 @@ def parse_turn_detection(
     if not isinstance(value, dict):
         raise _invalid_type(param, "an object", value)
     if "type" not in value:
-        raise InvalidRequest(
-            "missing_required_parameter",
-            f"Missing required parameter: '{param}.type'.",
-            f"{param}.type",
-        )
+        raise missing(f"{param}.type")
     kind = choice(value["type"], ("server_vad", "semantic_vad"), f"{param}.type")
     allowed = {"type", "create_response", "interrupt_response"}
     if kind == "server_vad":

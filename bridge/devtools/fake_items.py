@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.devtools.fake_config import Dialect, InvalidRequest, choice, integer
+from bridge.devtools.fake_config import Dialect, InvalidRequest, choice, integer, missing
 from bridge.devtools.fake_vad import AudioFormat
 
 __all__ = ["ConversationItem", "FakeConversation", "transcription_events"]
@@ -140,9 +140,7 @@ class FakeConversation:
     def _lookup(self, event: dict[str, Any], action: str) -> ConversationItem:
         item_id = event.get("item_id")
         if not isinstance(item_id, str):
-            raise InvalidRequest(
-                "missing_required_parameter", "Missing required parameter: 'item_id'.", "item_id"
-            )
+            raise missing("item_id")
         item = self._items.get(item_id)
         if item is None:
             raise InvalidRequest(
@@ -155,9 +153,7 @@ class FakeConversation:
     def _create(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         raw = event.get("item")
         if not isinstance(raw, dict):
-            raise InvalidRequest(
-                "missing_required_parameter", "Missing required parameter: 'item'.", "item"
-            )
+            raise missing("item")
         kind = choice(
             raw.get("type"), ("message", "function_call", "function_call_output"), "item.type"
         )
@@ -178,11 +174,7 @@ class FakeConversation:
             )
             for key in keys:
                 if not isinstance(raw.get(key), str):
-                    raise InvalidRequest(
-                        "missing_required_parameter",
-                        f"Missing required parameter: 'item.{key}'.",
-                        f"item.{key}",
-                    )
+                    raise missing(f"item.{key}")
             item = ConversationItem(
                 item_id, kind, None, "completed", extra={k: raw[k] for k in keys}
             )

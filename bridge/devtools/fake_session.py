@@ -15,7 +15,7 @@ import binascii
 import json
 from typing import Any
 
-from bridge.devtools.fake_config import Dialect, InvalidRequest, default_config
+from bridge.devtools.fake_config import Dialect, InvalidRequest, default_config, missing
 from bridge.devtools.fake_items import ConversationItem, FakeConversation, transcription_events
 from bridge.devtools.fake_outbox import EventOutbox, rate_limits_event
 from bridge.devtools.fake_records import FakeFaults, FakeSessionRecord, Outgoing, TruncateRecord
@@ -63,7 +63,6 @@ class FakeSession:
         self._out = EventOutbox(dialect, record, tag=tag, noise=faults.noise, now=now, epoch=epoch)
         self._conversation = FakeConversation(dialect, self._out.new_id)
         self._vad = EnergyVad(vad, self.config.input_format)
-        self._vad_format = self.config.input_format
         self._response: FakeResponse | None = None
         self._late_transcripts: list[dict[str, Any]] = []
         self._responses_started = 0
@@ -175,9 +174,7 @@ class FakeSession:
         elif kind in _CONVERSATION_EVENTS:
             self._out.emit_all(self._conversation.handle(kind, event))
         elif kind is None:
-            raise InvalidRequest(
-                "missing_required_parameter", "Missing required parameter: 'type'.", "type"
-            )
+            raise missing("type")
         else:
             raise InvalidRequest(
                 "invalid_value",
@@ -194,9 +191,7 @@ class FakeSession:
             self._out.close(1008, "session refused")
             return
         if "session" not in event:
-            raise InvalidRequest(
-                "missing_required_parameter", "Missing required parameter: 'session'.", "session"
-            )
+            raise missing("session")
         self.config = apply_update(
             self.dialect,
             self.config,
@@ -231,13 +226,8 @@ class FakeSession:
                 self._speech_stopped(edge.audio_end_ms)
 
     def _speech_started(self, audio_start_ms: int) -> None:
-        item_id = self._out.new_id("item")
-        self._speech_item = item_id
-        event: dict[str, Any] = {"type": "input_audio_buffer.speech_started"}
-        if self.dialect is not Dialect.INWORLD:  # Inworld's speech events carry no times
-            event["audio_start_ms"] = audio_start_ms
-        event["item_id"] = item_id
-        self._out.emit(event)
+        self._speech_item = self._out.new_id("item")
+        self._speech_event("started", "audio_start_ms", audio_start_ms, self._speech_item)
         td = self.config.turn_detection
         interrupt = td is not None and td.interrupt_response and not self._faults.no_server_cancel
         if self._response is not None and interrupt:
@@ -245,11 +235,7 @@ class FakeSession:
 
     def _speech_stopped(self, audio_end_ms: int) -> None:
         item_id = self._speech_item or self._out.new_id("item")
-        event: dict[str, Any] = {"type": "input_audio_buffer.speech_stopped"}
-        if self.dialect is not Dialect.INWORLD:
-            event["audio_end_ms"] = audio_end_ms
-        event["item_id"] = item_id
-        self._out.emit(event)
+        self._speech_event("stopped", "audio_end_ms", audio_end_ms, item_id)
         transcripts = self._commit(item_id)
         td = self.config.turn_detection
         if td is None or not td.create_response:
@@ -264,6 +250,13 @@ class FakeSession:
         else:
             self._out.emit_all(transcripts)
             self._start_response(greeting=False)
+
+    def _speech_event(self, edge: str, key: str, ms: int, item_id: str) -> None:
+        event: dict[str, Any] = {"type": f"input_audio_buffer.speech_{edge}"}
+        if self.dialect is not Dialect.INWORLD:  # Inworld's speech events carry no times
+            event[key] = ms
+        event["item_id"] = item_id
+        self._out.emit(event)
 
     def _manual_commit(self) -> None:
         buffered_ms = self.config.input_format.duration_ms(self._buffer_bytes)
@@ -414,12 +407,10 @@ class FakeSession:
 
     def _sync_vad(self) -> None:
         td = self.config.turn_detection
+        fmt = self.config.input_format
         if td is not None and td.type == "server_vad":
-            self._vad.silence_ms = td.silence_duration_ms
-            self._vad.prefix_padding_ms = td.prefix_padding_ms
-        else:  # semantic VAD has no tuning: fall back to the server's own parameters
-            self._vad.silence_ms = self._vad_params.silence_ms
-            self._vad.prefix_padding_ms = self._vad_params.prefix_padding_ms
-        if self.config.input_format != self._vad_format:
-            self._vad_format = self.config.input_format
-            self._vad.set_format(self._vad_format)
+            self._vad.configure(td.silence_duration_ms, td.prefix_padding_ms, fmt)
+        else:  # semantic VAD has no tuning: the server's own parameters apply
+            self._vad.configure(
+                self._vad_params.silence_ms, self._vad_params.prefix_padding_ms, fmt
+            )

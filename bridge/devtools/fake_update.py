@@ -22,6 +22,7 @@ from bridge.devtools.fake_config import (
     TurnDetection,
     check_object,
     choice,
+    missing,
     number,
     parse_beta_format,
     parse_ga_format,
@@ -86,11 +87,7 @@ def _apply_ga(
     dialect: Dialect, config: SessionConfig, obj: dict[str, Any], vad: VadParams
 ) -> SessionConfig:
     if "type" not in obj:
-        raise InvalidRequest(
-            "missing_required_parameter",
-            "Missing required parameter: 'session.type'.",
-            "session.type",
-        )
+        raise missing("session.type")
     if choice(obj["type"], ("realtime", "transcription"), "session.type") != "realtime":
         raise InvalidRequest(
             "invalid_value",

@@ -129,6 +129,16 @@ class EnergyVad:
     def in_speech(self) -> bool:
         return self._state is _State.SPEECH
 
+    def configure(self, silence_ms: int, prefix_padding_ms: int, audio_format: AudioFormat) -> None:
+        """Apply a session's VAD tuning and input format (a format change drops a partial frame)."""
+        self.silence_ms = silence_ms
+        self.prefix_padding_ms = prefix_padding_ms
+        frame_bytes = audio_format.bytes_per_second * FRAME_MS // 1000
+        if frame_bytes != self._frame_bytes or (self._level is rms_dbfs) != (
+            audio_format.kind == "pcm"
+        ):
+            self.set_format(audio_format)
+
     def set_format(self, audio_format: AudioFormat) -> None:
         """Analyse later chunks as ``audio_format``; a partial frame in hand is dropped."""
         self._frame_bytes = audio_format.bytes_per_second * FRAME_MS // 1000

@@ -31,7 +31,9 @@ async def _close_code(ws: websockets.asyncio.client.ClientConnection) -> int | N
     return ws.close_code
 
 
-async def _bad_call(base_url: str, frames: list[str | bytes], *, started: bool) -> tuple[str, int | None]:
+async def _bad_call(
+    base_url: str, frames: list[str | bytes], *, started: bool
+) -> tuple[str, int | None]:
     call_sid, stream_url, parameters = await answer_call(base_url)
     ws = await open_media(stream_url)
     await ws.send('{"event":"connected","protocol":"Call","version":"1.0.0"}')
@@ -45,14 +47,22 @@ async def _bad_call(base_url: str, frames: list[str | bytes], *, started: bool) 
 
 
 async def test_each_bad_input_closes_only_its_own_call(bridge_factory: StartBridge) -> None:
-    script = FakeScript(replies=[Reply("I am still here and talking to you.", duration_ms=2500)],
-                        caller_transcripts=["Are you there?"])
+    script = FakeScript(
+        replies=[Reply("I am still here and talking to you.", duration_ms=2500)],
+        caller_transcripts=["Are you there?"],
+    )
     async with fake_server("openai", script=script) as fake:
         bridge = bridge_factory(provider_env(fake, "openai"))
-        good = asyncio.create_task(simulate_call(
-            bridge.url, auth_token=AUTH_TOKEN, review_token=REVIEW_TOKEN,
-            caller_utterances=[load_clip("caller_1")], max_duration_s=30, initial_silence_s=1.0,
-        ))
+        good = asyncio.create_task(
+            simulate_call(
+                bridge.url,
+                auth_token=AUTH_TOKEN,
+                review_token=REVIEW_TOKEN,
+                caller_utterances=[load_clip("caller_1")],
+                max_duration_s=30,
+                initial_silence_s=1.0,
+            )
+        )
         await asyncio.sleep(0.5)
         sid = "MZ" + "1" * 32
         cases = {
@@ -60,7 +70,11 @@ async def test_each_bad_input_closes_only_its_own_call(bridge_factory: StartBrid
             "binary frame": ([b"\x00\x01\x02"], False, 1003),
             "media before start": ([media_message(sid, SILENCE)], False, 1002),
             "invalid base64": ([media_message(sid, "***not base64***")], True, 1007),
-            "frame over 64 KiB": ([json.dumps({"event": "media", "pad": "x" * 70_000})], True, 1009),
+            "frame over 64 KiB": (
+                [json.dumps({"event": "media", "pad": "x" * 70_000})],
+                True,
+                1009,
+            ),
         }
         closes: dict[str, int | None] = {}
         sids: dict[str, str] = {}
@@ -87,7 +101,10 @@ async def test_each_bad_input_closes_only_its_own_call(bridge_factory: StartBrid
     assert health.status_code == 200
     record = result.call_record
     assert record is not None and record["status"] == "completed"
-    assert [t["text"] for t in record["turns"]] == ["Are you there?", "I am still here and talking to you."]
+    assert [t["text"] for t in record["turns"]] == [
+        "Are you there?",
+        "I am still here and talking to you.",
+    ]
 
     lines = [json.loads(line) for line in bridge.log().splitlines() if line.startswith("{")]
     warnings = [entry for entry in lines if entry.get("level") == "warning"]

@@ -26,13 +26,19 @@ ONE_TURN = FakeScript(
 
 async def _call(bridge: RunningBridge, utterances: list[bytes], **kw: object):  # type: ignore[no-untyped-def]
     return await simulate_call(
-        bridge.url, auth_token=AUTH_TOKEN, review_token=REVIEW_TOKEN,
-        caller_utterances=utterances, max_duration_s=30, **kw,  # type: ignore[arg-type]
+        bridge.url,
+        auth_token=AUTH_TOKEN,
+        review_token=REVIEW_TOKEN,
+        caller_utterances=utterances,
+        max_duration_s=30,
+        **kw,  # type: ignore[arg-type]
     )
 
 
 @pytest.mark.parametrize("dialect", ["openai", "inworld", "openai-beta"])
-async def test_one_full_turn_arrives_byte_identical(dialect: str, bridge_factory: StartBridge) -> None:
+async def test_one_full_turn_arrives_byte_identical(
+    dialect: str, bridge_factory: StartBridge
+) -> None:
     async with fake_server(dialect, script=ONE_TURN) as fake:
         bridge = bridge_factory(provider_env(fake, dialect))
         result = await _call(bridge, [load_clip("caller_1")])
@@ -81,8 +87,10 @@ async def test_barge_in_clears_at_once_and_truncates_at_what_was_heard(
 ) -> None:
     script = FakeScript(
         replies=[
-            Reply("This is a long answer that goes on for four whole seconds, if you let it.",
-                  duration_ms=4000),
+            Reply(
+                "This is a long answer that goes on for four whole seconds, if you let it.",
+                duration_ms=4000,
+            ),
             Reply("Sorry, go ahead.", duration_ms=800),
         ],
         caller_transcripts=["Tell me everything.", "Wait, stop."],
@@ -107,15 +115,19 @@ async def test_barge_in_clears_at_once_and_truncates_at_what_was_heard(
     truncates = [t for t in session.truncates if t.accepted]
     assert len(truncates) == 1
     heard_ms = clear.segment_played_ms
-    print(f"truncated at {truncates[0].audio_end_ms} ms; the simulator had played {heard_ms:.0f} ms")
+    print(
+        f"truncated at {truncates[0].audio_end_ms} ms; the simulator had played {heard_ms:.0f} ms"
+    )
     assert abs(truncates[0].audio_end_ms - heard_ms) <= 40
     assert 900 <= heard_ms <= 2500  # one second in, plus the VAD's reaction time
 
     record = result.call_record
     assert record is not None
-    agent = [t for t in record["turns"] if t["role"] == "agent"][0]
+    agent = next(t for t in record["turns"] if t["role"] == "agent")
     assert agent["interrupted"] is True
-    assert agent["full_text"].startswith(agent["text"]) and len(agent["text"]) < len(agent["full_text"])
+    assert agent["full_text"].startswith(agent["text"]) and len(agent["text"]) < len(
+        agent["full_text"]
+    )
     assert abs((agent["end_ms"] - agent["start_ms"]) - truncates[0].audio_end_ms) <= 1
     assert [e["type"] for e in record["events"]].count("barge_in") == 1
     # Nothing of the cut answer was played after the clear.
@@ -124,8 +136,10 @@ async def test_barge_in_clears_at_once_and_truncates_at_what_was_heard(
 
 async def test_pcm24k_path_resamples_faithfully(bridge_factory: StartBridge) -> None:
     source = load_clip("demo_reply_1")
-    script = FakeScript(replies=[Reply("Our office is open from nine to five.", audio=source)],
-                        caller_transcripts=["Hours?"])
+    script = FakeScript(
+        replies=[Reply("Our office is open from nine to five.", audio=source)],
+        caller_transcripts=["Hours?"],
+    )
     async with fake_server("openai", script=script) as fake:
         bridge = bridge_factory(provider_env(fake, "openai", BRIDGE_AUDIO_FORMAT="pcm24k"))
         result = await _call(bridge, [load_clip("caller_1")])

@@ -9,15 +9,26 @@ from bridge.codecs.clips import load_clip
 from bridge.devtools.fake_records import FakeFaults
 from bridge.devtools.simulator import simulate_call
 
-from .conftest import AUTH_TOKEN, MODEL_KEY, REVIEW_TOKEN, RunningBridge, fake_server, free_port, provider_env
+from .conftest import (
+    AUTH_TOKEN,
+    MODEL_KEY,
+    REVIEW_TOKEN,
+    RunningBridge,
+    fake_server,
+    free_port,
+    provider_env,
+)
 
 StartBridge = Callable[[dict[str, str]], RunningBridge]
 
 
 async def _call(bridge: RunningBridge):  # type: ignore[no-untyped-def]
     return await simulate_call(
-        bridge.url, auth_token=AUTH_TOKEN, review_token=REVIEW_TOKEN,
-        caller_utterances=[load_clip("caller_1")], max_duration_s=20,
+        bridge.url,
+        auth_token=AUTH_TOKEN,
+        review_token=REVIEW_TOKEN,
+        caller_utterances=[load_clip("caller_1")],
+        max_duration_s=20,
     )
 
 
@@ -39,8 +50,9 @@ async def test_refused_session_plays_the_apology(bridge_factory: StartBridge) ->
 
 async def test_unreachable_provider_plays_the_apology(bridge_factory: StartBridge) -> None:
     dead = f"ws://127.0.0.1:{free_port()}/v1/realtime"
-    bridge = bridge_factory({"BRIDGE_PROVIDER": "openai", "OPENAI_API_KEY": MODEL_KEY,
-                             "BRIDGE_REALTIME_URL": dead})
+    bridge = bridge_factory(
+        {"BRIDGE_PROVIDER": "openai", "OPENAI_API_KEY": MODEL_KEY, "BRIDGE_REALTIME_URL": dead}
+    )
     result = await _call(bridge)
     assert _heard_the_apology(result.heard_audio)
     record = result.call_record

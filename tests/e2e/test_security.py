@@ -44,7 +44,9 @@ async def test_forged_webhooks_upgrades_and_tokens_open_no_model_session(
             # A signature made for other parameters does not cover these.
             other = sign(AUTH_TOKEN, voice, {**params, "To": "+1777"})
             tampered = await http.post(voice, data=params, headers={"X-Twilio-Signature": other})
-            status = await http.post(f"{bridge.url}/twilio/status", data={"CallSid": "CA1", "CallStatus": "completed"})
+            status = await http.post(
+                f"{bridge.url}/twilio/status", data={"CallSid": "CA1", "CallStatus": "completed"}
+            )
         assert [r.status_code for r in (unsigned, forged, tampered, status)] == [403] * 4
 
         call_sid, stream_url, parameters = await answer_call(bridge.url)
@@ -65,8 +67,14 @@ async def test_forged_webhooks_upgrades_and_tokens_open_no_model_session(
         bad_tokens = {
             "missing": {k: v for k, v in parameters.items() if k != "token"},
             "garbage": {**parameters, "token": "123.abc"},
-            "other call": {**parameters, "token": mint_stream_token(secret, "CA" + "8" * 32, time.time())},
-            "expired": {**parameters, "token": mint_stream_token(secret, call_sid, time.time() - 3600)},
+            "other call": {
+                **parameters,
+                "token": mint_stream_token(secret, "CA" + "8" * 32, time.time()),
+            },
+            "expired": {
+                **parameters,
+                "token": mint_stream_token(secret, call_sid, time.time() - 3600),
+            },
         }
         for why, params_ in bad_tokens.items():
             ws = await open_media(stream_url)
@@ -86,7 +94,10 @@ def test_serve_refuses_a_public_host_without_a_twilio_token() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "BRIDGE_"))}
     done = subprocess.run(
         [sys.executable, "-m", "bridge", "serve", "--host", "0.0.0.0", "--port", "1"],
-        env=env, capture_output=True, text=True, timeout=30,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 2
     assert "TWILIO_AUTH_TOKEN" in done.stderr

@@ -14,11 +14,19 @@ from bridge.devtools.simulator import parse_twiml, sign
 from .conftest import AUTH_TOKEN
 
 
-async def answer_call(base_url: str, call_sid: str | None = None) -> tuple[str, str, dict[str, str]]:
+async def answer_call(
+    base_url: str, call_sid: str | None = None
+) -> tuple[str, str, dict[str, str]]:
     """POST a signed voice webhook; returns (call_sid, stream_url, parameters)."""
     call_sid = call_sid or "CA" + uuid.uuid4().hex
-    params = {"AccountSid": "AC" + "0" * 32, "CallSid": call_sid, "From": "+15551230000",
-              "To": "+15557650000", "CallStatus": "ringing", "Direction": "inbound"}
+    params = {
+        "AccountSid": "AC" + "0" * 32,
+        "CallSid": call_sid,
+        "From": "+15551230000",
+        "To": "+15557650000",
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+    }
     url = f"{base_url}/twilio/voice"
     async with httpx.AsyncClient() as http:
         response = await http.post(
@@ -40,18 +48,37 @@ async def open_media(stream_url: str, signature: str | None = "valid") -> Client
 
 def start_message(call_sid: str, parameters: dict[str, str]) -> str:
     stream_sid = "MZ" + uuid.uuid4().hex
-    return json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-        "start": {"accountSid": "AC" + "0" * 32, "streamSid": stream_sid, "callSid": call_sid,
-                  "tracks": ["inbound"], "customParameters": parameters,
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-    })
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": stream_sid,
+            "start": {
+                "accountSid": "AC" + "0" * 32,
+                "streamSid": stream_sid,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "customParameters": parameters,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
 
 
 def media_message(stream_sid: str, payload: str, n: int = 1) -> str:
-    return json.dumps({"event": "media", "sequenceNumber": str(n + 1), "streamSid": stream_sid,
-                       "media": {"track": "inbound", "chunk": str(n), "timestamp": str(20 * n),
-                                 "payload": payload}})
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(n + 1),
+            "streamSid": stream_sid,
+            "media": {
+                "track": "inbound",
+                "chunk": str(n),
+                "timestamp": str(20 * n),
+                "payload": payload,
+            },
+        }
+    )
 
 
 def stream_sid_of(start: str) -> str:

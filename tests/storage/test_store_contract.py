@@ -335,7 +335,7 @@ CONTRACT_EXAMPLE = """{
     {"type": "barge_in", "at_ms": 4900},
     {"type": "dtmf", "at_ms": 8000, "digit": "1"}
   ]
-}"""  # noqa: E501
+}"""
 
 
 async def _contract_call(store: CallStore) -> None:
