@@ -31,7 +31,7 @@ from bridge.errors import (
 from bridge.metrics import BridgeMetrics
 from bridge.protocols.dialects import SessionConfig
 from bridge.protocols.realtime import RealtimeConnection
-from bridge.protocols.stream_token import check_stream_token
+from bridge.protocols.stream_token import SpentTokens, check_stream_token
 from bridge.protocols.twilio import MarkPlayed, StreamStarted, StreamStopped, TwilioMediaStream
 from bridge.storage.base import CallStore, NewCall
 
@@ -58,6 +58,7 @@ class SessionDeps:
     token_secret: bytes
     apology: bytes
     metrics: BridgeMetrics
+    spent_tokens: SpentTokens = field(default_factory=SpentTokens)
     clock: Callable[[], float] = field(default=time.time)
 
 
@@ -186,9 +187,10 @@ class CallSession:
 
     def _token_ok(self, started: StreamStarted) -> bool:
         token = started.custom_parameters.get("token", "")
+        now = self.deps.clock()
         return check_stream_token(
-            self.deps.token_secret, started.call_sid, token, self.deps.clock()
-        )
+            self.deps.token_secret, started.call_sid, token, now
+        ) and self.deps.spent_tokens.spend(token, now)
 
     async def _create_call(self, started: StreamStarted) -> None:
         params = started.custom_parameters

@@ -91,7 +91,8 @@ class SimulationResult:
     closed_by_bridge: bool = False
     timed_out: bool = False
     stream_url: str = ""
-    # Messages from the bridge that Twilio would reject (bad JSON, wrong streamSid, ...).
+    # What real Twilio would flag: malformed or unknown messages from the bridge, a wrong
+    # streamSid, a status callback that was not answered with 2xx. Empty when all is well.
     protocol_problems: list[str] = field(default_factory=list)
 
 

@@ -34,3 +34,27 @@ def check_stream_token(secret: bytes, call_sid: str, token: str, now: float) -> 
     expiry = int(expiry_text)
     good = hmac.compare_digest(_mac(secret, call_sid, expiry), mac)
     return good and now <= expiry
+
+
+class SpentTokens:
+    """Tokens already used to start a stream on this instance, kept until they expire.
+
+    Twilio opens one stream per call, so a token seen twice is a replay. Only this instance's
+    streams are known here; across instances the short TTL bounds what a replay could do.
+    """
+
+    def __init__(self) -> None:
+        self._expiry: dict[str, int] = {}
+
+    def spend(self, token: str, now: float) -> bool:
+        """Mark ``token`` used; False if it already was. Call only for tokens that checked out."""
+        self._prune(now)
+        if token in self._expiry:
+            return False
+        expiry_text = token.partition(".")[0]
+        self._expiry[token] = int(expiry_text) if expiry_text.isdigit() else int(now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        if len(self._expiry) > 64:
+            self._expiry = {t: e for t, e in self._expiry.items() if e >= now}

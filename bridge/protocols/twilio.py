@@ -179,13 +179,13 @@ class TwilioMediaStream:
         Raises :class:`RemoteProtocolError` when the frame is unacceptable; the caller must
         close the socket with the error's ``close_code`` and stop using this object.
         """
+        if self._state is StreamState.STOPPED:
+            return
         if len(text) > MAX_MESSAGE_CHARS:
             raise RemoteProtocolError(
                 f"frame of {len(text)} characters exceeds {MAX_MESSAGE_CHARS}",
                 CLOSE_MESSAGE_TOO_BIG,
             )
-        if self._state is StreamState.STOPPED:
-            return
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):
@@ -198,7 +198,8 @@ class TwilioMediaStream:
 
         # Media first: it is 50 frames a second, everything else is rare.
         if event == "media":
-            self._require_streaming(event)
+            if self._state is not StreamState.STREAMING:
+                self._require_streaming(event)
             self._receive_media(msg)
         elif event == "mark":
             self._require_streaming(event)
@@ -247,22 +248,24 @@ class TwilioMediaStream:
             )
 
     def _receive_media(self, msg: dict[str, Any]) -> None:
-        media = _require_dict(msg, "media", "media")
+        # The hot path, 50 frames a second per call: a few dict lookups and type checks.
+        media = msg.get("media")
+        if type(media) is not dict:
+            raise _invalid("'media' message without a 'media' object")
         track = media.get("track")
         if track is not None and track != "inbound":
             # A bidirectional stream only carries the caller; anything else is not ours.
             return
-        payload = _require_str(media, "payload", "media")
+        payload = media.get("payload")
+        if type(payload) is not str:
+            raise _invalid("'media' message without a string 'payload'")
         try:
             audio = binascii.a2b_base64(payload, strict_mode=True)
         except ValueError:  # binascii.Error, or non-ASCII text
             raise _invalid("'media' payload is not valid base64") from None
+        timestamp = _to_int(media.get("timestamp"), "timestamp", "media")
         self._events.append(
-            MediaReceived(
-                audio,
-                _to_int(media.get("timestamp"), "timestamp", "media"),
-                _to_int(media.get("chunk"), "chunk", "media"),
-            )
+            MediaReceived(audio, timestamp, _to_int(media.get("chunk"), "chunk", "media"))
         )
 
     def _receive_start(self, msg: dict[str, Any]) -> None:

@@ -86,6 +86,21 @@ async def test_forged_webhooks_upgrades_and_tokens_open_no_model_session(
         assert fake.sessions == []  # not one model session was opened
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {REVIEW_TOKEN}"}) as http:
             assert (await http.get(f"{bridge.url}/api/calls")).json() == {"calls": []}
+
+        # A genuine stream starts once; the same token replayed is refused before the model.
+        ws = await open_media(stream_url)
+        await ws.send(start_message(call_sid, parameters))
+        for _ in range(50):
+            if fake.sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert len(fake.sessions) == 1
+        replay = await open_media(stream_url)
+        await replay.send(start_message(call_sid, parameters))
+        assert await _closed_with(replay) == 1008
+        await ws.close()
+        await asyncio.sleep(0.3)
+        assert len(fake.sessions) == 1
         assert AUTH_TOKEN not in bridge.log()
         assert "bad or expired stream token" in bridge.log()
 

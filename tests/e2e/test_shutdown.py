@@ -1,0 +1,49 @@
+"""Stopping the server mid-call ends the call cleanly and records why."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+from bridge.codecs.clips import load_clip
+from bridge.devtools.simulator import simulate_call
+
+from .conftest import AUTH_TOKEN, REVIEW_TOKEN, RunningBridge
+
+StartBridge = Callable[[dict[str, str]], RunningBridge]
+
+
+async def test_sigterm_mid_call_records_bridge_shutdown(bridge_factory: StartBridge) -> None:
+    bridge = bridge_factory({})  # the built-in local agent
+    call = asyncio.create_task(
+        simulate_call(
+            bridge.url,
+            auth_token=AUTH_TOKEN,
+            review_token=REVIEW_TOKEN,
+            caller_utterances=[load_clip("caller_1"), load_clip("caller_2")],
+            max_duration_s=30,
+        )
+    )
+    await asyncio.sleep(3.0)  # the greeting is playing
+    bridge.process.send_signal(signal.SIGTERM)
+    result = await asyncio.wait_for(call, timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal as its exit status.
+    assert bridge.process.wait(timeout=15) in (0, -signal.SIGTERM)
+    assert result.closed_by_bridge
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "bridge", "calls", "show", result.call_sid, "--json"],
+        env={"BRIDGE_DATABASE_URL": f"sqlite:///{bridge.db_path}", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    record = json.loads(shown.stdout)
+    assert (record["status"], record["end_reason"]) == ("completed", "bridge_shutdown")
+    assert record["ended_at"] is not None
+    assert record["turns"] and record["turns"][0]["role"] == "agent"
