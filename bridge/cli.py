@@ -129,7 +129,9 @@ def _fake_realtime(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from bridge.devtools.fake_realtime import add_fake_realtime_arguments
 
-    parser = argparse.ArgumentParser(prog="bridge", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="bridge", description="A telephony bridge between phone calls and realtime models."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the bridge server")

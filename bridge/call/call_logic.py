@@ -317,7 +317,7 @@ class CallLogic:
             self._discarded_responses.add(active)
             if not self.config.server_cancels:
                 self.realtime.cancel_response()
-        if playing:
+        if playing or (cut.item_id is not None and cut.received_ms > 0):
             self.barge_ins += 1
             self._event("barge_in", now)
             self._notice(

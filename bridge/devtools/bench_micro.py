@@ -212,16 +212,17 @@ def _bridge_call(audio_format: str) -> CallLogic:
 
 def _bridge_inbound(logic: CallLogic, work: _Workload) -> float:
     twilio, realtime = logic.twilio, logic.realtime
-    sent = 0
     started = time.process_time()
     for text, now in work.inbound:
         logic.receive_twilio(text, now)
-        sent += len(realtime.data_to_send())
+        realtime.data_to_send()
         twilio.data_to_send()
         logic.outputs()
     cpu = time.process_time() - started
-    if sent != len(work.inbound):
-        raise AssertionError(f"bridge appended {sent} of {len(work.inbound)} inbound frames")
+    # The resampler holds back a few ms (soxr works in blocks); pass-through holds nothing.
+    expected_ms = len(work.inbound) * FRAME_MS
+    if not expected_ms - 100 <= realtime.appended_ms <= expected_ms:
+        raise AssertionError(f"bridge appended {realtime.appended_ms} of {expected_ms} ms")
     return cpu
 
 
@@ -252,8 +253,10 @@ def _bridge_outbound(logic: CallLogic, work: _Workload) -> float:
                     media += 1
             logic.outputs()
     cpu = time.process_time() - started
-    if media != work.audio_ms // FRAME_MS:
-        raise AssertionError(f"bridge sent {media} chunks, expected {work.audio_ms // FRAME_MS}")
+    # pcm24k adds a short chunk or so per reply: the resampler's tail, drained at audio.done.
+    expected = work.audio_ms // FRAME_MS
+    if not expected <= media <= expected + 4 * len(work.replies):
+        raise AssertionError(f"bridge sent {media} chunks, expected {expected}")
     return cpu
 
 

@@ -35,7 +35,8 @@ async def test_sigterm_mid_call_records_bridge_shutdown(bridge_factory: StartBri
     assert bridge.process.wait(timeout=15) in (0, -signal.SIGTERM)
     assert result.closed_by_bridge
 
-    shown = subprocess.run(
+    shown = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "bridge", "calls", "show", result.call_sid, "--json"],
         env={"BRIDGE_DATABASE_URL": f"sqlite:///{bridge.db_path}", "PATH": ""},
         capture_output=True,

@@ -1,0 +1,83 @@
+"""How much CPU the bridge spends per call, as printed figures.
+
+    python -m bridge.devtools.bench micro [--seconds 60] [--repeat 5]
+    python -m bridge.devtools.bench load [--calls 20] [--seconds 20]
+    python -m bridge.devtools.bench            # micro with defaults, then load with 10 calls
+
+``micro`` times the pure call path against a naive pass-through measured in the same run
+(:mod:`bridge.devtools.bench_micro`); ``load`` runs concurrent simulated calls against a real
+``bridge serve`` process and reads its CPU and peak memory from ``/proc``
+(:mod:`bridge.devtools.bench_load`). Figures depend on the machine: compare ratios, and
+compare runs on the same machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from collections.abc import Sequence
+
+from bridge.devtools.bench_load import format_load, run_load
+from bridge.devtools.bench_micro import format_micro, run_micro
+
+__all__ = ["build_parser", "main"]
+
+_DEFAULT_LOAD_CALLS = 10  # when no subcommand is given: quick enough to run on a laptop
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.devtools.bench",
+        description="CPU per call of the bridge, with a baseline measured in the same run.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    micro = sub.add_parser("micro", help="the pure call path against a naive pass-through")
+    micro.add_argument("--seconds", type=float, default=60.0, help="simulated call length")
+    micro.add_argument("--repeat", type=int, default=5, help="runs per path; the best counts")
+    load = sub.add_parser("load", help="concurrent simulated calls against `bridge serve`")
+    load.add_argument("--calls", type=int, default=20, help="concurrent calls")
+    load.add_argument("--seconds", type=float, default=20.0, help="about how long each call is")
+    load.add_argument(
+        "--timeout", type=float, default=None, help="bound on the whole run (default: generous)"
+    )
+    return parser
+
+
+def _machine() -> str:
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, {platform.machine()} {platform.system()}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    print(_machine())
+    print()
+    if args.command in (None, "micro"):
+        seconds = args.seconds if args.command else 60.0
+        repeat = args.repeat if args.command else 5
+        if seconds < 5 or repeat < 1:
+            print("bench: micro needs --seconds >= 5 and --repeat >= 1", file=sys.stderr)
+            return 2
+        print(format_micro(run_micro(seconds, repeat)), flush=True)
+    if args.command is None:
+        print()
+    if args.command in (None, "load"):
+        calls = args.calls if args.command else _DEFAULT_LOAD_CALLS
+        seconds = args.seconds if args.command else 20.0
+        timeout = args.timeout if args.command else None
+        if calls < 1 or seconds <= 0:
+            print("bench: load needs --calls >= 1 and --seconds > 0", file=sys.stderr)
+            return 2
+        report = run_load(calls, seconds, timeout)
+        print(format_load(report))
+        if report.completed < report.calls:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
