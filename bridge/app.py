@@ -94,6 +94,7 @@ def create_app(settings: Settings) -> Starlette:
                 token_secret=app.state.token_secret,
                 apology=load_clip("apology"),
                 metrics=app.state.metrics,
+                idle_timeout_s=settings.idle_timeout_s,
             )
             if not app.state.twilio_auth.enforced:
                 log.warning(

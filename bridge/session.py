@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from bridge.adapters.realtime_socket import RealtimeSocket
 from bridge.adapters.realtime_target import RealtimeTarget
@@ -59,6 +59,7 @@ class SessionDeps:
     apology: bytes
     metrics: BridgeMetrics
     spent_tokens: SpentTokens = field(default_factory=SpentTokens)
+    idle_timeout_s: float = 15.0
     clock: Callable[[], float] = field(default=time.time)
 
 
@@ -78,6 +79,7 @@ class CallSession:
         self._close_code = CLOSE_NORMAL
         self._twilio_gone = False
         self._shutdown = False
+        self._last_frame_at = self._loop.time()
         self._logged_unknown: set[str] = set()
 
     # -- entry ------------------------------------------------------------------------------
@@ -142,10 +144,15 @@ class CallSession:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._read_twilio(logic))
                     tg.create_task(self._read_model(logic, socket))
-                    tg.create_task(self._write_twilio())
+                    tg.create_task(self._write_twilio(logic))
                     tg.create_task(self._write_model(logic, socket))
+                    tg.create_task(self._watch_idle(logic))
             except* _CallOver:
                 pass
+            except* Exception as group:
+                # A bug, not the caller's fault: end this call cleanly, keep the server up.
+                self.log.error("call.internal_error", exc_info=group.exceptions[0])
+                logic.end(EndReason.UNKNOWN)
             self.deps.metrics.barge_ins.inc(logic.barge_ins)
             if logic.end_reason is EndReason.CALLER_HANGUP and logic.awaiting_caller_text:
                 await self._await_last_words(logic, socket)
@@ -229,7 +236,8 @@ class CallSession:
                     gone = EndReason.BRIDGE_SHUTDOWN if self._shutdown else EndReason.CALLER_HANGUP
                     logic.end(gone)
                     raise _CallOver
-                logic.receive_twilio(text, self._loop.time())
+                self._last_frame_at = now = self._loop.time()
+                logic.receive_twilio(text, now)
                 self._after(logic)
                 if logic.end_reason is not None:
                     raise _CallOver
@@ -252,19 +260,39 @@ class CallSession:
             logic.end(EndReason.PROVIDER_ERROR)
         raise _CallOver
 
-    async def _write_twilio(self) -> None:
-        while True:
-            await self._twilio_ready.wait()
-            self._twilio_ready.clear()
-            for text in self.twilio.data_to_send():
-                await self.ws.send_text(text)
+    async def _write_twilio(self, logic: CallLogic) -> None:
+        try:
+            while True:
+                await self._twilio_ready.wait()
+                self._twilio_ready.clear()
+                for text in self.twilio.data_to_send():
+                    await self.ws.send_text(text)
+        except (OSError, RuntimeError, WebSocketDisconnect):
+            self._twilio_gone = True  # the phone leg is gone: the caller hung up
+            logic.end(EndReason.CALLER_HANGUP)
+            raise _CallOver from None
 
     async def _write_model(self, logic: CallLogic, socket: RealtimeSocket) -> None:
+        try:
+            while True:
+                await self._model_ready.wait()
+                self._model_ready.clear()
+                for text in logic.realtime.data_to_send():
+                    await socket.send(text)
+        except ProviderError:
+            self.log.error("realtime.closed", close_code=socket.close_code)
+            logic.end(EndReason.PROVIDER_ERROR)
+            raise _CallOver from None
+
+    async def _watch_idle(self, logic: CallLogic) -> None:
+        """Twilio sends media every 20 ms for the whole call; a silent socket is a dead one,
+        and a dead call must not keep a paid model session open."""
         while True:
-            await self._model_ready.wait()
-            self._model_ready.clear()
-            for text in logic.realtime.data_to_send():
-                await socket.send(text)
+            await asyncio.sleep(1.0)
+            if self._loop.time() - self._last_frame_at > self.deps.idle_timeout_s:
+                self.log.warning("twilio.idle", idle_s=self.deps.idle_timeout_s)
+                logic.end(EndReason.TIMEOUT)
+                raise _CallOver
 
     def _after(self, logic: CallLogic) -> None:
         """Wake the writers and pass on what the logic produced."""

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # is derived from TWILIO_AUTH_TOKEN (shared by every instance) or made up per process.
     stream_secret: SecretStr | None = Field(None, validation_alias=_env("BRIDGE_STREAM_SECRET"))
     log_level: str = Field("info", validation_alias=_env("BRIDGE_LOG_LEVEL"))
+    # Twilio sends media every 20 ms: this long without a frame means the phone leg is dead.
+    idle_timeout_s: float = Field(15.0, gt=0, validation_alias=_env("BRIDGE_IDLE_TIMEOUT_S"))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -47,7 +47,11 @@ class RealtimeSocket:
         return cls(conn)
 
     async def send(self, text: str) -> None:
-        await self._conn.send(text)
+        """Send one event; ``ProviderError`` when the connection is gone."""
+        try:
+            await self._conn.send(text)
+        except (websockets.ConnectionClosed, OSError) as exc:
+            raise ProviderError("realtime connection closed") from exc
 
     async def frames(self) -> AsyncIterator[str]:
         """Text frames until the server closes; binary frames are decoded leniently."""

@@ -115,3 +115,25 @@ async def test_each_bad_input_closes_only_its_own_call(bridge_factory: StartBrid
     assert len(bad) == len(cases)
     assert not any("Traceback" in line for line in bridge.log().splitlines())
     assert SILENCE not in bridge.log()  # no audio payloads in the logs
+
+
+async def test_a_silent_phone_leg_times_out_and_frees_the_model(
+    bridge_factory: StartBridge,
+) -> None:
+    async with fake_server("openai") as fake:
+        bridge = bridge_factory(provider_env(fake, "openai", BRIDGE_IDLE_TIMEOUT_S="1.5"))
+        call_sid, stream_url, parameters = await answer_call(bridge.url)
+        ws = await open_media(stream_url)
+        start = start_message(call_sid, parameters)
+        await ws.send(start)
+        await ws.send(media_message(stream_sid_of(start), SILENCE))
+        # ... and then nothing, as when a network path dies without a close.
+        assert await _close_code(ws) == 1000
+        for _ in range(40):
+            if fake.sessions and fake.sessions[0].closed:
+                break
+            await asyncio.sleep(0.1)
+        assert fake.sessions[0].closed
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {REVIEW_TOKEN}"}) as http:
+            record = (await http.get(f"{bridge.url}/api/calls/{call_sid}")).json()
+    assert (record["status"], record["end_reason"]) == ("completed", "timeout")

@@ -1,0 +1,69 @@
+"""The benchmark command runs and reports what it promises. No timing assertions: the figures
+themselves are only printed, never judged here."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from bridge.devtools.bench import main
+from bridge.devtools.bench_load import measure_load, peak_rss_kib, process_cpu_seconds
+from bridge.devtools.bench_micro import format_micro, run_micro
+
+
+def test_micro_reports_every_path_with_consistent_figures() -> None:
+    report = run_micro(seconds=5, repeat=1)
+    assert [row.path for row in report.rows] == ["bridge pcmu", "bridge pcm24k"]
+    assert report.baseline.path == "naive baseline"
+    for row in (*report.rows, report.baseline):
+        assert row.in_frames == 250  # 5 s of 20 ms frames
+        assert row.out_chunks == 250  # one 5 s reply, in 20 ms chunks
+        assert row.simulated_s == 5
+        assert row.in_cpu_s >= 0 and row.out_cpu_s >= 0
+        if row.in_cpu_s + row.out_cpu_s > 0:
+            assert math.isclose(row.calls_per_core * row.cpu_ms_per_call_minute, 60_000)
+            assert math.isclose(
+                row.cpu_ms_per_call_minute, (row.in_cpu_s + row.out_cpu_s) * 12_000
+            )
+    if report.baseline.cpu_ms_per_call_minute > 0:
+        assert report.ratio(report.baseline) == 1.0
+
+    text = format_micro(report)
+    header = next(line for line in text.splitlines() if line.startswith("path"))
+    for column in ("CPU ms/call-min", "us/frame in", "us/20ms out", "x baseline", "calls/core"):
+        assert column in header
+    for name in ("bridge pcmu", "bridge pcm24k", "naive baseline"):
+        assert any(line.startswith(name) for line in text.splitlines())
+
+
+def test_micro_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["micro", "--seconds", "5", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU ms/call-min" in out and "bridge pcm24k" in out and "naive baseline" in out
+
+
+def test_micro_refuses_sizes_it_cannot_measure(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["micro", "--seconds", "1"]) == 2
+    assert "--seconds" in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        run_micro(seconds=1, repeat=1)
+
+
+def test_proc_readings_match_what_the_kernel_reports_to_the_process() -> None:
+    sum(i * i for i in range(200_000))  # spend a little CPU
+    times = os.times()
+    read = process_cpu_seconds(os.getpid())
+    assert abs(read - (times.user + times.system)) < 0.05
+    assert peak_rss_kib(os.getpid()) > 1024
+
+
+@pytest.mark.timeout(90)
+async def test_load_runs_calls_against_a_bridge_process_and_stops_it() -> None:
+    report = await measure_load(calls=2, seconds=5, timeout_s=75)
+    assert report.failures == ()
+    assert report.completed == 2
+    assert report.call_seconds > 2 * 3  # a greeting, an utterance and a reply each
+    assert report.server_cpu_s > 0
+    assert report.server_peak_rss_kib > 10 * 1024
