@@ -89,6 +89,7 @@ def create_app(settings: Settings) -> Starlette:
                     voice=settings.voice,
                     audio_format=settings.audio_format.value,
                     transcription=True,
+                    model=settings.realtime_model,
                 ),
                 greeting=greeting,
                 token_secret=app.state.token_secret,

@@ -108,6 +108,18 @@ def _bridge_env(url: str, fake_url: str, db: Path) -> dict[str, str]:
     return env
 
 
+def _start_bridge(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``bridge serve`` on ``port``, its output in ``log`` (shown if it fails to start)."""
+    with open(log, "wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,
+        )
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
@@ -167,22 +179,15 @@ async def measure_load(calls: int, seconds: float, timeout_s: float) -> LoadRepo
         raise ValueError("need calls >= 1 and seconds > 0")
     utterances = _utterances(seconds)
     call_limit_s = seconds * 3 + 30  # each call is bounded; the whole run by timeout_s
-    async with asyncio.timeout(timeout_s), FakeRealtimeServer(
-        "openai", script=_SCRIPT, api_key=_MODEL_KEY
-    ) as fake:
+    async with (
+        asyncio.timeout(timeout_s),
+        FakeRealtimeServer("openai", script=_SCRIPT, api_key=_MODEL_KEY) as fake,
+    ):
         with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
             log = Path(tmp) / "bridge.log"
-            with open(log, "wb") as log_file:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1",
-                     "--port", str(port)],
-                    env=_bridge_env(url, fake.url, Path(tmp) / "calls.db"),
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    cwd=tmp,
-                )
+            proc = _start_bridge(port, _bridge_env(url, fake.url, Path(tmp) / "calls.db"), log)
             try:
                 await _wait_ready(url, proc, log)
                 cpu_before = process_cpu_seconds(proc.pid)
@@ -205,7 +210,7 @@ async def measure_load(calls: int, seconds: float, timeout_s: float) -> LoadRepo
                 server_cpu = process_cpu_seconds(proc.pid) - cpu_before
                 peak = peak_rss_kib(proc.pid)
             finally:
-                await asyncio.to_thread(_stop, proc)
+                _stop(proc)  # blocking, but bounded, and immune to a cancelled run
     failures: list[str] = []
     call_seconds = 0.0
     for result in results:

@@ -284,7 +284,11 @@ class _NaiveBridge:
     def from_model(self, text: str) -> None:
         msg = json.loads(text)
         if msg["type"] == "response.output_audio.delta":
-            media = {"event": "media", "streamSid": self.stream_sid, "media": {"payload": msg["delta"]}}
+            media = {
+                "event": "media",
+                "streamSid": self.stream_sid,
+                "media": {"payload": msg["delta"]},
+            }
             self.to_twilio.append(json.dumps(media))
             mark = {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": "responsePart"}}
             self.to_twilio.append(json.dumps(mark))

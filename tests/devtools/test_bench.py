@@ -24,9 +24,7 @@ def test_micro_reports_every_path_with_consistent_figures() -> None:
         assert row.in_cpu_s >= 0 and row.out_cpu_s >= 0
         if row.in_cpu_s + row.out_cpu_s > 0:
             assert math.isclose(row.calls_per_core * row.cpu_ms_per_call_minute, 60_000)
-            assert math.isclose(
-                row.cpu_ms_per_call_minute, (row.in_cpu_s + row.out_cpu_s) * 12_000
-            )
+            assert math.isclose(row.cpu_ms_per_call_minute, (row.in_cpu_s + row.out_cpu_s) * 12_000)
     if report.baseline.cpu_ms_per_call_minute > 0:
         assert report.ratio(report.baseline) == 1.0
 
