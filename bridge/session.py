@@ -99,7 +99,10 @@ class CallSession:
         self.deps.metrics.calls_started.inc()
         self.deps.metrics.calls_active.inc()
         try:
-            await self._create_call(started)
+            try:
+                await self._create_call(started)
+            except Exception as exc:  # the call is still worth serving without its record
+                self.log.error("store.create_failed", error=str(exc))
             status, reason = await self._serve(started)
         except asyncio.CancelledError:
             status, reason = CallStatus.COMPLETED, EndReason.BRIDGE_SHUTDOWN
