@@ -26,7 +26,7 @@ def test_json_lines_carry_bound_context_and_library_lines_match(
     configure_logging("json", "info")
     structlog.get_logger("t").bind(call_sid="CA1").info("call.started", provider="local")
     structlog.get_logger("t").debug("turn.saved", text="secret words")  # below info: dropped
-    logging.getLogger("uvicorn.error").warning("library says %s", "hi")
+    logging.getLogger("some.library").warning("library says %s", "hi")
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [(e["event"], e["level"]) for e in lines] == [
         ("call.started", "info"),
