@@ -94,7 +94,7 @@ class CallSession:
             self.log.warning("stream.rejected", reason="bad or expired stream token")
             await self._close(CLOSE_POLICY_VIOLATION)
             return
-        store_task = asyncio.create_task(self._store_writer(), name="store-writer")
+        store_task = asyncio.create_task(self._store_writer(started.call_sid), name="store-writer")
         status, reason = CallStatus.COMPLETED, EndReason.UNKNOWN
         self.deps.metrics.calls_started.inc()
         self.deps.metrics.calls_active.inc()
@@ -301,7 +301,8 @@ class CallSession:
         """Wake the writers and pass on what the logic produced."""
         if self.twilio.has_data_to_send:
             self._twilio_ready.set()
-        self._model_ready.set()
+        if logic.realtime.has_data_to_send:
+            self._model_ready.set()
         self._drain(logic)
         for name in self.twilio.unknown_events - self._logged_unknown:
             self._logged_unknown.add(name)
@@ -363,15 +364,13 @@ class CallSession:
         self.deps.metrics.bad_input.inc()
         self.log.warning("twilio.bad_input", error=str(exc), close_code=exc.close_code)
 
-    async def _store_writer(self) -> None:
-        call_sid = ""
+    async def _store_writer(self, call_sid: str) -> None:
         while True:
             item = await self._writes.get()
             if item is None:
                 return
             try:
                 if isinstance(item, TurnReady):
-                    call_sid = call_sid or self._call_sid()
                     await self.deps.store.append_turn(call_sid, item.turn)
                     self.log.debug(
                         "turn.saved",
@@ -380,13 +379,9 @@ class CallSession:
                         text=item.turn.text,
                     )
                 else:
-                    call_sid = call_sid or self._call_sid()
                     await self.deps.store.append_event(call_sid, item.event)
             except Exception as exc:  # a store hiccup must not end the call
                 self.log.error("store.write_failed", error=str(exc))
-
-    def _call_sid(self) -> str:
-        return self.twilio.call_sid or ""
 
     async def _finish_record(self, call_sid: str, status: CallStatus, reason: EndReason) -> None:
         try:

@@ -148,12 +148,6 @@ class Playback:
         """True while audio is queued at Twilio or held back here."""
         return bool(self._pending or self._held)
 
-    @property
-    def queued_ms(self) -> float:
-        """Audio queued at Twilio and held here, in ms: how long until the caller hears silence."""
-        held = sum(len(audio) for _, audio in self._held)
-        return (self._pending_bytes + held) / BYTES_PER_MS
-
     def played_ms(self, item_id: str) -> float:
         return self._played_bytes.get(item_id, 0) / BYTES_PER_MS
 

@@ -226,8 +226,21 @@ def _bridge_inbound(logic: CallLogic, work: _Workload) -> float:
     return cpu
 
 
+def _drain(logic: CallLogic, at_twilio: deque[str]) -> int:
+    """Empty both legs' outboxes as the session would; queue marks at "Twilio" for echoing.
+    Returns how many media frames went to the phone."""
+    logic.realtime.data_to_send()
+    media = 0
+    for frame in logic.twilio.data_to_send():
+        if frame.startswith(_MARK_PREFIX):
+            at_twilio.append(frame)
+        else:
+            media += 1
+    logic.outputs()
+    return media
+
+
 def _bridge_outbound(logic: CallLogic, work: _Workload) -> float:
-    twilio, realtime = logic.twilio, logic.realtime
     at_twilio: deque[str] = deque()  # marks queued at "Twilio", played one per 20 ms
     media = 0
     now = 200.0
@@ -235,23 +248,11 @@ def _bridge_outbound(logic: CallLogic, work: _Workload) -> float:
     for reply in work.replies:
         for text in reply:
             logic.receive_realtime(text, now)
-            realtime.data_to_send()
-            for frame in twilio.data_to_send():
-                if frame.startswith(_MARK_PREFIX):
-                    at_twilio.append(frame)
-                else:
-                    media += 1
-            logic.outputs()
+            media += _drain(logic, at_twilio)
         while at_twilio:
             now += FRAME_MS / 1000
             logic.receive_twilio(at_twilio.popleft(), now)
-            realtime.data_to_send()
-            for frame in twilio.data_to_send():
-                if frame.startswith(_MARK_PREFIX):
-                    at_twilio.append(frame)
-                else:
-                    media += 1
-            logic.outputs()
+            media += _drain(logic, at_twilio)
     cpu = time.process_time() - started
     # pcm24k adds a short chunk or so per reply: the resampler's tail, drained at audio.done.
     expected = work.audio_ms // FRAME_MS

@@ -338,6 +338,10 @@ class RealtimeConnection:
 
     # -- sending -------------------------------------------------------------------------
 
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._outgoing)
+
     def data_to_send(self) -> list[str]:
         """The JSON texts to write to the WebSocket, in order; the list is drained."""
         outgoing, self._outgoing = self._outgoing, []
