@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -79,6 +80,12 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=_env("BRIDGE_LOG_LEVEL"))
     # Twilio sends media every 20 ms: this long without a frame means the phone leg is dead.
     idle_timeout_s: float = Field(15.0, gt=0, validation_alias=_env("BRIDGE_IDLE_TIMEOUT_S"))
+    # Recordings are off unless asked for: a stereo WAV per call, caller left, agent right.
+    recordings: bool = Field(False, validation_alias=_env("BRIDGE_RECORDINGS"))
+    recordings_dir: Path | None = Field(None, validation_alias=_env("BRIDGE_RECORDINGS_DIR"))
+    # An instance renews its lease this often times three; a call whose instance has not
+    # renewed for this long is ended as `unknown` by whichever instance notices first.
+    lease_s: float = Field(30.0, ge=1, validation_alias=_env("BRIDGE_LEASE_S"))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -110,6 +117,17 @@ class Settings(BaseSettings):
 
     def public_http_url(self, path: str) -> str:
         return self.public_base + path
+
+    @property
+    def resolved_recordings_dir(self) -> Path:
+        """Where recordings go: the setting, else a ``recordings`` folder beside the SQLite
+        file, else ``./recordings``."""
+        if self.recordings_dir is not None:
+            return self.recordings_dir
+        url = self.database_url.strip()
+        if url.startswith("sqlite:///") and not url.endswith(":memory:"):
+            return Path(url.removeprefix("sqlite:///")).parent / "recordings"
+        return Path("recordings")
 
     @property
     def resolved_log_format(self) -> str:

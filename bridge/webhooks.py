@@ -25,6 +25,7 @@ from bridge.protocols.stream_token import mint_stream_token
 from bridge.protocols.twiml import connect_stream
 from bridge.session import CallSession, SessionDeps
 from bridge.settings import Settings
+from bridge.storage.base import StoreUnavailableError
 
 log = structlog.get_logger("bridge.webhooks")
 
@@ -94,11 +95,16 @@ async def call_status(request: Request) -> Response:
     log.info("twilio.call_status", call_sid=call_sid, call_status=status)
     store = request.app.state.store
     if call_sid and (status == "completed" or status in _FAILED_CALL_STATUSES):
-        record = await store.get_call(call_sid)
-        if record is not None:
-            final = CallStatus.COMPLETED if status == "completed" else CallStatus.FAILED
-            # Idempotent: when the media session already finished the call, this is a no-op.
+        final = CallStatus.COMPLETED if status == "completed" else CallStatus.FAILED
+        try:
+            # Idempotent: when the media session already finished the call, or Twilio
+            # retries the callback, this is a no-op; an unknown call is one too.
             await store.finish_call(call_sid, final, EndReason.CALLER_HANGUP, datetime.now(UTC))
+        except StoreUnavailableError as exc:
+            log.error("store.finish_failed", call_sid=call_sid, error=str(exc))
+            # The failure shows in Twilio's debugger; the call is still ended by its session
+            # or, if that died too, by the lease sweep.
+            return PlainTextResponse("store unavailable\n", status_code=503)
     return Response(status_code=204)
 
 

@@ -70,6 +70,40 @@ class NewCall:
 
 
 @dataclass(frozen=True, slots=True)
+class CallFilter:
+    """What the call list is narrowed to; a field left ``None`` matches every call.
+
+    ``number`` matches part of the caller's or the called number; when it holds digits only
+    its digits count, so ``(555) 123`` finds ``+15551230000``. ``text`` matches part of any
+    turn's text, heard or unheard, ignoring case. ``started_from`` is inclusive and
+    ``started_until`` exclusive (both UTC-aware).
+    """
+
+    number: str | None = None
+    text: str | None = None
+    started_from: datetime | None = None
+    started_until: datetime | None = None
+    status: CallStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One running bridge process, as the lease table knows it."""
+
+    instance_id: str
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLease:
+    """An instance's row in the lease table: who it is and when it last renewed."""
+
+    instance: Instance
+    renewed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class CallSummary:
     """One line of the call log: a call without its turns and events."""
 
@@ -201,7 +235,32 @@ class CallStore(Protocol):
         """The whole call, or ``None`` if there is no such call."""
 
     async def list_calls(
-        self, limit: int = 50, before: datetime | None = None
+        self,
+        limit: int = 50,
+        before: datetime | None = None,
+        filters: CallFilter | None = None,
     ) -> list[CallSummary]:
-        """Up to ``limit`` calls, newest first by ``started_at``; with ``before``, only calls
-        started strictly before it (pass the last row's ``started_at`` for the next page)."""
+        """Up to ``limit`` calls matching ``filters``, newest first by ``started_at``; with
+        ``before``, only calls started strictly before it (pass the last row's
+        ``started_at`` for the next page)."""
+
+    async def purge_calls(self, started_before: datetime) -> list[str]:
+        """Delete finished calls started before ``started_before``, with their turns and
+        events; return their SIDs (so their recordings can go too). Live calls are kept."""
+
+    async def renew_lease(self, now: datetime) -> None:
+        """Record that this store's instance is alive at ``now``. Calls it creates carry its
+        ``instance_id``; an instance that stops renewing has its live calls ended."""
+
+    async def list_leases(self) -> list[InstanceLease]:
+        """Every instance that holds a lease, live or lapsed."""
+
+    async def end_orphaned_calls(
+        self, now: datetime, lapsed_before: datetime, dead: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """End as ``failed``/``unknown`` (at ``now``) the live calls of other instances whose
+        lease was last renewed before ``lapsed_before``, that are in ``dead``, or that hold
+        no lease at all. Never touches this store's own calls. Returns the SIDs ended."""
+
+    async def release_lease(self) -> None:
+        """Drop this instance's lease at a clean shutdown, once its calls have finished."""

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from bridge.call.records import CallEvent, CallStatus, EndReason, Role, Turn
 from bridge.review import review_access_allowed, review_api_routes
 from bridge.settings import load_settings
-from bridge.storage import NewCall, SqliteCallStore
+from bridge.storage import CallStore, NewCall, sqlite_store
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 TOKEN = "s3cret-review-token"
@@ -23,7 +23,7 @@ LOOPBACK = ("127.0.0.1", 50123)
 REMOTE = ("203.0.113.9", 50123)
 
 
-async def _seed(store: SqliteCallStore) -> None:
+async def _seed(store: CallStore) -> None:
     await store.open()
     for n in range(1, 6):
         sid = f"CA000{n}"
@@ -42,7 +42,7 @@ async def _seed(store: SqliteCallStore) -> None:
     )
 
 
-def _app(store: SqliteCallStore, token: str | None) -> Starlette:
+def _app(store: CallStore, token: str | None) -> Starlette:
     app = Starlette(routes=review_api_routes())
     app.state.store = store
     app.state.settings = load_settings(review_token=None if token is None else SecretStr(token))
@@ -50,9 +50,9 @@ def _app(store: SqliteCallStore, token: str | None) -> Starlette:
 
 
 @pytest.fixture
-def store() -> Iterator[SqliteCallStore]:
+def store() -> Iterator[CallStore]:
     # The store is not tied to a loop: seed it here, let the test client's loop read it.
-    store = SqliteCallStore(":memory:")
+    store = sqlite_store(":memory:")
     asyncio.run(_seed(store))
     try:
         yield store
@@ -61,7 +61,7 @@ def store() -> Iterator[SqliteCallStore]:
 
 
 def client(
-    store: SqliteCallStore, token: str | None, address: tuple[str, int] = REMOTE
+    store: CallStore, token: str | None, address: tuple[str, int] = REMOTE
 ) -> TestClient:
     return TestClient(_app(store, token), client=address)
 
@@ -73,7 +73,7 @@ def bearer(token: str) -> dict[str, str]:
 # -- access -------------------------------------------------------------------------------
 
 
-def test_right_bearer_token_reads_from_anywhere(store: SqliteCallStore) -> None:
+def test_right_bearer_token_reads_from_anywhere(store: CallStore) -> None:
     with client(store, TOKEN, REMOTE) as http:
         response = http.get("/api/calls", headers=bearer(TOKEN))
     assert response.status_code == 200
@@ -96,7 +96,7 @@ def test_right_bearer_token_reads_from_anywhere(store: SqliteCallStore) -> None:
 )
 @pytest.mark.parametrize("path", ["/api/calls", "/api/calls/CA0001", "/api/calls/CA9999"])
 def test_without_the_right_token_nothing_is_revealed(
-    store: SqliteCallStore, headers: dict[str, str | bytes], path: str
+    store: CallStore, headers: dict[str, str | bytes], path: str
 ) -> None:
     # Loopback does not help once a token is configured.
     with client(store, TOKEN, LOOPBACK) as http:
@@ -107,14 +107,14 @@ def test_without_the_right_token_nothing_is_revealed(
     assert response.headers["cache-control"] == "no-store"
 
 
-def test_bearer_scheme_is_case_insensitive(store: SqliteCallStore) -> None:
+def test_bearer_scheme_is_case_insensitive(store: CallStore) -> None:
     with client(store, TOKEN) as http:
         response = http.get("/api/calls", headers={"Authorization": f"bearer {TOKEN}"})
     assert response.status_code == 200
 
 
 @pytest.mark.parametrize("address", [LOOPBACK, ("127.8.9.10", 1), ("::1", 1)])
-def test_without_token_loopback_may_read(store: SqliteCallStore, address: tuple[str, int]) -> None:
+def test_without_token_loopback_may_read(store: CallStore, address: tuple[str, int]) -> None:
     with client(store, None, address) as http:
         assert http.get("/api/calls").status_code == 200
         assert http.get("/api/calls/CA0001").status_code == 200
@@ -123,7 +123,7 @@ def test_without_token_loopback_may_read(store: SqliteCallStore, address: tuple[
 @pytest.mark.parametrize(
     "address", [REMOTE, ("10.0.0.5", 1), ("2001:db8::1", 1), ("testclient", 50000)]
 )
-def test_without_token_others_may_not(store: SqliteCallStore, address: tuple[str, int]) -> None:
+def test_without_token_others_may_not(store: CallStore, address: tuple[str, int]) -> None:
     with client(store, None, address) as http:
         listing = http.get("/api/calls")
         one = http.get("/api/calls/CA0001")
@@ -159,7 +159,7 @@ def test_access_rule_directly() -> None:
 # -- what is read -------------------------------------------------------------------------
 
 
-def test_list_is_newest_first_in_summary_shape(store: SqliteCallStore) -> None:
+def test_list_is_newest_first_in_summary_shape(store: CallStore) -> None:
     with client(store, None, LOOPBACK) as http:
         calls = http.get("/api/calls").json()["calls"]
     assert [c["call_sid"] for c in calls] == ["CA0005", "CA0004", "CA0003", "CA0002", "CA0001"]
@@ -181,7 +181,7 @@ def test_list_is_newest_first_in_summary_shape(store: SqliteCallStore) -> None:
     assert "turns" not in calls[0] and "events" not in calls[0]
 
 
-def test_limit_and_before_page_through(store: SqliteCallStore) -> None:
+def test_limit_and_before_page_through(store: CallStore) -> None:
     with client(store, None, LOOPBACK) as http:
         first = http.get("/api/calls", params={"limit": 2}).json()["calls"]
         assert [c["call_sid"] for c in first] == ["CA0005", "CA0004"]
@@ -211,7 +211,7 @@ def test_limit_and_before_page_through(store: SqliteCallStore) -> None:
         {"before": "2026-13-01T00:00:00Z"},
     ],
 )
-def test_bad_parameters_are_400(store: SqliteCallStore, params: dict[str, str]) -> None:
+def test_bad_parameters_are_400(store: CallStore, params: dict[str, str]) -> None:
     with client(store, None, LOOPBACK) as http:
         response = http.get("/api/calls", params=params)
     assert response.status_code == 400
@@ -220,7 +220,7 @@ def test_bad_parameters_are_400(store: SqliteCallStore, params: dict[str, str]) 
     assert response.headers["cache-control"] == "no-store"
 
 
-def test_one_call_in_record_shape(store: SqliteCallStore) -> None:
+def test_one_call_in_record_shape(store: CallStore) -> None:
     with client(store, TOKEN) as http:
         response = http.get("/api/calls/CA0001", headers=bearer(TOKEN))
     assert response.status_code == 200
@@ -239,7 +239,7 @@ def test_one_call_in_record_shape(store: SqliteCallStore) -> None:
     assert body["events"] == [{"type": "barge_in", "at_ms": 4900}]
 
 
-def test_live_call_has_null_end(store: SqliteCallStore) -> None:
+def test_live_call_has_null_end(store: CallStore) -> None:
     with client(store, None, LOOPBACK) as http:
         body = http.get("/api/calls/CA0004").json()
     assert body["status"] == "in_progress"
@@ -247,7 +247,7 @@ def test_live_call_has_null_end(store: SqliteCallStore) -> None:
     assert body["turns"] == [] and body["events"] == []
 
 
-def test_missing_call_is_404(store: SqliteCallStore) -> None:
+def test_missing_call_is_404(store: CallStore) -> None:
     with client(store, TOKEN) as http:
         response = http.get("/api/calls/CA9999", headers=bearer(TOKEN))
     assert response.status_code == 404
@@ -255,7 +255,7 @@ def test_missing_call_is_404(store: SqliteCallStore) -> None:
     assert response.headers["cache-control"] == "no-store"
 
 
-def test_only_get(store: SqliteCallStore) -> None:
+def test_only_get(store: CallStore) -> None:
     with client(store, None, LOOPBACK) as http:
         assert http.post("/api/calls").status_code == 405
         assert http.delete("/api/calls/CA0001").status_code == 405

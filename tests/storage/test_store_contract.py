@@ -1,86 +1,18 @@
-"""The CallStore contract: every backend must pass this suite.
-
-To add a backend, add a ``Backend`` to ``_backends()``; nothing else here names SQLite.
-"""
+"""The CallStore contract: every backend must pass this suite (the backends are in
+``conftest.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bridge.call.records import CallEvent, CallStatus, EndReason, Role, Turn
-from bridge.storage import CallStore, NewCall, SqliteCallStore, UnknownCallError
-
-T0 = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
-
-
-@dataclass
-class Backend:
-    name: str
-    # Builds a store over the same storage each time it is called.
-    make: Callable[[], CallStore]
-    # Whether a second store from make() sees what the first one wrote.
-    durable: bool
-
-
-def _backends(tmp_path: Path) -> dict[str, Backend]:
-    db = tmp_path / "calls.db"
-    return {
-        "sqlite-file": Backend("sqlite-file", lambda: SqliteCallStore(str(db)), durable=True),
-        "sqlite-memory": Backend(
-            "sqlite-memory", lambda: SqliteCallStore(":memory:"), durable=False
-        ),
-    }
-
-
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return _backends(tmp_path)[request.param]
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[CallStore]:
-    store = backend.make()
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-def new_call(sid: str = "CA0001", started_at: datetime = T0, **overrides: str) -> NewCall:
-    fields = {
-        "stream_sid": "MZ" + sid[2:],
-        "from_number": "+15551230000",
-        "to_number": "+15557650000",
-        "provider": "openai",
-        "model": "gpt-realtime",
-    }
-    fields.update(overrides)
-    return NewCall(call_sid=sid, started_at=started_at, **fields)
-
-
-def caller(seq: int, text: str, start: int, end: int) -> Turn:
-    return Turn(seq=seq, role=Role.CALLER, text=text, start_ms=start, end_ms=end)
-
-
-def agent(seq: int, text: str, start: int, end: int, full_text: str | None = None) -> Turn:
-    return Turn(
-        seq=seq,
-        role=Role.AGENT,
-        text=text,
-        start_ms=start,
-        end_ms=end,
-        interrupted=full_text is not None,
-        full_text=full_text,
-    )
-
+from bridge.call.records import CallEvent, CallStatus, EndReason
+from bridge.storage import CallStore, UnknownCallError
+from tests.storage.conftest import Backend
+from tests.storage.samples import T0, agent, caller, new_call
 
 # -- creating and finishing ---------------------------------------------------------------
 

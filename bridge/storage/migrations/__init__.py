@@ -1,0 +1,1 @@
+"""Alembic migrations of the call store. ``bridge.storage.migrate`` runs them."""
