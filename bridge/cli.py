@@ -1,4 +1,4 @@
-"""The ``bridge`` command: serve, simulate, fake-realtime, calls list / show."""
+"""The ``bridge`` command: serve, simulate, fake-realtime, calls list / show / export / purge."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from bridge.errors import ConfigurationError
 from bridge.log import configure_logging
 from bridge.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bridge.storage.base import CallStore
 
 
 def _is_loopback(host: str) -> bool:
@@ -96,26 +101,89 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _calls(args: argparse.Namespace, settings: Settings) -> int:
-    from bridge.review.text_view import format_call, format_call_list
+    from bridge.storage.base import StoreUnavailableError
     from bridge.storage.factory import open_store
 
     async def run() -> int:
         store = open_store(settings.database_url)
         await store.open()
         try:
-            if args.calls_command == "list":
-                print(format_call_list(await store.list_calls(limit=args.limit)))
-                return 0
-            record = await store.get_call(args.call_sid)
-            if record is None:
-                print(f"bridge calls show: no call {args.call_sid}", file=sys.stderr)
-                return 1
-            print(json.dumps(record.to_json(), indent=2) if args.json else format_call(record))
-            return 0
+            return await _CALLS_COMMANDS[args.calls_command](args, settings, store)
         finally:
             await store.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except StoreUnavailableError as exc:
+        print(f"bridge calls: the call store is unavailable: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"bridge calls {args.calls_command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader stopped early (`bridge calls export | head`): not an error worth a
+        # traceback. Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+async def _calls_list(args: argparse.Namespace, settings: Settings, store: CallStore) -> int:
+    from bridge.review.text_view import format_call_list
+
+    print(format_call_list(await store.list_calls(limit=args.limit)))
+    return 0
+
+
+async def _calls_show(args: argparse.Namespace, settings: Settings, store: CallStore) -> int:
+    from bridge.review.text_view import format_call
+
+    record = await store.get_call(args.call_sid)
+    if record is None:
+        print(f"bridge calls show: no call {args.call_sid}", file=sys.stderr)
+        return 1
+    print(json.dumps(record.to_json(), indent=2) if args.json else format_call(record))
+    return 0
+
+
+async def _calls_export(args: argparse.Namespace, settings: Settings, store: CallStore) -> int:
+    from bridge.review import export
+
+    since = None if args.since is None else export.parse_since(args.since, datetime.now(UTC))
+    out = sys.stdout
+    if args.format == "csv":
+        out.write(export.csv_header())
+    count = 0
+    async for record in export.records_since(store, since):
+        out.write(export.csv_rows(record) if args.format == "csv" else export.jsonl_line(record))
+        count += 1
+    out.flush()
+    print(f"bridge calls export: {count} call(s)", file=sys.stderr)
+    return 0
+
+
+async def _calls_purge(args: argparse.Namespace, settings: Settings, store: CallStore) -> int:
+    from bridge.review.export import parse_age
+    from bridge.storage.recordings import RecordingFiles
+
+    cutoff = datetime.now(UTC) - parse_age(args.older_than)
+    purged = await store.purge_calls(cutoff)
+    recordings = RecordingFiles(settings.resolved_recordings_dir)
+    removed = sum(recordings.delete(sid) for sid in purged)
+    print(
+        f"bridge calls purge: removed {len(purged)} call(s) started before"
+        f" {cutoff:%Y-%m-%d %H:%M} UTC and {removed} recording(s)"
+    )
+    return 0
+
+
+_CALLS_COMMANDS: dict[
+    str, Callable[[argparse.Namespace, Settings, CallStore], Awaitable[int]]
+] = {
+    "list": _calls_list,
+    "show": _calls_show,
+    "export": _calls_export,
+    "purge": _calls_purge,
+}
 
 
 def _fake_realtime(args: argparse.Namespace, settings: Settings) -> int:
@@ -172,6 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     show = calls_sub.add_parser("show", help="one call's transcript")
     show.add_argument("call_sid")
     show.add_argument("--json", action="store_true", help="the JSON call record")
+    export = calls_sub.add_parser(
+        "export", help="write calls to stdout as JSON lines (one call each) or CSV (one turn each)"
+    )
+    export.add_argument(
+        "--since", help="only calls started since: a date (2026-11-01, UTC) or an age (7d, 12h)"
+    )
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    purge = calls_sub.add_parser(
+        "purge", help="delete finished calls, their turns, events and recordings"
+    )
+    purge.add_argument(
+        "--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, 2w (m = minutes)"
+    )
     calls.set_defaults(func=_calls)
     return parser
 
