@@ -2,18 +2,22 @@
 
     python -m bridge.devtools.bench micro [--seconds 60] [--repeat 5]
     python -m bridge.devtools.bench load [--calls 20] [--seconds 20]
+    python -m bridge.devtools.bench store [--calls 500] [--postgres URL]
     python -m bridge.devtools.bench            # micro with defaults, then load with 10 calls
 
 ``micro`` times the pure call path against a naive pass-through measured in the same run
 (:mod:`bridge.devtools.bench_micro`); ``load`` runs concurrent simulated calls against a real
 ``bridge serve`` process and reads its CPU and peak memory from ``/proc``
-(:mod:`bridge.devtools.bench_load`). Figures depend on the machine: compare ratios, and
+(:mod:`bridge.devtools.bench_load`); ``store`` times committed turn writes against the bare
+database driver and the review queries on a seeded log (:mod:`bridge.devtools.bench_store`).
+Figures depend on the machine: compare ratios, and
 compare runs on the same machine only.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import sys
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 
 from bridge.devtools.bench_load import format_load, run_load
 from bridge.devtools.bench_micro import format_micro, run_micro
+from bridge.devtools.bench_store import format_store, run_store_bench
 
 __all__ = ["build_parser", "main"]
 
@@ -42,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--timeout", type=float, default=None, help="bound on the whole run (default: generous)"
     )
+    store = sub.add_parser("store", help="turn writes and review queries on a seeded call log")
+    store.add_argument("--calls", type=int, default=500, help="calls to seed")
+    store.add_argument("--turns", type=int, default=10, help="turns per call")
+    store.add_argument("--postgres", metavar="URL", help="also run on this PostgreSQL database")
     return parser
 
 
@@ -56,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     print(_machine())
     print()
+    if args.command == "store":
+        if args.calls < 1 or args.turns < 1:
+            print("bench: store needs --calls >= 1 and --turns >= 1", file=sys.stderr)
+            return 2
+        print(format_store(asyncio.run(run_store_bench(args.calls, args.turns, args.postgres))))
+        return 0
     if args.command in (None, "micro"):
         seconds = args.seconds if args.command else 60.0
         repeat = args.repeat if args.command else 5
