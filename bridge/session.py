@@ -20,7 +20,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from bridge.adapters.realtime_socket import RealtimeSocket
 from bridge.adapters.realtime_target import RealtimeTarget
+from bridge.adapters.recording_writer import RecordingWriter
 from bridge.call.call_logic import CallConfig, CallLogic, EventReady, Notice, TurnReady
+from bridge.call.recording import CallRecorder
 from bridge.call.records import CallStatus, EndReason
 from bridge.errors import (
     CLOSE_NORMAL,
@@ -32,8 +34,15 @@ from bridge.metrics import BridgeMetrics
 from bridge.protocols.dialects import SessionConfig
 from bridge.protocols.realtime import RealtimeConnection
 from bridge.protocols.stream_token import SpentTokens, check_stream_token
-from bridge.protocols.twilio import MarkPlayed, StreamStarted, StreamStopped, TwilioMediaStream
+from bridge.protocols.twilio import (
+    MarkPlayed,
+    MediaReceived,
+    StreamStarted,
+    StreamStopped,
+    TwilioMediaStream,
+)
 from bridge.storage.base import CallStore, NewCall
+from bridge.storage.recordings import RecordingFiles
 
 log = structlog.get_logger("bridge.session")
 
@@ -61,6 +70,7 @@ class SessionDeps:
     spent_tokens: SpentTokens = field(default_factory=SpentTokens)
     idle_timeout_s: float = 15.0
     clock: Callable[[], float] = field(default=time.time)
+    recordings: RecordingFiles | None = None  # None: calls are not recorded
 
 
 class CallSession:
@@ -81,6 +91,8 @@ class CallSession:
         self._shutdown = False
         self._last_frame_at = self._loop.time()
         self._logged_unknown: set[str] = set()
+        self._recording: RecordingWriter | None = None
+        self._recorder: CallRecorder | None = None
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -95,6 +107,9 @@ class CallSession:
             await self._close(CLOSE_POLICY_VIOLATION)
             return
         store_task = asyncio.create_task(self._store_writer(started.call_sid), name="store-writer")
+        if (recordings := self.deps.recordings) is not None:
+            self._recording = RecordingWriter.start(recordings, started.call_sid, self.log)
+            self._recorder = self._recording.recorder if self._recording else None
         status, reason = CallStatus.COMPLETED, EndReason.UNKNOWN
         self.deps.metrics.calls_started.inc()
         self.deps.metrics.calls_active.inc()
@@ -115,6 +130,8 @@ class CallSession:
                 await asyncio.wait_for(store_task, timeout=10)
             await self._finish_record(started.call_sid, status, reason)
             await self._close(self._close_code)
+            if self._recording is not None:
+                await self._recording.close()
             self.log.info("call.ended", status=status.value, end_reason=reason.value)
 
     async def _serve(self, started: StreamStarted) -> tuple[CallStatus, EndReason]:
@@ -124,7 +141,7 @@ class CallSession:
             socket = await RealtimeSocket.open(url, headers)
         except ProviderError as exc:
             self.log.error("realtime.unreachable", error=str(exc))
-            await self._apologize()
+            await self._apologize(round((self._loop.time() - started_at) * 1000))
             return CallStatus.FAILED, EndReason.PROVIDER_ERROR
         async with socket:
             realtime = RealtimeConnection(
@@ -137,7 +154,7 @@ class CallSession:
                 vad_padding_ms=300 if self.deps.target.dialect.name != "inworld" else 0,
                 vad_silence_ms=500 if self.deps.target.dialect.name != "inworld" else 0,
             )
-            logic = CallLogic(self.twilio, realtime, config, started_at)
+            logic = CallLogic(self.twilio, realtime, config, started_at, self._recorder)
             self.log.info(
                 "call.started",
                 provider=self.deps.target.provider.value,
@@ -167,7 +184,7 @@ class CallSession:
             return CallStatus.FAILED, EndReason.UNKNOWN
         reason = logic.end_reason or EndReason.UNKNOWN
         if reason is EndReason.PROVIDER_ERROR:
-            await self._apologize()
+            await self._apologize(logic.stream_ms(self._loop.time()))
             return CallStatus.FAILED, reason
         return CallStatus.COMPLETED, reason
 
@@ -332,14 +349,18 @@ class CallSession:
         with contextlib.suppress(TimeoutError, RemoteProtocolError):
             await asyncio.wait_for(read(), TRANSCRIPT_GRACE_S)
 
-    async def _apologize(self) -> None:
-        """Play the apology clip, wait until it has been heard (bounded), then let go."""
+    async def _apologize(self, at_ms: int) -> None:
+        """Play the apology clip, wait until it has been heard (bounded), then let go.
+        ``at_ms`` is the stream time now, for the recording."""
         if self._twilio_gone or not self.deps.apology:
             return
         with contextlib.suppress(Exception):
             self.twilio.send_clear()
             self.twilio.send_media(self.deps.apology)
             self.twilio.send_mark(APOLOGY_MARK)
+            if self._recorder is not None:
+                self._recorder.clear()
+                self._recorder.agent_sent(APOLOGY_MARK, self.deps.apology, at_ms)
             for text in self.twilio.data_to_send():
                 await self.ws.send_text(text)
             limit = len(self.deps.apology) / 8000 + 3.0
@@ -352,6 +373,11 @@ class CallSession:
                 return
             self.twilio.receive_text(text)
             for event in self.twilio.events_received():
+                if self._recorder is not None:
+                    if isinstance(event, MediaReceived):
+                        self._recorder.caller_audio(event.payload, event.timestamp_ms)
+                    elif isinstance(event, MarkPlayed):
+                        self._recorder.mark_played(event.name)
                 if isinstance(event, MarkPlayed) and event.name == name:
                     return
                 if isinstance(event, StreamStopped):

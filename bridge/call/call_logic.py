@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 from bridge.call.playback import Playback
+from bridge.call.recording import CallRecorder
 from bridge.call.records import CallEvent, EndReason, Turn
 from bridge.call.transcript import TranscriptBuilder
 from bridge.codecs.g711 import pcm16_to_ulaw, ulaw_to_pcm16
@@ -105,10 +106,13 @@ class CallLogic:
         realtime: RealtimeConnection,
         config: CallConfig,
         started_at: float,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self.twilio = twilio
         self.realtime = realtime
         self.config = config
+        # Fed what the caller said and heard when the call is recorded; None costs nothing.
+        self.recorder = recorder
         self.phase = Phase.AWAITING_SESSION
         self.end_reason: EndReason | None = None
         self.barge_ins = 0
@@ -169,9 +173,13 @@ class CallLogic:
             match event:
                 case MediaReceived(payload=payload, timestamp_ms=ts):
                     self._clock_ts, self._clock_at = ts, now
+                    if self.recorder is not None:
+                        self.recorder.caller_audio(payload, ts)
                     self._to_model_audio(payload, ts)
                 case MarkPlayed(name=name):
                     self._playback.mark_played(name)
+                    if self.recorder is not None:
+                        self.recorder.mark_played(name)
                     self._pump(now)
                 case DtmfReceived(digit=digit):
                     self._event("dtmf", now, digit=digit)
@@ -295,6 +303,8 @@ class CallLogic:
         for chunk in self._playback.release():
             self.twilio.send_media(chunk.audio)
             self.twilio.send_mark(chunk.mark)
+            if self.recorder is not None:
+                self.recorder.agent_sent(chunk.mark, chunk.audio, self.stream_ms(now))
             self._transcript.agent_audio_scheduled(
                 chunk.item_id, self.stream_ms(now) + round(chunk.ahead_ms)
             )
@@ -307,6 +317,8 @@ class CallLogic:
         cut = self._playback.interrupt()
         if cut.flush_needed:
             self.twilio.send_clear()  # first: it is what the caller notices
+            if self.recorder is not None:
+                self.recorder.clear()
         if cut.item_id is not None:
             heard = min(cut.played_ms, cut.received_ms)
             if cut.received_ms > cut.played_ms:
