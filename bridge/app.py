@@ -6,6 +6,7 @@ Imports anything; nothing imports it. The lifespan opens the call store and, for
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -24,9 +25,12 @@ from bridge.codecs.clips import clip_text, load_clip
 from bridge.metrics import BridgeMetrics
 from bridge.protocols.dialects import SessionConfig
 from bridge.review.api import review_api_routes
+from bridge.review.pages import review_page_routes
 from bridge.session import SessionDeps
 from bridge.settings import Provider, Settings
 from bridge.storage.factory import open_store
+from bridge.storage.leases import LeaseKeeper, this_instance
+from bridge.storage.recordings import RecordingFiles
 from bridge.webhooks import twilio_routes
 
 log = structlog.get_logger("bridge.app")
@@ -63,10 +67,17 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = open_store(settings.database_url)
+        instance = this_instance()
+        store = open_store(settings.database_url, instance=instance)
         await store.open()
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(store.close)
+            leases = LeaseKeeper(store, instance, settings.lease_s)
+            await leases.start()
+            # Runs after every call has finished (callbacks unwind last-in, first-out).
+            stack.push_async_callback(leases.stop)
+            keeper = asyncio.create_task(leases.keep(), name="lease-keeper")
+            stack.callback(keeper.cancel)
             local_url = None
             greeting = settings.greeting
             if settings.effective_provider is Provider.LOCAL:
@@ -96,6 +107,11 @@ def create_app(settings: Settings) -> Starlette:
                 apology=load_clip("apology"),
                 metrics=app.state.metrics,
                 idle_timeout_s=settings.idle_timeout_s,
+                recordings=(
+                    RecordingFiles(settings.resolved_recordings_dir)
+                    if settings.recordings
+                    else None
+                ),
             )
             if not app.state.twilio_auth.enforced:
                 log.warning(
@@ -119,6 +135,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *twilio_routes(),
             *review_api_routes(),
+            *review_page_routes(),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),

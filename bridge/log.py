@@ -30,7 +30,7 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Libraries (uvicorn, websockets) log through the standard library: render their lines
@@ -49,6 +49,12 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level_no, logging.WARNING))
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    # Looked up at each use rather than bound at start-up, so a replaced sys.stderr (a
+    # supervisor's redirect, a test's capture) never leaves loggers writing to a closed file.
+    return structlog.PrintLogger(sys.stderr)
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

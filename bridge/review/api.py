@@ -1,8 +1,10 @@
-"""The call log as JSON: ``GET /api/calls`` and ``GET /api/calls/{call_sid}``.
+"""The call log as JSON: ``GET /api/calls``, ``GET /api/calls/{call_sid}`` and the call's
+recording, ``GET /api/calls/{call_sid}/recording``.
 
 Mount ``review_api_routes()`` in the app and set ``app.state.store`` (an opened
 ``CallStore``) and ``app.state.settings`` before serving. Answers are never cached, and an
-unauthorized request learns nothing but ``401``.
+unauthorized request learns nothing but ``401``. Besides the bearer token, the pages' sign-in
+cookie is accepted, so the "JSON" link on a call page opens in the same browser.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.review.auth import review_access_allowed
+from bridge.review.page_auth import signed_in_by_cookie
 from bridge.settings import Settings
 from bridge.storage.base import CallStore
+from bridge.storage.recordings import RecordingFiles
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -25,10 +29,16 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 def review_api_routes() -> list[Route]:
-    """The two JSON routes, ready for ``Starlette(routes=[...])``."""
+    """The API routes, ready for ``Starlette(routes=[...])``."""
     return [
         Route("/api/calls", list_calls, methods=["GET"], name="api_calls"),
         Route("/api/calls/{call_sid}", show_call, methods=["GET"], name="api_call"),
+        Route(
+            "/api/calls/{call_sid}/recording",
+            download_recording,
+            methods=["GET"],
+            name="api_recording",
+        ),
     ]
 
 
@@ -53,6 +63,26 @@ async def show_call(request: Request) -> JSONResponse:
     if record is None:
         return _json({"error": "not found"}, 404)
     return _json(record.to_json())
+
+
+async def download_recording(request: Request) -> Response:
+    """The call's stereo WAV as a download (caller left, agent right), or 404."""
+    if not _allowed(request):
+        return _unauthorized()
+    call_sid = request.path_params["call_sid"]
+    settings: Settings = request.app.state.settings
+    # RecordingFiles refuses any SID that is not a plain file name, so this cannot leave
+    # the recordings folder; such a SID simply has no recording.
+    path = RecordingFiles(settings.resolved_recordings_dir).existing(call_sid)
+    if path is None:
+        return _json({"error": "not found"}, 404)
+    return FileResponse(
+        path,
+        media_type="audio/wav",
+        filename=f"{call_sid}.wav",
+        content_disposition_type="attachment",
+        headers=_NO_STORE,
+    )
 
 
 def _parse_limit(raw: str | None) -> int:
@@ -85,7 +115,9 @@ def _parse_before(raw: str | None) -> datetime | None:
 
 def _allowed(request: Request) -> bool:
     settings: Settings = request.app.state.settings
-    return review_access_allowed(request, settings.review_token)
+    return review_access_allowed(request, settings.review_token) or signed_in_by_cookie(
+        request, settings
+    )
 
 
 def _store(request: Request) -> CallStore:

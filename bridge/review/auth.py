@@ -1,7 +1,8 @@
 """Who may read the call log (the JSON API and the pages).
 
-Transcripts are private. With ``BRIDGE_REVIEW_TOKEN`` set, every request must carry it as a
-bearer token; without one, only requests from this machine (loopback) are answered.
+Transcripts are private. With ``BRIDGE_REVIEW_TOKEN`` set, every API request must carry it as
+a bearer token (the pages also accept the signed cookie of ``bridge.review.page_auth``);
+without one, only requests from this machine (loopback) are answered.
 """
 
 from __future__ import annotations
@@ -19,23 +20,43 @@ def review_access_allowed(request: Request, token: SecretStr | None) -> bool:
     An empty token counts as unset (``BRIDGE_REVIEW_TOKEN=`` in a ``.env``): loopback only,
     rather than a token that an empty ``Bearer`` header would match.
     """
-    if token is not None and token.get_secret_value().strip():
-        return _bearer_matches(request.headers.get("authorization"), token)
+    if configured_token(token) is not None:
+        return bearer_matches(request.headers.get("authorization"), token)
+    return from_loopback(request)
+
+
+def configured_token(token: SecretStr | None) -> str | None:
+    """The review token in force, stripped; ``None`` when unset or blank (loopback only)."""
+    if token is None:
+        return None
+    value = token.get_secret_value().strip()
+    return value or None
+
+
+def from_loopback(request: Request) -> bool:
+    """Whether ``request`` came from this machine (IPv4, IPv6 or IPv4-mapped loopback)."""
     client = request.client
     return client is not None and _is_loopback(client.host)
 
 
-def _bearer_matches(header: str | None, token: SecretStr) -> bool:
-    if header is None:
+def bearer_matches(header: str | None, token: SecretStr | None) -> bool:
+    """Whether an ``Authorization`` header carries the configured token as a bearer token.
+    Always ``False`` when no token is configured."""
+    expected = configured_token(token)
+    if header is None or expected is None:
         return False
     scheme, _, presented = header.strip().partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
         return False
-    # Compare bytes: compare_digest on str refuses non-ASCII, and a header may hold anything.
+    return secrets_equal(presented, expected)
+
+
+def secrets_equal(presented: str, expected: str) -> bool:
+    """Constant-time comparison of a secret someone typed or sent with the real one."""
+    # Compare bytes: compare_digest on str refuses non-ASCII, and input may hold anything.
     return hmac.compare_digest(
-        presented.encode("utf-8", "surrogateescape"),
-        token.get_secret_value().strip().encode("utf-8"),
+        presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8")
     )
 
 

@@ -6,10 +6,13 @@ import asyncio
 import csv
 import io
 import json
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 
 from bridge.call.records import CallEvent, CallStatus, EndReason, Role, Turn
 from bridge.cli import main
@@ -46,13 +49,17 @@ async def _seed(db: Path) -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     db = tmp_path / "calls.db"
     monkeypatch.setenv("BRIDGE_DATABASE_URL", f"sqlite:///{db}")
     monkeypatch.setenv("BRIDGE_LOG_LEVEL", "warning")
     monkeypatch.chdir(tmp_path)
     asyncio.run(_seed(db))
-    return tmp_path
+    handlers = logging.getLogger().handlers[:]
+    yield tmp_path
+    # main() configures logging for the process; leave it as the other tests expect it.
+    logging.getLogger().handlers[:] = handlers
+    structlog.reset_defaults()
 
 
 def test_export_jsonl_is_one_whole_call_record_per_line_oldest_first(
