@@ -65,3 +65,30 @@ async def test_load_runs_calls_against_a_bridge_process_and_stops_it() -> None:
     assert report.call_seconds > 2 * 3  # a greeting, an utterance and a reply each
     assert report.server_cpu_s > 0
     assert report.server_peak_rss_kib > 10 * 1024
+
+
+def test_store_bench_runs_on_both_backends_and_leaves_no_schema_behind(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import asyncio
+
+    import asyncpg
+
+    from tests.conftest import PG_URL
+
+    async def schemas() -> set[str]:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            rows = await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench_%'")
+        finally:
+            await conn.close()
+        return {row[0] for row in rows}
+
+    before = asyncio.run(schemas())
+    assert main(["store", "--calls", "3", "--turns", "2", "--postgres", PG_URL]) == 0
+    out = capsys.readouterr().out
+    for backend in ("sqlite: 3 calls, 6 turns", "postgresql: 3 calls, 6 turns"):
+        assert backend in out
+    assert out.count("bare driver") == 2 and out.count("search by transcript text") == 2
+    assert asyncio.run(schemas()) == before
+    assert main(["store", "--calls", "0"]) == 2
