@@ -18,6 +18,8 @@ from starlette.routing import Route
 
 from bridge.review.auth import review_access_allowed
 from bridge.review.page_auth import signed_in_by_cookie
+from bridge.review.search import FIELDS as SEARCH_FIELDS
+from bridge.review.search import parse_search
 from bridge.settings import Settings
 from bridge.storage.base import CallStore
 from bridge.storage.recordings import RecordingFiles
@@ -43,7 +45,9 @@ def review_api_routes() -> list[Route]:
 
 
 async def list_calls(request: Request) -> JSONResponse:
-    """``{"calls": [...]}``, newest first; ``?limit=1..200`` and ``?before=ISO-8601``."""
+    """``{"calls": [...]}``, newest first; ``?limit=1..200`` and ``?before=ISO-8601``, and
+    the search of the list page: ``number``, ``text``, ``date_from``/``date_to`` (whole UTC
+    days, YYYY-MM-DD) and ``status``."""
     if not _allowed(request):
         return _unauthorized()
     try:
@@ -51,7 +55,11 @@ async def list_calls(request: Request) -> JSONResponse:
         before = _parse_before(request.query_params.get("before"))
     except ValueError as exc:
         return _json({"error": str(exc)}, 400)
-    calls = await _store(request).list_calls(limit=limit, before=before)
+    params = request.query_params
+    search = parse_search({name: params[name] for name in SEARCH_FIELDS if name in params})
+    if search.errors:
+        return _json({"error": " ".join(search.errors)}, 400)
+    calls = await _store(request).list_calls(limit=limit, before=before, filters=search.filters)
     return _json({"calls": [call.to_json() for call in calls]})
 
 

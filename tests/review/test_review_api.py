@@ -259,3 +259,20 @@ def test_only_get(store: CallStore) -> None:
     with client(store, None, LOOPBACK) as http:
         assert http.post("/api/calls").status_code == 405
         assert http.delete("/api/calls/CA0001").status_code == 405
+
+
+def test_list_takes_the_search_of_the_pages(store: CallStore) -> None:
+    with client(store, TOKEN) as http:
+        found = http.get("/api/calls", params={"text": "TABLE please"}, headers=bearer(TOKEN))
+        assert [c["call_sid"] for c in found.json()["calls"]] == ["CA0001"]
+        live = http.get("/api/calls", params={"status": "in_progress", "limit": "2"},
+                        headers=bearer(TOKEN))  # fmt: skip
+        assert [c["call_sid"] for c in live.json()["calls"]] == ["CA0005", "CA0004"]
+        day = http.get("/api/calls", params={"date_from": "2026-11-22"}, headers=bearer(TOKEN))
+        assert day.json()["calls"] == []
+        nobody = http.get("/api/calls", params={"number": "999"}, headers=bearer(TOKEN))
+        assert nobody.json()["calls"] == []
+        bad = http.get("/api/calls", params={"date_to": "soon", "status": "x"},
+                       headers=bearer(TOKEN))  # fmt: skip
+        assert bad.status_code == 400
+        assert "YYYY-MM-DD" in bad.json()["error"] and "status" in bad.json()["error"]
