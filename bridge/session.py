@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from bridge.adapters.realtime_socket import RealtimeSocket
 from bridge.adapters.realtime_target import RealtimeTarget
 from bridge.adapters.recording_writer import RecordingWriter
-from bridge.call.call_logic import CallConfig, CallLogic, EventReady, Notice, TurnReady
+from bridge.call.call_logic import CallConfig, CallLogic, Notice, TurnReady
 from bridge.call.recording import CallRecorder
 from bridge.call.records import CallStatus, EndReason
 from bridge.errors import (
@@ -42,12 +42,15 @@ from bridge.protocols.twilio import (
     TwilioMediaStream,
 )
 from bridge.storage.base import CallStore, NewCall
+from bridge.storage.record_writer import CallRecordWriter
 from bridge.storage.recordings import RecordingFiles
 
 log = structlog.get_logger("bridge.session")
 
 START_TIMEOUT_S = 10.0  # Twilio sends `start` right after `connected`
 TRANSCRIPT_GRACE_S = 1.5  # after hang-up, how long the last caller words may take to arrive
+# How long a finished call waits for its record to be written (the store may be failing over).
+RECORD_CLOSE_TIMEOUT_S = 15.0
 APOLOGY_MARK = "apology"
 CLOSE_SERVICE_RESTART = 1012
 
@@ -84,7 +87,7 @@ class CallSession:
         self._loop = asyncio.get_running_loop()
         self._twilio_ready = asyncio.Event()
         self._model_ready = asyncio.Event()
-        self._writes: asyncio.Queue[TurnReady | EventReady | None] = asyncio.Queue()
+        self._record: CallRecordWriter | None = None
         self._bad_input: RemoteProtocolError | None = None
         self._close_code = CLOSE_NORMAL
         self._twilio_gone = False
@@ -106,7 +109,10 @@ class CallSession:
             self.log.warning("stream.rejected", reason="bad or expired stream token")
             await self._close(CLOSE_POLICY_VIOLATION)
             return
-        store_task = asyncio.create_task(self._store_writer(started.call_sid), name="store-writer")
+        record = self._record = CallRecordWriter(self.deps.store, started.call_sid, self.log)
+        record.start()
+        # Queued, not awaited: the caller is answered even while the store is slow or down.
+        record.create(self._new_call(started))
         if (recordings := self.deps.recordings) is not None:
             self._recording = RecordingWriter.start(recordings, started.call_sid, self.log)
             self._recorder = self._recording.recorder if self._recording else None
@@ -114,10 +120,6 @@ class CallSession:
         self.deps.metrics.calls_started.inc()
         self.deps.metrics.calls_active.inc()
         try:
-            try:
-                await self._create_call(started)
-            except Exception as exc:  # the call is still worth serving without its record
-                self.log.error("store.create_failed", error=str(exc))
             status, reason = await self._serve(started)
         except asyncio.CancelledError:
             status, reason = CallStatus.COMPLETED, EndReason.BRIDGE_SHUTDOWN
@@ -125,10 +127,7 @@ class CallSession:
         finally:
             self.deps.metrics.calls_active.dec()
             self.deps.metrics.calls_finished.labels(status.value, reason.value).inc()
-            await self._writes.put(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(store_task, timeout=10)
-            await self._finish_record(started.call_sid, status, reason)
+            await record.close(status, reason, datetime.now(UTC), RECORD_CLOSE_TIMEOUT_S)
             await self._close(self._close_code)
             if self._recording is not None:
                 await self._recording.close()
@@ -219,18 +218,16 @@ class CallSession:
             self.deps.token_secret, started.call_sid, token, now
         ) and self.deps.spent_tokens.spend(token, now)
 
-    async def _create_call(self, started: StreamStarted) -> None:
+    def _new_call(self, started: StreamStarted) -> NewCall:
         params = started.custom_parameters
-        await self.deps.store.create_call(
-            NewCall(
-                call_sid=started.call_sid,
-                stream_sid=started.stream_sid,
-                from_number=params.get("from", ""),
-                to_number=params.get("to", ""),
-                provider=self.deps.target.provider.value,
-                model=self.deps.target.model_name,
-                started_at=datetime.now(UTC),
-            )
+        return NewCall(
+            call_sid=started.call_sid,
+            stream_sid=started.stream_sid,
+            from_number=params.get("from", ""),
+            to_number=params.get("to", ""),
+            provider=self.deps.target.provider.value,
+            model=self.deps.target.model_name,
+            started_at=datetime.now(UTC),
         )
 
     # -- the call ---------------------------------------------------------------------------
@@ -329,8 +326,11 @@ class CallSession:
         for output in logic.outputs():
             if isinstance(output, Notice):
                 self.log.log(_LEVELS.get(output.level, 20), output.name, **output.fields)
-            else:
-                self._writes.put_nowait(output)
+            elif self._record is not None:
+                if isinstance(output, TurnReady):
+                    self._record.turn(output.turn)
+                else:
+                    self._record.event(output.event)
 
     async def _await_last_words(self, logic: CallLogic, socket: RealtimeSocket) -> None:
         """The caller hung up mid-sentence: give its transcription a moment to arrive."""
@@ -389,31 +389,6 @@ class CallSession:
         self._bad_input = exc
         self.deps.metrics.bad_input.inc()
         self.log.warning("twilio.bad_input", error=str(exc), close_code=exc.close_code)
-
-    async def _store_writer(self, call_sid: str) -> None:
-        while True:
-            item = await self._writes.get()
-            if item is None:
-                return
-            try:
-                if isinstance(item, TurnReady):
-                    await self.deps.store.append_turn(call_sid, item.turn)
-                    self.log.debug(
-                        "turn.saved",
-                        seq=item.turn.seq,
-                        role=item.turn.role.value,
-                        text=item.turn.text,
-                    )
-                else:
-                    await self.deps.store.append_event(call_sid, item.event)
-            except Exception as exc:  # a store hiccup must not end the call
-                self.log.error("store.write_failed", error=str(exc))
-
-    async def _finish_record(self, call_sid: str, status: CallStatus, reason: EndReason) -> None:
-        try:
-            await self.deps.store.finish_call(call_sid, status, reason, datetime.now(UTC))
-        except Exception as exc:
-            self.log.error("store.finish_failed", error=str(exc))
 
     async def _close(self, code: int) -> None:
         if self.ws.application_state == WebSocketState.CONNECTED and not self._twilio_gone:
