@@ -43,6 +43,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if (problem := _store_problem(settings)) is not None:
+        print(f"bridge: cannot open the call store: {problem}", file=sys.stderr)
+        return 1
     uvicorn.run(
         create_app(settings),
         host=args.host,
@@ -54,6 +57,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         lifespan="on",
     )
     return 0
+
+
+def _store_problem(settings: Settings) -> str | None:
+    """Open (and migrate) the store once before serving, so an unreachable database is one
+    clear line and exit status 1 rather than a server that starts and fails its start-up."""
+    from bridge.storage.base import StoreUnavailableError
+    from bridge.storage.factory import open_store
+
+    async def check() -> None:
+        store = open_store(settings.database_url)
+        await store.open()
+        await store.close()
+
+    try:
+        asyncio.run(check())
+    except StoreUnavailableError as exc:
+        return str(exc)
+    return None
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:

@@ -521,5 +521,7 @@ def _reason(exc: BaseException) -> str:
     """A one-line reason without SQL text or parameters (which may hold transcript words)."""
     orig = getattr(exc, "orig", None)
     source = orig if orig is not None else exc
+    if isinstance(source, TimeoutError):
+        return "timed out"
     first = str(source).strip().splitlines()[0] if str(source).strip() else ""
     return f"{type(source).__name__}: {first}" if first else type(source).__name__

@@ -73,3 +73,23 @@ async def test_misuse_is_a_local_error() -> None:
     await store.close()
     with pytest.raises(LocalProtocolError):
         await store.get_call("CA0001")
+
+
+def test_serve_refuses_an_unreachable_database_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "TWILIO_"))}
+    env["BRIDGE_DATABASE_URL"] = f"postgresql://bridge:hunter2@127.0.0.1:{port}/calls"
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "serve", "--port", str(port)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "cannot open the call store" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "hunter2" not in done.stderr + done.stdout
