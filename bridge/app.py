@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bridge.adapters.realtime_target import resolve_target
@@ -28,6 +28,7 @@ from bridge.review.api import review_api_routes
 from bridge.review.pages import review_page_routes
 from bridge.session import SessionDeps
 from bridge.settings import Provider, Settings
+from bridge.storage.base import StoreUnavailableError
 from bridge.storage.factory import open_store
 from bridge.storage.leases import LeaseKeeper, this_instance
 from bridge.storage.recordings import RecordingFiles
@@ -60,6 +61,16 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     body = request.app.state.metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """The database is down: say so in one log line and a 503, not a traceback and a 500."""
+    log.error("store.unavailable", path=request.url.path, error=str(exc))
+    return PlainTextResponse(
+        "The call log is unavailable right now; try again shortly.\n",
+        status_code=503,
+        headers={"Retry-After": "5", "Cache-Control": "no-store"},
+    )
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -140,6 +151,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics),
         ],
+        exception_handlers={StoreUnavailableError: store_unavailable},
         lifespan=lifespan,
     )
     app.state.settings = settings

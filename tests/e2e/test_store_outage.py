@@ -126,6 +126,11 @@ async def test_a_database_outage_mid_call_loses_no_turn(
         # While the database is away the bridge says it is not ready, and keeps the call.
         ready = await http.get(f"{bridge.url}/readyz")
         assert ready.status_code == 503
+        # The call log says it is unavailable rather than failing with a server error.
+        headers = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
+        for path in ("/api/calls", f"/api/calls/{call_sid}", "/calls"):
+            answer = await http.get(f"{bridge.url}{path}", headers=headers)
+            assert answer.status_code == 503, path
 
     async def a_write_failed() -> bool:
         return "store.unavailable_retrying" in bridge.log()
@@ -150,4 +155,5 @@ async def test_a_database_outage_mid_call_loses_no_turn(
     log = bridge.log()
     assert "store.unavailable_retrying" in log and "store.write_recovered" in log
     assert "store.writes_lost" not in log
+    assert "Traceback" not in log
     assert REVIEW_TOKEN not in log
