@@ -58,9 +58,13 @@ def render(
     return HTMLResponse(body, status_code=status_code, headers={**PAGE_HEADERS, **(headers or {})})
 
 
-def page_text(text: str, status_code: int) -> PlainTextResponse:
+def page_text(
+    text: str, status_code: int, headers: dict[str, str] | None = None
+) -> PlainTextResponse:
     """A short plain-text answer (a refusal) with the page headers."""
-    return PlainTextResponse(text, status_code=status_code, headers=PAGE_HEADERS)
+    return PlainTextResponse(
+        text, status_code=status_code, headers={**PAGE_HEADERS, **(headers or {})}
+    )
 
 
 def see_other(location: str, headers: dict[str, str] | None = None) -> Response:

@@ -6,6 +6,8 @@ Signing in means typing ``BRIDGE_REVIEW_TOKEN`` once; the answer sets the signed
 
 from __future__ import annotations
 
+import math
+import time
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -21,6 +23,7 @@ from bridge.review.page_auth import (
     session_cookie,
     token_matches,
 )
+from bridge.review.throttle import SignInThrottle
 from bridge.settings import Settings
 
 WRONG_TOKEN = "That token is not right."
@@ -29,6 +32,7 @@ NO_TOKEN_TEXT = (
     "is only shown on this machine (loopback), without signing in.\n"
 )
 FORGED_TEXT = "This form was sent from another site.\n"
+TOO_MANY_TEXT = "Too many wrong tokens from this address; wait a few minutes and try again.\n"
 
 # The form never needs more than this; a bigger body is not a person signing in.
 _MAX_FORM_BYTES = 8192
@@ -53,11 +57,17 @@ async def sign_in(request: Request) -> Response:
         return page_text(FORGED_TEXT, 403)
     if cookie is None:
         return _without_token(request, safe_next(request.query_params.get("next")))
+    throttle = _throttle(request)
+    client = request.client.host if request.client is not None else ""
+    wait_s = throttle.retry_after(client, time.monotonic())
+    if wait_s > 0:
+        return page_text(TOO_MANY_TEXT, 429, headers={"Retry-After": str(math.ceil(wait_s))})
     fields = await _read_form(request)
     if fields is None:
         return page_text("That is not the sign-in form.\n", 400)
     target = safe_next(fields.get("next"))
     if not token_matches(fields.get("token", ""), settings.review_token):
+        throttle.failed(client, time.monotonic())
         context = {"next": target, "error": WRONG_TOKEN, "signed_in": False}
         return render("sign_in.html", context, status_code=401)
     return see_other(target, headers={"Set-Cookie": cookie.set_cookie_header(cookie.issue())})
@@ -96,6 +106,15 @@ def _without_token(request: Request, target: str) -> Response:
     if page_access(request, _settings(request)) is Access.ALLOWED:
         return see_other(target)
     return page_text(NO_TOKEN_TEXT, 403)
+
+
+def _throttle(request: Request) -> SignInThrottle:
+    # One per app, made on first use so that every app (and every test's app) has its own.
+    state = request.app.state
+    throttle: SignInThrottle | None = getattr(state, "sign_in_throttle", None)
+    if throttle is None:
+        throttle = state.sign_in_throttle = SignInThrottle()
+    return throttle
 
 
 def _settings(request: Request) -> Settings:

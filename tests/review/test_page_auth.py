@@ -248,3 +248,33 @@ async def test_without_a_token_others_are_told_to_set_one(
         signed = await sign_in(http, "")
         assert signed.status_code == 403 and "set-cookie" not in signed.headers
         assert (await http.get("/calls", headers={"Authorization": "Bearer "})).status_code == 403
+
+
+async def test_guessing_the_token_is_cut_off_even_for_the_right_guess(
+    page_store: CallStore, tmp_path: Path
+) -> None:
+    app = make_app(page_store, tmp_path)
+    async with client(app, REMOTE) as guesser, client(app, LOOPBACK) as other:
+        for _ in range(10):
+            assert (await sign_in(guesser, "guess")).status_code == 401
+        refused = await sign_in(guesser, "guess")
+        assert refused.status_code == 429
+        assert 0 < int(refused.headers["retry-after"]) <= 300
+        # The right token is refused too while the address is cut off: no way to keep going.
+        assert (await sign_in(guesser, TOKEN)).status_code == 429
+        # Another address is not held back by someone else's guessing.
+        assert (await sign_in(other, TOKEN)).status_code == 303
+
+
+def test_throttle_window_and_memory_bound() -> None:
+    from bridge.review.throttle import SignInThrottle
+
+    throttle = SignInThrottle(limit=3, window_s=60, max_clients=2)
+    for t in (0.0, 1.0, 2.0):
+        assert throttle.retry_after("a", t) == 0
+        throttle.failed("a", t)
+    assert throttle.retry_after("a", 3.0) == 57.0
+    assert throttle.retry_after("a", 60.5) == 0  # the first failure left the window
+    throttle.failed("b", 61.0)
+    throttle.failed("c", 61.0)  # a third address: the least recent one is forgotten
+    assert throttle.retry_after("a", 61.0) == 0
