@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bridge.adapters.background import BackgroundTasks
 from bridge.adapters.realtime_target import resolve_target
 from bridge.adapters.twilio_auth import TwilioAuth
 from bridge.codecs.clips import clip_text, load_clip
@@ -26,7 +27,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.protocols.dialects import SessionConfig
 from bridge.review.api import review_api_routes
 from bridge.review.pages import review_page_routes
-from bridge.session import SessionDeps
+from bridge.session import RECORD_CLOSE_TIMEOUT_S, SessionDeps
 from bridge.settings import Provider, Settings
 from bridge.storage.base import StoreUnavailableError
 from bridge.storage.factory import open_store
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(leases.stop)
             keeper = asyncio.create_task(leases.keep(), name="lease-keeper")
             stack.callback(keeper.cancel)
+            stack.push_async_callback(app.state.background.cancel_all)
             local_url = None
             greeting = settings.greeting
             if settings.effective_provider is Provider.LOCAL:
@@ -159,4 +161,8 @@ def create_app(settings: Settings) -> Starlette:
     app.state.metrics = BridgeMetrics()
     app.state.token_secret = _token_secret(settings)
     app.state.draining = False
+    app.state.background = BackgroundTasks()
+    # How long a status callback for a call another instance serves waits before finishing
+    # it anyway: enough for that session to notice the hang-up and write its own end.
+    app.state.owner_grace_s = settings.idle_timeout_s + RECORD_CLOSE_TIMEOUT_S + 5.0
     return app

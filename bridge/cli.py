@@ -33,6 +33,7 @@ def _is_loopback(host: str) -> bool:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from bridge.adapters.http_server import configure_server_limits
     from bridge.app import create_app
 
     if settings.twilio_auth_token is None and not _is_loopback(args.host) and not args.insecure:
@@ -46,10 +47,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if (problem := _store_problem(settings)) is not None:
         print(f"bridge: cannot open the call store: {problem}", file=sys.stderr)
         return 1
+    limits = configure_server_limits(settings.header_timeout_s, settings.max_connections)
     uvicorn.run(
         create_app(settings),
         host=args.host,
         port=args.port,
+        http=limits.protocol,
+        backlog=limits.backlog,
         log_config=None,
         access_log=False,
         ws_max_size=256 * 1024,
@@ -197,9 +201,7 @@ async def _calls_purge(args: argparse.Namespace, settings: Settings, store: Call
     return 0
 
 
-_CALLS_COMMANDS: dict[
-    str, Callable[[argparse.Namespace, Settings, CallStore], Awaitable[int]]
-] = {
+_CALLS_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, CallStore], Awaitable[int]]] = {
     "list": _calls_list,
     "show": _calls_show,
     "export": _calls_export,
@@ -213,6 +215,12 @@ def _fake_realtime(args: argparse.Namespace, settings: Settings) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_fake_realtime(args))
     return 0
+
+
+def _fuzz(args: argparse.Namespace, settings: Settings) -> int:
+    from bridge.devtools.fuzz import run_command
+
+    return run_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, 2w (m = minutes)"
     )
     calls.set_defaults(func=_calls)
+
+    from bridge.devtools.fuzz import add_fuzz_arguments
+
+    fuzz = sub.add_parser(
+        "fuzz", help="hostile Twilio traffic against a fresh bridge process, with a report"
+    )
+    add_fuzz_arguments(fuzz)
+    fuzz.set_defaults(func=_fuzz)
     return parser
 
 

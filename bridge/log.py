@@ -46,9 +46,27 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
             ],
         )
     )
+    handler.addFilter(_demote_peer_faults)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level_no, logging.WARNING))
+
+
+# Library log lines about a peer's misbehaviour that the library reports as our error, with a
+# traceback: a client able to trigger them could fill the log. They become one warning line
+# with a static event name; the connection has been closed with a fitting code already.
+_PEER_FAULTS = {
+    "Invalid UTF-8 sequence received from client.": "websocket.invalid_utf8",
+}
+
+
+def _demote_peer_faults(record: logging.LogRecord) -> bool:
+    event = _PEER_FAULTS.get(record.msg) if isinstance(record.msg, str) else None
+    if event is not None:
+        record.msg, record.args = event, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def _stderr_logger(*_args: Any) -> structlog.PrintLogger:

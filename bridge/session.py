@@ -33,15 +33,16 @@ from bridge.errors import (
 from bridge.metrics import BridgeMetrics
 from bridge.protocols.dialects import SessionConfig
 from bridge.protocols.realtime import RealtimeConnection
-from bridge.protocols.stream_token import SpentTokens, check_stream_token
+from bridge.protocols.stream_token import StreamedCalls, check_stream_token
 from bridge.protocols.twilio import (
     MarkPlayed,
     MediaReceived,
     StreamStarted,
     StreamStopped,
     TwilioMediaStream,
+    UnknownEvent,
 )
-from bridge.storage.base import CallStore, NewCall
+from bridge.storage.base import CallStore, NewCall, StoreUnavailableError
 from bridge.storage.record_writer import CallRecordWriter
 from bridge.storage.recordings import RecordingFiles
 
@@ -53,6 +54,13 @@ TRANSCRIPT_GRACE_S = 1.5  # after hang-up, how long the last caller words may ta
 RECORD_CLOSE_TIMEOUT_S = 15.0
 APOLOGY_MARK = "apology"
 CLOSE_SERVICE_RESTART = 1012
+# How long the store may take to say whether a call already has a stream. Past it the call is
+# served unchecked across instances: answering a caller matters more during a database outage.
+CLAIM_TIMEOUT_S = 3.0
+# How long this instance remembers a call that streamed, to refuse a second stream for it
+# without asking the store; longer than almost any call.
+STREAMED_CALL_MEMORY_S = 4 * 3600.0
+SECOND_STREAM = "the call already has a stream"
 
 
 class _CallOver(Exception):
@@ -70,7 +78,9 @@ class SessionDeps:
     token_secret: bytes
     apology: bytes
     metrics: BridgeMetrics
-    spent_tokens: SpentTokens = field(default_factory=SpentTokens)
+    streamed_calls: StreamedCalls = field(default_factory=StreamedCalls)
+    # Calls with a live session on this instance: a status callback leaves them to it.
+    live_calls: set[str] = field(default_factory=set)
     idle_timeout_s: float = 15.0
     clock: Callable[[], float] = field(default=time.time)
     recordings: RecordingFiles | None = None  # None: calls are not recorded
@@ -93,7 +103,6 @@ class CallSession:
         self._twilio_gone = False
         self._shutdown = False
         self._last_frame_at = self._loop.time()
-        self._logged_unknown: set[str] = set()
         self._recording: RecordingWriter | None = None
         self._recorder: CallRecorder | None = None
 
@@ -104,15 +113,34 @@ class CallSession:
         if started is None:
             return
         self.log = log.bind(call_sid=started.call_sid, stream_sid=started.stream_sid)
-        if not self._token_ok(started):
-            self.deps.metrics.rejected.labels("stream_token").inc()
-            self.log.warning("stream.rejected", reason="bad or expired stream token")
-            await self._close(CLOSE_POLICY_VIOLATION)
+        call_sid = started.call_sid
+        now = self.deps.clock()
+        token = started.custom_parameters.get("token", "")
+        if not check_stream_token(self.deps.token_secret, call_sid, token, now):
+            await self._refuse("stream_token", "bad or expired stream token")
+            return
+        # A second stream for a call is a replay: of the token, or of the signed webhook
+        # (Twilio's signatures carry no timestamp), which mints a fresh token for the call.
+        if not self.deps.streamed_calls.claim(call_sid, now + STREAMED_CALL_MEMORY_S, now):
+            await self._refuse("second_stream", SECOND_STREAM)
+            return
+        self.deps.live_calls.add(call_sid)
+        try:
+            await self._serve_claimed(started)
+        finally:
+            self.deps.live_calls.discard(call_sid)
+
+    async def _serve_claimed(self, started: StreamStarted) -> None:
+        new_call = self._new_call(started)
+        claimed = await self._claim(new_call)
+        if claimed is False:
+            await self._refuse("second_stream", SECOND_STREAM)
             return
         record = self._record = CallRecordWriter(self.deps.store, started.call_sid, self.log)
         record.start()
-        # Queued, not awaited: the caller is answered even while the store is slow or down.
-        record.create(self._new_call(started))
+        if claimed is None:
+            # Queued, not awaited: the caller is answered even while the store is down.
+            record.create(new_call)
         if (recordings := self.deps.recordings) is not None:
             self._recording = RecordingWriter.start(recordings, started.call_sid, self.log)
             self._recorder = self._recording.recorder if self._recording else None
@@ -127,8 +155,11 @@ class CallSession:
         finally:
             self.deps.metrics.calls_active.dec()
             self.deps.metrics.calls_finished.labels(status.value, reason.value).inc()
-            await record.close(status, reason, datetime.now(UTC), RECORD_CLOSE_TIMEOUT_S)
+            ended_at = datetime.now(UTC)
+            # Let the phone go first: the record may take a while to land (a store outage,
+            # a burst of writes) and Twilio must not wait on it.
             await self._close(self._close_code)
+            await record.close(status, reason, ended_at, RECORD_CLOSE_TIMEOUT_S)
             if self._recording is not None:
                 await self._recording.close()
             self.log.info("call.ended", status=status.value, end_reason=reason.value)
@@ -203,6 +234,8 @@ class CallSession:
                         return event
                     if isinstance(event, StreamStopped):
                         return None
+                    if isinstance(event, UnknownEvent):
+                        self.log.warning("twilio.unknown_event", twilio_event=event.name)
         except RemoteProtocolError as exc:
             self._reject_input(exc)
             await self._close(exc.close_code)
@@ -211,12 +244,24 @@ class CallSession:
             await self._close(CLOSE_POLICY_VIOLATION)
         return None
 
-    def _token_ok(self, started: StreamStarted) -> bool:
-        token = started.custom_parameters.get("token", "")
-        now = self.deps.clock()
-        return check_stream_token(
-            self.deps.token_secret, started.call_sid, token, now
-        ) and self.deps.spent_tokens.spend(token, now)
+    async def _claim(self, call: NewCall) -> bool | None:
+        """Whether the store gives this stream the call (False: another stream has it), or
+        None when the store cannot say in time."""
+        claim = asyncio.ensure_future(self.deps.store.claim_call(call))
+        try:
+            # Shielded: a claim cut off mid-transaction would leave its connection unusable;
+            # one that answers late finishes in the background and the writer's create, which
+            # is idempotent, follows it.
+            return await asyncio.wait_for(asyncio.shield(claim), CLAIM_TIMEOUT_S)
+        except (StoreUnavailableError, TimeoutError) as exc:
+            claim.add_done_callback(_ignore_outcome)
+            self.log.warning("stream.claim_unchecked", error=str(exc) or "timed out")
+            return None
+
+    async def _refuse(self, reason: str, detail: str) -> None:
+        self.deps.metrics.rejected.labels(reason).inc()
+        self.log.warning("stream.rejected", reason=detail)
+        await self._close(CLOSE_POLICY_VIOLATION)
 
     def _new_call(self, started: StreamStarted) -> NewCall:
         params = started.custom_parameters
@@ -285,9 +330,9 @@ class CallSession:
                 for text in self.twilio.data_to_send():
                     await self.ws.send_text(text)
         except (OSError, RuntimeError, WebSocketDisconnect):
-            self._twilio_gone = True  # the phone leg is gone: the caller hung up
-            logic.end(EndReason.CALLER_HANGUP)
-            raise _CallOver from None
+            # The phone leg is gone. Why (the caller hung up, or this server is stopping) is
+            # told by the disconnect the reader is about to receive, so the reader decides.
+            self._twilio_gone = True
 
     async def _write_model(self, logic: CallLogic, socket: RealtimeSocket) -> None:
         try:
@@ -318,9 +363,6 @@ class CallSession:
         if logic.realtime.has_data_to_send:
             self._model_ready.set()
         self._drain(logic)
-        for name in self.twilio.unknown_events - self._logged_unknown:
-            self._logged_unknown.add(name)
-            self.log.warning("twilio.unknown_event", twilio_event=name[:40])
 
     def _drain(self, logic: CallLogic) -> None:
         for output in logic.outputs():
@@ -397,3 +439,9 @@ class CallSession:
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+def _ignore_outcome(task: asyncio.Future[bool]) -> None:
+    """Retrieve a late claim's outcome so an exception in it is not reported as unhandled."""
+    if not task.cancelled():
+        task.exception()

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     # An instance renews its lease this often times three; a call whose instance has not
     # renewed for this long is ended as `unknown` by whichever instance notices first.
     lease_s: float = Field(30.0, ge=1, validation_alias=_env("BRIDGE_LEASE_S"))
+    # A connection must finish its request headers this long after it opens (or after its
+    # previous response), or it is closed: slow clients must not hold sockets for minutes.
+    header_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("BRIDGE_HEADER_TIMEOUT_S"))
+    # Open connections (HTTP and WebSocket) kept at most; unset, derived from the process's
+    # file-descriptor limit so a flood of connections can never exhaust it.
+    max_connections: int | None = Field(None, ge=1, validation_alias=_env("BRIDGE_MAX_CONNECTIONS"))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -7,12 +7,14 @@ per-call token does not check out is closed 1008 before any model session is ope
 
 from __future__ import annotations
 
+import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -22,6 +24,7 @@ from bridge.call.records import CallStatus, EndReason
 from bridge.errors import CLOSE_POLICY_VIOLATION
 from bridge.metrics import BridgeMetrics
 from bridge.protocols.stream_token import mint_stream_token
+from bridge.protocols.twilio import clean_text, is_sid
 from bridge.protocols.twiml import connect_stream
 from bridge.session import CallSession, SessionDeps
 from bridge.settings import Settings
@@ -29,7 +32,12 @@ from bridge.storage.base import StoreUnavailableError
 
 log = structlog.get_logger("bridge.webhooks")
 
-_MAX_FORM_FIELD = 256  # Twilio's fields are short; anything longer is not from Twilio
+_MAX_FORM_FIELD = 128  # Twilio's fields are short; anything longer is not from Twilio
+# A Twilio webhook form is a few kilobytes at most; more is not from Twilio.
+MAX_FORM_BYTES = 64 * 1024
+MAX_FORM_FIELDS = 200
+# A form must arrive within this long: a body that trickles in holds a connection and a task.
+FORM_READ_TIMEOUT_S = 10.0
 _FAILED_CALL_STATUSES = {"busy", "failed", "no-answer", "canceled"}
 
 
@@ -38,34 +46,73 @@ def _state(request: Request | WebSocket) -> tuple[Settings, TwilioAuth, BridgeMe
     return state.settings, state.twilio_auth, state.metrics
 
 
-async def _signed_form(request: Request, path: str) -> dict[str, str] | None:
-    """The POSTed form if its signature checks out, else None."""
+class _BadForm(Exception):
+    """The request body is not a form Twilio would send; the status code says why."""
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    """The URL-encoded body as a dict, read within a size and a time limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise _BadForm(413, "body too large")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(FORM_READ_TIMEOUT_S):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:
+                    raise _BadForm(413, "body too large")
+    except TimeoutError:
+        raise _BadForm(408, "body not received in time") from None
+    except ClientDisconnect:
+        raise _BadForm(400, "client disconnected before the body was complete") from None
+    try:
+        # Percent-escapes decode as UTF-8 with replacement, so no value holds a lone surrogate.
+        pairs = parse_qsl(
+            body.decode("latin-1"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError:
+        raise _BadForm(400, "too many form fields") from None
+    return dict(pairs)
+
+
+async def _signed_form(request: Request, path: str) -> dict[str, str] | Response:
+    """The POSTed form if its signature checks out, else the response to answer with."""
     _, auth, metrics = _state(request)
-    form = await request.form()
-    params = {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        params = await _read_form(request)
+    except _BadForm as exc:
+        metrics.rejected.labels("bad_request").inc()
+        log.warning("twilio.bad_request", path=path, reason=str(exc))
+        return PlainTextResponse(f"{exc}\n", status_code=exc.status_code)
     signature = request.headers.get("x-twilio-signature")
     if not auth.webhook_ok(path, request.url.query, params, signature):
         metrics.rejected.labels("signature").inc()
         log.warning("twilio.bad_signature", path=path)
-        return None
+        return PlainTextResponse("forbidden\n", status_code=403)
     return params
 
 
 async def voice(request: Request) -> Response:
     params = await _signed_form(request, "/twilio/voice")
-    if params is None:
-        return PlainTextResponse("forbidden\n", status_code=403)
+    if isinstance(params, Response):
+        return params
     call_sid = params.get("CallSid", "")
-    if not call_sid or len(call_sid) > 64:
-        return PlainTextResponse("CallSid missing\n", status_code=400)
+    if not is_sid(call_sid):
+        log.warning("twilio.bad_request", path="/twilio/voice", reason="no valid CallSid")
+        return PlainTextResponse("CallSid missing or invalid\n", status_code=400)
     settings, _, _ = _state(request)
     token = mint_stream_token(request.app.state.token_secret, call_sid, time.time())
     twiml = connect_stream(
         settings.media_stream_url,
         settings.public_http_url("/twilio/stream-status"),
         {
-            "from": params.get("From", "")[:_MAX_FORM_FIELD],
-            "to": params.get("To", "")[:_MAX_FORM_FIELD],
+            "from": clean_text(params.get("From", ""), _MAX_FORM_FIELD),
+            "to": clean_text(params.get("To", ""), _MAX_FORM_FIELD),
             "token": token,
         },
     )
@@ -87,38 +134,76 @@ async def media(websocket: WebSocket) -> None:
 
 
 async def call_status(request: Request) -> Response:
+    """Twilio's word that a call is over. The session that served a call knows best how it
+    ended (a provider failure, the agent hanging up), so this only finishes a call that no
+    live session owns: a bridge that died, or a stream that never started."""
     params = await _signed_form(request, "/twilio/status")
-    if params is None:
-        return PlainTextResponse("forbidden\n", status_code=403)
+    if isinstance(params, Response):
+        return params
     call_sid = params.get("CallSid", "")
     status = params.get("CallStatus", "")
-    log.info("twilio.call_status", call_sid=call_sid, call_status=status)
-    store = request.app.state.store
-    if call_sid and (status == "completed" or status in _FAILED_CALL_STATUSES):
-        final = CallStatus.COMPLETED if status == "completed" else CallStatus.FAILED
-        try:
-            # Idempotent: when the media session already finished the call, or Twilio
-            # retries the callback, this is a no-op; an unknown call is one too.
-            await store.finish_call(call_sid, final, EndReason.CALLER_HANGUP, datetime.now(UTC))
-        except StoreUnavailableError as exc:
-            log.error("store.finish_failed", call_sid=call_sid, error=str(exc))
-            # The failure shows in Twilio's debugger; the call is still ended by its session
-            # or, if that died too, by the lease sweep.
-            return PlainTextResponse("store unavailable\n", status_code=503)
+    if not is_sid(call_sid):
+        return Response(status_code=204)
+    log.info("twilio.call_status", call_sid=call_sid, call_status=clean_text(status, 32))
+    if status != "completed" and status not in _FAILED_CALL_STATUSES:
+        return Response(status_code=204)
+    final = CallStatus.COMPLETED if status == "completed" else CallStatus.FAILED
+    state = request.app.state
+    if call_sid in state.session_deps.live_calls:
+        log.info("twilio.call_status_left_to_session", call_sid=call_sid)
+        return Response(status_code=204)
+    try:
+        finished = await _finish_unowned(request, call_sid, final)
+    except StoreUnavailableError as exc:
+        log.error("store.finish_failed", call_sid=call_sid, error=str(exc))
+        # The failure shows in Twilio's debugger; the call is still ended by its session
+        # or, if that died too, by the lease sweep.
+        return PlainTextResponse("store unavailable\n", status_code=503)
+    if not finished:
+        # Another instance's session serves it. Should that session die before writing its
+        # end, finish the call once it has had ample time to do so itself.
+        log.info("twilio.call_status_deferred", call_sid=call_sid, after_s=state.owner_grace_s)
+        state.background.spawn(_finish_later(request, call_sid, final, state.owner_grace_s))
     return Response(status_code=204)
+
+
+async def _finish_unowned(request: Request, call_sid: str, final: CallStatus) -> bool:
+    state = request.app.state
+    now = datetime.now(UTC)
+    # Idempotent: a call already finished, or unknown, is left as it is.
+    finished: bool = await state.store.finish_unowned_call(
+        call_sid,
+        final,
+        EndReason.CALLER_HANGUP,
+        now,
+        now - timedelta(seconds=state.settings.lease_s),
+    )
+    return finished
+
+
+async def _finish_later(request: Request, call_sid: str, final: CallStatus, delay: float) -> None:
+    await asyncio.sleep(delay)
+    store = request.app.state.store
+    try:
+        await store.finish_call(call_sid, final, EndReason.CALLER_HANGUP, datetime.now(UTC))
+    except StoreUnavailableError as exc:
+        log.error("store.finish_failed", call_sid=call_sid, error=str(exc))
 
 
 async def stream_status(request: Request) -> Response:
     params = await _signed_form(request, "/twilio/stream-status")
-    if params is None:
-        return PlainTextResponse("forbidden\n", status_code=403)
+    if isinstance(params, Response):
+        return params
     fields: dict[str, Any] = {
-        "call_sid": params.get("CallSid"),
-        "stream_sid": params.get("StreamSid"),
-        "stream_event": params.get("StreamEvent"),
+        key: clean_text(params.get(name, ""), 64)
+        for key, name in (
+            ("call_sid", "CallSid"),
+            ("stream_sid", "StreamSid"),
+            ("stream_event", "StreamEvent"),
+        )
     }
     if params.get("StreamError"):
-        fields["stream_error"] = params["StreamError"][:_MAX_FORM_FIELD]
+        fields["stream_error"] = clean_text(params["StreamError"], 256)
         log.warning("twilio.stream_status", **fields)
     else:
         log.info("twilio.stream_status", **fields)

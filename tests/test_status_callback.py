@@ -1,12 +1,14 @@
-"""``POST /twilio/status``: Twilio's word that a call is over finalizes its record, once.
+"""``POST /twilio/status``: Twilio's word that a call is over finalizes its record, once,
+unless a live session serves the call: that session knows best why the call ended.
 
-This is what ends a call whose bridge process died before Twilio hung up: the callback may
-land on any instance. The app runs in process with its real lifespan and a SQLite file.
+This is what ends a call whose bridge lost it before Twilio hung up: the callback may land on
+any instance. The app runs in process with its real lifespan and a SQLite file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,11 +27,14 @@ PUBLIC = "https://bridge.example.com"
 URL = PUBLIC + "/twilio/status"
 
 
-async def _create(db: Path, *sids: str) -> None:
-    # Calls live on another instance with a fresh lease, so this app must leave them be.
-    store = sqlite_store(str(db), instance=Instance("elsewhere", "other-host", 4242))
+async def _create(db: Path, *sids: str, lease: bool = False) -> None:
+    # With ``lease``, the calls live on another instance with a fresh lease: its sessions
+    # decide how they end. Without, they belong to an instance that holds no lease (gone).
+    name = "elsewhere" if lease else "gone"
+    store = sqlite_store(str(db), instance=Instance(name, "other-host", 4242))
     await store.open()
-    await store.renew_lease(datetime.now(UTC))
+    if lease:
+        await store.renew_lease(datetime.now(UTC))
     for sid in sids:
         await store.create_call(
             NewCall(
@@ -57,7 +62,7 @@ async def _read(db: Path, sid: str) -> CallRecord | None:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "calls.db"
-    asyncio.run(_create(path, "CAlive", "CAbusy"))
+    asyncio.run(_create(path, "CAlive", lease=True))
     return path
 
 
@@ -78,22 +83,61 @@ def _post(client: TestClient, params: dict[str, str], token: str = TOKEN) -> int
     return client.post("/twilio/status", data=params, headers=headers).status_code
 
 
+def _create_here(client: TestClient, sid: str) -> None:
+    """A call of the app's own instance, with no live session: its bridge lost it."""
+    call = NewCall(
+        sid, "MZ" + sid[2:], "+1555", "+1666", "openai", "gpt-realtime", datetime.now(UTC)
+    )
+    assert client.portal is not None
+    client.portal.call(client.app.state.store.create_call, call)  # type: ignore[attr-defined]
+
+
 def test_signed_callback_finalizes_once_however_often_it_comes(
     client: TestClient, db: Path
 ) -> None:
-    params = {"CallSid": "CAlive", "CallStatus": "completed", "AccountSid": "AC" + "0" * 32}
+    _create_here(client, "CAgone")
+    params = {"CallSid": "CAgone", "CallStatus": "completed", "AccountSid": "AC" + "0" * 32}
     assert _post(client, params) == 204
-    first = asyncio.run(_read(db, "CAlive"))
+    first = asyncio.run(_read(db, "CAgone"))
     assert first is not None
     assert (first.status.value, first.end_reason) == ("completed", "caller_hangup")
     for _ in range(3):  # Twilio retries, a second instance gets the same callback
         assert _post(client, params) == 204
     assert _post(client, {**params, "CallStatus": "failed"}) == 204
-    again = asyncio.run(_read(db, "CAlive"))
+    again = asyncio.run(_read(db, "CAgone"))
     assert again == first  # same status, reason and end time: one finish
 
 
+def test_a_call_with_a_live_session_here_is_left_to_that_session(
+    client: TestClient, db: Path
+) -> None:
+    # The callback can land before the session has written why the call ended (a provider
+    # failure, say): the session's reason must win.
+    _create_here(client, "CAhere")
+    client.app.state.session_deps.live_calls.add("CAhere")  # type: ignore[attr-defined]
+    assert _post(client, {"CallSid": "CAhere", "CallStatus": "completed"}) == 204
+    record = asyncio.run(_read(db, "CAhere"))
+    assert record is not None and record.status.value == "in_progress"
+
+
+def test_a_call_live_on_another_instance_is_finished_only_after_a_grace_period(
+    client: TestClient, db: Path
+) -> None:
+    client.app.state.owner_grace_s = 0.5  # type: ignore[attr-defined]
+    assert _post(client, {"CallSid": "CAlive", "CallStatus": "completed"}) == 204
+    record = asyncio.run(_read(db, "CAlive"))
+    assert record is not None and record.status.value == "in_progress"
+    deadline = time.monotonic() + 10
+    while record.status.value == "in_progress" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        record = asyncio.run(_read(db, "CAlive"))
+        assert record is not None
+    # Its session never wrote an end (it died with its writes): Twilio's word stands.
+    assert (record.status.value, record.end_reason) == ("completed", "caller_hangup")
+
+
 def test_a_call_that_never_connected_is_failed(client: TestClient, db: Path) -> None:
+    _create_here(client, "CAbusy")
     assert _post(client, {"CallSid": "CAbusy", "CallStatus": "busy"}) == 204
     record = asyncio.run(_read(db, "CAbusy"))
     assert record is not None and record.status.value == "failed"

@@ -42,6 +42,7 @@ from bridge.protocols.twilio import (
     MediaReceived,
     StreamStopped,
     TwilioMediaStream,
+    UnknownEvent,
 )
 
 # Inbound audio that arrives before the model session is configured is held, at most this
@@ -49,6 +50,11 @@ from bridge.protocols.twilio import (
 _EARLY_AUDIO_FRAMES = 100
 # 60 ms of 24 kHz PCM16 silence: more than the resampler's look-ahead.
 _RESAMPLER_DRAIN_BYTES = 60 * 48
+# Keypresses: each becomes a model item, a response request and a record event, so a flood
+# would cost the model, the store and other calls' writes. A person types an account number
+# in a burst of a dozen keys at a few keys a second; beyond that, keys are dropped.
+DTMF_BURST = 12
+DTMF_PER_S = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,10 @@ class CallLogic:
         self._clock_at = started_at
         # Stream time of the first frame given to the model: origin of its input timeline.
         self._input_origin_ms: int | None = None
+        self._dtmf_allowance = float(DTMF_BURST)
+        self._dtmf_at = started_at
+        #: Keypresses dropped for coming faster than a person types.
+        self.dtmf_dropped = 0
 
     # -- clocks -----------------------------------------------------------------------------
 
@@ -182,13 +192,26 @@ class CallLogic:
                         self.recorder.mark_played(name)
                     self._pump(now)
                 case DtmfReceived(digit=digit):
-                    self._event("dtmf", now, digit=digit)
-                    self.realtime.add_user_text(f"The caller pressed {digit} on the keypad.")
-                    self.realtime.create_response()
+                    self._on_dtmf(digit, now)
                 case StreamStopped():
                     self._end(EndReason.CALLER_HANGUP)
+                case UnknownEvent(name=name):
+                    self._notice("twilio.unknown_event", "warning", twilio_event=name)
                 case _:
                     pass
+
+    def _on_dtmf(self, digit: str, now: float) -> None:
+        allowance = self._dtmf_allowance + (now - self._dtmf_at) * DTMF_PER_S
+        self._dtmf_allowance, self._dtmf_at = min(float(DTMF_BURST), allowance), now
+        if self._dtmf_allowance < 1.0:
+            if self.dtmf_dropped == 0:
+                self._notice("dtmf.rate_limited", "warning", per_s=DTMF_PER_S, burst=DTMF_BURST)
+            self.dtmf_dropped += 1
+            return
+        self._dtmf_allowance -= 1.0
+        self._event("dtmf", now, digit=digit)
+        self.realtime.add_user_text(f"The caller pressed {digit} on the keypad.")
+        self.realtime.create_response()
 
     def _to_model_audio(self, ulaw: bytes, ts: int) -> None:
         if self.phase is Phase.AWAITING_SESSION:
@@ -406,3 +429,5 @@ class CallLogic:
                 self._write_turn(self._transcript.agent_done(item_id, at))
         for turn in self._transcript.unwritten_caller_turns(at):
             self._write_turn(turn)
+        if self.dtmf_dropped:
+            self._notice("dtmf.dropped", "warning", count=self.dtmf_dropped)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import httpx
 from bridge.codecs.clips import load_clip
 from bridge.devtools.fake_realtime import FakeRealtimeServer
 from bridge.devtools.fake_script import FakeScript, Reply
+from bridge.devtools.ports import free_port
 from bridge.devtools.simulator import SimulationResult, simulate_call
 
 __all__ = ["LoadReport", "format_load", "measure_load", "run_load"]
@@ -62,13 +62,6 @@ class LoadReport:
     @property
     def calls_per_core(self) -> float:
         return 60_000.0 / self.cpu_ms_per_call_minute
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -184,7 +177,7 @@ async def measure_load(calls: int, seconds: float, timeout_s: float) -> LoadRepo
         FakeRealtimeServer("openai", script=_SCRIPT, api_key=_MODEL_KEY) as fake,
     ):
         with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
-            port = _free_port()
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
             log = Path(tmp) / "bridge.log"
             proc = _start_bridge(port, _bridge_env(url, fake.url, Path(tmp) / "calls.db"), log)

@@ -46,6 +46,9 @@ from bridge.protocols.realtime_events import (
     TranscriptDelta,
     TranscriptDone,
     classify_error,
+    clean_id,
+    clean_text,
+    int_in_range,
     response_reason,
     response_transcripts,
 )
@@ -59,6 +62,11 @@ _ALREADY_ACTIVE_TEXT = "already has an active response"
 
 # Enough client events to name the cause of any error that can still be in flight.
 _RECENT_LIMIT = 64
+# Assistant items remembered as announced. Audio only ever comes for the latest few, and a
+# server inventing item ids must not grow the connection without bound.
+_ANNOUNCED_LIMIT = 32
+# expires_at is epoch seconds, which pass 2**31 in 2038.
+_EPOCH_LIMIT = 2**34
 
 # Both spellings are accepted whatever the dialect: "compatible" servers mix them.
 _AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
@@ -109,7 +117,7 @@ class RealtimeConnection:
         self._response_id: str | None = None
         self._queued = False
         self._queued_instructions: str | None = None
-        self._announced: set[str] = set()
+        self._announced: dict[str, None] = {}  # insertion-ordered, so the oldest goes first
         handlers: dict[str, Callable[[_Message], None]] = {
             "session.created": self._on_session_created,
             "session.updated": self._on_session_updated,
@@ -163,11 +171,12 @@ class RealtimeConnection:
 
         Raises ``RemoteProtocolError`` (close code 1007) when the text is not a JSON object
         or a known event lacks what it must carry (audio that is not base64, say): close the
-        session with that code. Unknown event types are ignored.
+        session with that code. A refused frame leaves the connection as it was. Unknown
+        event types are ignored. Values out of range in optional fields count as absent.
         """
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the stack
             raise RemoteProtocolError(
                 "realtime server sent text that is not JSON", CLOSE_INVALID_PAYLOAD
             ) from None
@@ -188,7 +197,9 @@ class RealtimeConnection:
 
     def _on_session_created(self, message: _Message) -> None:
         session = message.get("session")
-        expires = _int(session.get("expires_at")) if type(session) is dict else None
+        expires = (
+            int_in_range(session.get("expires_at"), _EPOCH_LIMIT) if type(session) is dict else None
+        )
         self._events.append(SessionCreated(expires))
 
     def _on_session_updated(self, message: _Message) -> None:
@@ -196,26 +207,30 @@ class RealtimeConnection:
 
     def _on_speech_started(self, message: _Message) -> None:
         self._events.append(
-            SpeechStarted(_str(message.get("item_id")), _int(message.get("audio_start_ms")))
+            SpeechStarted(
+                clean_id(message.get("item_id")), int_in_range(message.get("audio_start_ms"))
+            )
         )
 
     def _on_speech_stopped(self, message: _Message) -> None:
         self._events.append(
-            SpeechStopped(_str(message.get("item_id")), _int(message.get("audio_end_ms")))
+            SpeechStopped(
+                clean_id(message.get("item_id")), int_in_range(message.get("audio_end_ms"))
+            )
         )
 
     def _on_committed(self, message: _Message) -> None:
-        self._events.append(InputCommitted(_str(message.get("item_id"))))
+        self._events.append(InputCommitted(clean_id(message.get("item_id"))))
 
     def _on_response_created(self, message: _Message) -> None:
         response = message.get("response")
-        response_id = _str(response.get("id")) if type(response) is dict else None
+        response_id = clean_id(response.get("id")) if type(response) is dict else None
         self._state = ResponseState.ACTIVE
         self._response_id = response_id
         self._events.append(ResponseCreated(response_id or ""))
 
     def _on_output_item_added(self, message: _Message) -> None:
-        self._announce(message.get("item"), _str(message.get("response_id")))
+        self._announce(message.get("item"), clean_id(message.get("response_id")))
 
     def _on_item_created(self, message: _Message) -> None:
         # These carry no response id; an assistant item belongs to the active response.
@@ -226,17 +241,27 @@ class RealtimeConnection:
             return
         if item.get("type", "message") != "message":
             return  # function calls and their outputs carry no speech
-        item_id = item.get("id")
-        if type(item_id) is str and item_id not in self._announced:
-            self._announced.add(item_id)
-            self._events.append(AssistantItemStarted(response_id, item_id))
+        item_id = clean_id(item.get("id"))
+        if item_id is not None and item_id not in self._announced:
+            self._start_item(response_id, item_id)
+
+    def _start_item(self, response_id: str | None, item_id: str) -> None:
+        announced = self._announced
+        announced[item_id] = None
+        if len(announced) > _ANNOUNCED_LIMIT:
+            del announced[next(iter(announced))]
+        self._events.append(AssistantItemStarted(response_id, item_id))
 
     def _on_audio_delta(self, message: _Message) -> None:
-        # The hot path (50+ per second): two type checks, one decode, one event.
+        # The hot path (50+ per second): type checks and dict lookups, one decode, one event.
+        # Ids are checked in full only when new: a known item id was checked when it came.
         item_id = message.get("item_id")
         delta = message.get("delta")
         if type(item_id) is not str or type(delta) is not str:
             raise RemoteProtocolError("audio delta without item_id or delta", CLOSE_INVALID_PAYLOAD)
+        new_item = item_id not in self._announced
+        if new_item and clean_id(item_id) is None:
+            raise RemoteProtocolError("audio delta with a malformed item_id", CLOSE_INVALID_PAYLOAD)
         try:
             audio = binascii.a2b_base64(delta, strict_mode=True)
         except ValueError:
@@ -244,45 +269,44 @@ class RealtimeConnection:
                 "audio delta is not valid base64", CLOSE_INVALID_PAYLOAD
             ) from None
         response_id = message.get("response_id")
-        if type(response_id) is not str:
-            response_id = None
-        if item_id not in self._announced:
+        if response_id != self._response_id:
+            response_id = clean_id(response_id)
+        if new_item:
             # A server that skipped the item events: the audio itself starts the item.
-            self._announced.add(item_id)
-            self._events.append(AssistantItemStarted(response_id, item_id))
+            self._start_item(response_id, item_id)
         self._events.append(AudioDelta(response_id, item_id, audio))
 
     def _on_audio_done(self, message: _Message) -> None:
-        item_id = _required_str(message, "item_id")
-        self._events.append(AudioDone(_str(message.get("response_id")), item_id))
+        item_id = _required_id(message, "item_id")
+        self._events.append(AudioDone(clean_id(message.get("response_id")), item_id))
 
     def _on_transcript_delta(self, message: _Message) -> None:
-        item_id = _required_str(message, "item_id")
-        delta = _required_str(message, "delta")
-        self._events.append(TranscriptDelta(_str(message.get("response_id")), item_id, delta))
+        item_id = _required_id(message, "item_id")
+        delta = _required_text(message, "delta")
+        self._events.append(TranscriptDelta(clean_id(message.get("response_id")), item_id, delta))
 
     def _on_transcript_done(self, message: _Message) -> None:
-        item_id = _required_str(message, "item_id")
-        text = _required_str(message, "transcript")
-        self._events.append(TranscriptDone(_str(message.get("response_id")), item_id, text))
+        item_id = _required_id(message, "item_id")
+        text = _required_text(message, "transcript")
+        self._events.append(TranscriptDone(clean_id(message.get("response_id")), item_id, text))
 
     def _on_input_transcript(self, message: _Message) -> None:
-        text = _required_str(message, "transcript")
-        self._events.append(InputTranscriptCompleted(_str(message.get("item_id")), text))
+        text = _required_text(message, "transcript")
+        self._events.append(InputTranscriptCompleted(clean_id(message.get("item_id")), text))
 
     def _on_input_failed(self, message: _Message) -> None:
         error = message.get("error")
-        text = _str(error.get("message")) if type(error) is dict else None
+        text = clean_text(error.get("message")) if type(error) is dict else None
         self._events.append(
-            InputTranscriptFailed(_str(message.get("item_id")), text or "transcription failed")
+            InputTranscriptFailed(clean_id(message.get("item_id")), text or "transcription failed")
         )
 
     def _on_truncated(self, message: _Message) -> None:
-        item_id = _required_str(message, "item_id")
-        end = _int(message.get("audio_end_ms"))
+        item_id = _required_id(message, "item_id")
+        end = int_in_range(message.get("audio_end_ms"))
         if end is None:
             raise RemoteProtocolError(
-                "conversation.item.truncated without audio_end_ms", CLOSE_INVALID_PAYLOAD
+                "conversation.item.truncated without a valid audio_end_ms", CLOSE_INVALID_PAYLOAD
             )
         self._events.append(ItemTruncated(item_id, end))
 
@@ -290,12 +314,12 @@ class RealtimeConnection:
         response = message.get("response")
         if type(response) is not dict:
             response = {}
-        status = _str(response.get("status")) or "unknown"
+        status = clean_id(response.get("status")) or "unknown"
         self._state = ResponseState.IDLE
         self._response_id = None
         self._events.append(
             ResponseDone(
-                _str(response.get("id")),
+                clean_id(response.get("id")),
                 status,
                 response_reason(response.get("status_details")),
                 response_transcripts(response.get("output")),
@@ -312,14 +336,14 @@ class RealtimeConnection:
         error = message.get("error")
         if type(error) is not dict:
             error = {}
-        code = _str(error.get("code"))
-        text = _str(error.get("message")) or ""
-        cause_id = _str(error.get("event_id"))
+        code = clean_id(error.get("code"))
+        text = clean_text(error.get("message")) or ""
+        cause_id = clean_id(error.get("event_id"))
         cause = self._recent.get(cause_id) if cause_id is not None else None
         caused_by = cause[0] if cause is not None else None
         benign, fatal = classify_error(code, text, caused_by)
         self._events.append(
-            RealtimeError(code, text, _str(error.get("param")), caused_by, benign, fatal)
+            RealtimeError(code, text, clean_id(error.get("param")), caused_by, benign, fatal)
         )
         if caused_by == "response.create" and cause is not None:
             self._create_failed(
@@ -439,22 +463,24 @@ class RealtimeConnection:
             del recent[next(iter(recent))]
 
 
-def _str(value: object) -> str | None:
-    return value if type(value) is str else None
-
-
-def _int(value: object) -> int | None:
-    if type(value) is int:
-        return value
-    if type(value) is float:
-        return int(value)
-    return None
-
-
-def _required_str(message: _Message, key: str) -> str:
-    value = message.get(key)
-    if type(value) is not str:
+def _required_id(message: _Message, key: str) -> str:
+    value = clean_id(message.get(key))
+    if value is None:
         raise RemoteProtocolError(
-            f"{message.get('type')} without a string {key!r}", CLOSE_INVALID_PAYLOAD
+            f"{_kind(message)} without a valid {key!r}", CLOSE_INVALID_PAYLOAD
         )
     return value
+
+
+def _required_text(message: _Message, key: str) -> str:
+    value = clean_text(message.get(key))
+    if value is None:
+        raise RemoteProtocolError(
+            f"{_kind(message)} without a string {key!r}", CLOSE_INVALID_PAYLOAD
+        )
+    return value
+
+
+def _kind(message: _Message) -> str:
+    # Only known types reach a handler, so the type tag is one of ours and safe to log.
+    return str(message.get("type"))

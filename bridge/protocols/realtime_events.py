@@ -12,6 +12,7 @@ connection uses them, and so may a fake server's tests.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -223,11 +224,11 @@ def response_reason(details: object) -> str | None:
     """The reason in a response's ``status_details`` (or its error's code), if any."""
     if type(details) is not dict:
         return None
-    reason = _text(details.get("reason"))
+    reason = clean_id(details.get("reason"))
     if reason is None:
         error = details.get("error")
         if type(error) is dict:
-            reason = _text(error.get("code")) or _text(error.get("type"))
+            reason = clean_id(error.get("code")) or clean_id(error.get("type"))
     return reason
 
 
@@ -239,9 +240,9 @@ def response_transcripts(output: object) -> dict[str, str]:
     for item in output:
         if type(item) is not dict or item.get("role", "assistant") != "assistant":
             continue
-        item_id = item.get("id")
+        item_id = clean_id(item.get("id"))
         content = item.get("content")
-        if type(item_id) is not str or type(content) is not list:
+        if item_id is None or type(content) is not list:
             continue
         spoken: list[str] = []
         written: list[str] = []
@@ -251,13 +252,61 @@ def response_transcripts(output: object) -> dict[str, str]:
             transcript = part.get("transcript")
             if type(transcript) is str:
                 spoken.append(transcript)
-            elif part.get("type") in _TEXT_PARTS and type(part.get("text")) is str:
+            elif _is_text_part(part.get("type")) and type(part.get("text")) is str:
                 written.append(part["text"])
         # With audio and text both on (Inworld), the text repeats the speech: prefer speech.
         if spoken or written:
-            transcripts[item_id] = "".join(spoken or written)
+            transcripts[item_id] = _clean("".join(spoken or written))
     return transcripts
 
 
-def _text(value: object) -> str | None:
-    return value if type(value) is str else None
+def _is_text_part(kind: object) -> bool:
+    # A set lookup would raise TypeError on a list or dict sent as the type.
+    return type(kind) is str and kind in _TEXT_PARTS
+
+
+# -- values read from the wire -----------------------------------------------------------
+#
+# A realtime server is a peer on the network: every value it sends is checked here before it
+# reaches an event, because ids end up in logs and as keys, numbers in 32-bit columns, and
+# text in the database.
+
+#: Longest id taken from a server; real ones are under 40 characters.
+MAX_ID_LENGTH = 128
+#: Largest ms or index taken from a server: what a signed 32-bit column holds.
+MAX_WIRE_INT = 2**31 - 1
+
+# UTF-8 cannot encode a lone surrogate and PostgreSQL text refuses NUL.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_id(value: object) -> str | None:
+    """``value`` if it is a usable id (a non-empty, short string with no control character,
+    lone surrogate or other unprintable character), else ``None``."""
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable():
+        return value
+    return None
+
+
+def clean_text(value: object) -> str | None:
+    """``value`` if it is a string, with what UTF-8 or the database cannot store replaced
+    by U+FFFD; else ``None``."""
+    return _clean(value) if type(value) is str else None
+
+
+def int_in_range(value: object, limit: int = MAX_WIRE_INT) -> int | None:
+    """``value`` as an int if it is a number from 0 to ``limit``, else ``None``.
+
+    JSON floats count (some servers send ``1000.0``); NaN, infinities and bools do not.
+    """
+    if type(value) is int:
+        return value if 0 <= value <= limit else None
+    if type(value) is float and 0 <= value <= limit:  # False for NaN
+        return int(value)
+    return None
+
+
+def _clean(text: str) -> str:
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _UNSTORABLE.sub("\ufffd", text)

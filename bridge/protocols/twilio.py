@@ -20,7 +20,7 @@ import binascii
 import enum
 import json
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeGuard
 
 from bridge.errors import (
     CLOSE_INVALID_PAYLOAD,
@@ -42,11 +42,26 @@ __all__ = [
     "StreamStopped",
     "TwilioEvent",
     "TwilioMediaStream",
+    "UnknownEvent",
 ]
 
 # Twilio documents no maximum; a real media frame is about 400 characters. 64 KiB leaves
 # room for a large `start` (custom parameters) while refusing abuse early.
 MAX_MESSAGE_CHARS = 64 * 1024
+# Every number Twilio sends (timestamps in ms, chunk and sequence counters, the sample rate)
+# fits a signed 32-bit integer for the longest call Twilio allows (24 h = 86.4 M ms); larger
+# values are not from Twilio and would overflow the store's integer columns later.
+MAX_NUMBER = 2**31 - 1
+# Twilio's SIDs are two letters and 32 hex digits; leave room, but not for abuse.
+MAX_SID_CHARS = 64
+# A custom parameter travels from our TwiML back to us; ours are short, and the caller and
+# called numbers must fit the store's columns.
+MAX_PARAMETER_CHARS = 128
+MAX_PARAMETERS = 32
+# Unknown event names are remembered (to be reported once each) only up to this many per stream.
+MAX_UNKNOWN_EVENT_NAMES = 8
+UNKNOWN_EVENT_NAME_CHARS = 40
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 class StreamState(enum.Enum):
@@ -108,8 +123,23 @@ class StreamStopped:
     """The stream ended (usually the caller hung up). Finish the call; the socket closes next."""
 
 
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    """A message with an ``event`` this object does not know: log it once, carry on.
+    Produced once per distinct name and for the first few names only; ``name`` is shortened
+    and cleaned so it can go into a log line as it is."""
+
+    name: str
+
+
 TwilioEvent: TypeAlias = (
-    Connected | StreamStarted | MediaReceived | MarkPlayed | DtmfReceived | StreamStopped
+    Connected
+    | StreamStarted
+    | MediaReceived
+    | MarkPlayed
+    | DtmfReceived
+    | StreamStopped
+    | UnknownEvent
 )
 
 
@@ -132,19 +162,49 @@ def _require_str(obj: dict[str, Any], key: str, event: str) -> str:
 
 
 def _to_int(value: object, key: str, event: str) -> int:
-    """Twilio sends numbers as strings ("5"); accept real ints too, never bools or floats."""
+    """Twilio sends numbers as strings ("5"); accept real ints too, never bools or floats.
+
+    Strings must be plain ASCII digits: ``int()`` alone would also take " 5", "+5", "5_0"
+    and digits of other scripts, none of which Twilio sends.
+    """
     if type(value) is int:
         result = value
-    elif isinstance(value, str):
-        try:
-            result = int(value)
-        except ValueError:
-            raise _invalid(f"{event!r} field {key!r} is not an integer") from None
+    elif isinstance(value, str) and 0 < len(value) <= 10 and value.isascii() and value.isdigit():
+        result = int(value)
     else:
-        raise _invalid(f"{event!r} field {key!r} is missing or not an integer")
-    if result < 0:
-        raise _invalid(f"{event!r} field {key!r} is negative")
+        raise _invalid(f"{event!r} field {key!r} is missing or not a non-negative integer")
+    if not 0 <= result <= MAX_NUMBER:
+        raise _invalid(f"{event!r} field {key!r} is out of range")
     return result
+
+
+def is_sid(value: object) -> TypeGuard[str]:
+    """Whether ``value`` can be an identifier: short printable ASCII without spaces, as every
+    Twilio SID is."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_SID_CHARS
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )
+
+
+def _require_sid(obj: dict[str, Any], key: str, event: str) -> str:
+    value = obj.get(key)
+    if not is_sid(value):
+        raise _invalid(f"{event!r} field {key!r} is not a valid identifier")
+    return value
+
+
+def clean_text(value: str, limit: int) -> str:
+    """``value`` shortened to ``limit`` characters, with every character that is not
+    printable (controls, lone surrogates, noncharacters, unassigned code points) replaced by
+    U+FFFD, so it can be stored, logged and written into XML as it is."""
+    value = value[:limit]
+    if value.isprintable():
+        return value
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in value)
 
 
 class TwilioMediaStream:
@@ -152,14 +212,17 @@ class TwilioMediaStream:
 
     State goes ``AWAITING_START`` -> ``STREAMING`` (on ``start``) -> ``STOPPED`` (on
     ``stop``). Inbound frames after ``stop`` are ignored. Unknown ``event`` values are not
-    errors: their names collect in :attr:`unknown_events` so the session can log each once.
+    errors: the first few distinct names each produce one :class:`UnknownEvent`.
     """
 
     def __init__(self) -> None:
         self._state = StreamState.AWAITING_START
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
-        self.unknown_events: set[str] = set()
+        # Bounded: names beyond the first few are only counted, whatever a peer sends.
+        self._unknown_names: set[str] = set()
+        #: Messages with an unknown ``event`` seen so far.
+        self.unknown_event_count = 0
         self._events: list[TwilioEvent] = []
         self._outgoing: list[str] = []
         # Outbound templates, filled once the stream sid is known (json-escaped once).
@@ -212,7 +275,10 @@ class TwilioMediaStream:
         elif event == "dtmf":
             self._require_streaming(event)
             dtmf = _require_dict(msg, "dtmf", event)
-            self._events.append(DtmfReceived(_require_str(dtmf, "digit", event)))
+            digit = dtmf.get("digit")
+            if digit not in DTMF_DIGITS:
+                raise _invalid("'dtmf' digit is not one of 0-9, *, #, A-D")
+            self._events.append(DtmfReceived(digit))
         elif event == "stop":
             self._require_streaming(event)
             self._state = StreamState.STOPPED
@@ -224,9 +290,18 @@ class TwilioMediaStream:
             version = msg.get("version", "")
             if not isinstance(protocol, str) or not isinstance(version, str):
                 raise _invalid("'connected' with non-string 'protocol' or 'version'")
-            self._events.append(Connected(protocol, version))
+            self._events.append(Connected(clean_text(protocol, 64), clean_text(version, 64)))
         else:
-            self.unknown_events.add(event)
+            self._unknown_event(event)
+
+    def _unknown_event(self, event: str) -> None:
+        self.unknown_event_count += 1
+        if len(self._unknown_names) >= MAX_UNKNOWN_EVENT_NAMES:
+            return
+        name = clean_text(event, UNKNOWN_EVENT_NAME_CHARS)
+        if name not in self._unknown_names:
+            self._unknown_names.add(name)
+            self._events.append(UnknownEvent(name))
 
     def receive_bytes(self, data: bytes) -> None:
         """Binary frames are not part of Media Streams: always raises (close code 1003)."""
@@ -270,27 +345,40 @@ class TwilioMediaStream:
 
     def _receive_start(self, msg: dict[str, Any]) -> None:
         start = _require_dict(msg, "start", "start")
-        stream_sid = start.get("streamSid", msg.get("streamSid"))
-        if not isinstance(stream_sid, str) or not stream_sid:
-            raise _invalid("'start' without a 'streamSid'")
+        # The reference puts streamSid both inside `start` and beside it; either will do.
+        stream_sid = _require_sid(start if "streamSid" in start else msg, "streamSid", "start")
         outer_sid = msg.get("streamSid")
         if outer_sid is not None and outer_sid != stream_sid:
             raise _invalid("'start' carries two different stream sids")
-        call_sid = _require_str(start, "callSid", "start")
-        account_sid = _require_str(start, "accountSid", "start")
+        call_sid = _require_sid(start, "callSid", "start")
+        account_sid = _require_sid(start, "accountSid", "start")
 
         tracks_raw = start.get("tracks", ["inbound"])
-        if not isinstance(tracks_raw, list) or not all(isinstance(t, str) for t in tracks_raw):
-            raise _invalid("'start.tracks' is not a list of strings")
+        if (
+            not isinstance(tracks_raw, list)
+            or len(tracks_raw) > 4
+            or not all(isinstance(t, str) and len(t) <= 32 for t in tracks_raw)
+        ):
+            raise _invalid("'start.tracks' is not a short list of strings")
         params = start.get("customParameters", {})
-        if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+        if (
+            not isinstance(params, dict)
+            or len(params) > MAX_PARAMETERS
+            or not all(isinstance(v, str) for v in params.values())
+        ):
             raise _invalid("'start.customParameters' is not a string map")
+        # The values come back from our own TwiML, but the start message is not signed:
+        # clean them here so nothing behind this point meets text it cannot store or log.
+        parameters = {
+            clean_text(k, MAX_PARAMETER_CHARS): clean_text(v, MAX_PARAMETER_CHARS)
+            for k, v in params.items()
+        }
         # Documented as always mu-law/8000/1; tolerate its absence, not wrong types.
         fmt = start.get("mediaFormat")
         if fmt is None:
             encoding, sample_rate, channels = "audio/x-mulaw", 8000, 1
         elif isinstance(fmt, dict):
-            encoding = _require_str(fmt, "encoding", "start")
+            encoding = clean_text(_require_str(fmt, "encoding", "start"), 64)
             sample_rate = _to_int(fmt.get("sampleRate"), "sampleRate", "start")
             channels = _to_int(fmt.get("channels"), "channels", "start")
         else:
@@ -308,8 +396,8 @@ class TwilioMediaStream:
                 stream_sid=stream_sid,
                 call_sid=call_sid,
                 account_sid=account_sid,
-                custom_parameters=dict(params),
-                tracks=tuple(tracks_raw),
+                custom_parameters=parameters,
+                tracks=tuple(clean_text(t, 32) for t in tracks_raw),
                 encoding=encoding,
                 sample_rate=sample_rate,
                 channels=channels,

@@ -217,6 +217,12 @@ class CallStore(Protocol):
     async def create_call(self, call: NewCall) -> None:
         """Record a call as ``in_progress``. A second create for the same sid is a no-op."""
 
+    async def claim_call(self, call: NewCall) -> bool:
+        """Create the call for this store's instance and the stream ``call.stream_sid``, as
+        ``create_call`` does; False when the call already exists for another stream or another
+        instance. Twilio opens one stream per call, so a second is a replay: refuse it. A
+        repeated claim of the same stream by the same instance (a retry) is True."""
+
     async def append_turn(self, call_sid: str, turn: Turn) -> None:
         """Write a finished turn. Writing the same ``seq`` again replaces it (an agent turn
         later cut by barge-in). Raises ``UnknownCallError`` if the call was never created."""
@@ -230,6 +236,19 @@ class CallStore(Protocol):
         """End an ``in_progress`` call. Only the first finish counts; later ones, and a finish
         for a call never created (a status callback for a call whose stream never started),
         are no-ops."""
+
+    async def finish_unowned_call(
+        self,
+        call_sid: str,
+        status: CallStatus,
+        end_reason: EndReason,
+        ended_at: datetime,
+        lapsed_before: datetime,
+    ) -> bool:
+        """``finish_call``, unless another instance whose lease was renewed at or after
+        ``lapsed_before`` serves the call: then nothing is written and the answer is False
+        (its own session will say how the call ended). This store's own calls count as
+        unowned: the caller knows which of them still have a live session."""
 
     async def get_call(self, call_sid: str) -> CallRecord | None:
         """The whole call, or ``None`` if there is no such call."""

@@ -142,6 +142,33 @@ class SqlCallStore:
     # -- writes -----------------------------------------------------------------------
 
     async def create_call(self, call: NewCall) -> None:
+        await self._write(self._creator(call), call.call_sid)
+
+    async def claim_call(self, call: NewCall) -> bool:
+        create = self._creator(call)
+        own = None if self.instance is None else self.instance.instance_id
+
+        async def claim(conn: AsyncConnection) -> bool:
+            if await create(conn):
+                return True
+            # Already there: ours only if this very stream on this instance created it (an
+            # earlier attempt committed but its answer was lost).
+            row = (
+                await conn.execute(
+                    select(calls.c.stream_sid, calls.c.instance_id).where(
+                        calls.c.call_sid == call.call_sid
+                    )
+                )
+            ).first()
+            return row is not None and tuple(row) == (call.stream_sid, own)
+
+        try:
+            return await self._transaction(claim)
+        except IntegrityError as exc:
+            raise LocalProtocolError(f"invalid call {call.call_sid!r}: {_reason(exc)}") from None
+
+    def _creator(self, call: NewCall) -> Callable[[AsyncConnection], Awaitable[bool]]:
+        """A job that inserts ``call`` unless it exists; it answers whether it inserted."""
         values = {
             "call_sid": call.call_sid,
             "stream_sid": call.stream_sid,
@@ -154,15 +181,15 @@ class SqlCallStore:
             "instance_id": None if self.instance is None else self.instance.instance_id,
         }
 
-        async def write(conn: AsyncConnection) -> None:
+        async def create(conn: AsyncConnection) -> bool:
             stmt = (
                 self._insert(calls)
                 .values(values)
                 .on_conflict_do_nothing(index_elements=["call_sid"])
             )
-            await conn.execute(stmt)
+            return bool((await conn.execute(stmt)).rowcount)
 
-        await self._write(write, call.call_sid)
+        return create
 
     async def append_turn(self, call_sid: str, turn: Turn) -> None:
         values = {
@@ -218,6 +245,44 @@ class SqlCallStore:
             )
 
         await self._write(write, call_sid)
+
+    async def finish_unowned_call(
+        self,
+        call_sid: str,
+        status: CallStatus,
+        end_reason: EndReason,
+        ended_at: datetime,
+        lapsed_before: datetime,
+    ) -> bool:
+        if status is CallStatus.IN_PROGRESS:
+            raise LocalProtocolError("finish_unowned_call needs a final status, not in_progress")
+        ended_us = to_us(ended_at, "ended_at")
+        lapsed_us = to_us(lapsed_before, "lapsed_before")
+        own = None if self.instance is None else self.instance.instance_id
+
+        async def finish(conn: AsyncConnection) -> bool:
+            live_elsewhere = select(instances.c.instance_id).where(
+                instances.c.renewed_at >= lapsed_us, instances.c.instance_id != (own or "")
+            )
+            owner = (
+                await conn.execute(
+                    select(calls.c.instance_id).where(
+                        calls.c.call_sid == call_sid,
+                        calls.c.status == CallStatus.IN_PROGRESS.value,
+                        calls.c.instance_id.in_(live_elsewhere),
+                    )
+                )
+            ).first()
+            if owner is not None:
+                return False
+            await conn.execute(
+                update(calls)
+                .where(calls.c.call_sid == call_sid, calls.c.status == CallStatus.IN_PROGRESS.value)
+                .values(status=status.value, end_reason=end_reason.value, ended_at=ended_us)
+            )
+            return True
+
+        return await self._transaction(finish)
 
     async def purge_calls(self, started_before: datetime) -> list[str]:
         cutoff = to_us(started_before, "started_before")
@@ -439,7 +504,7 @@ class SqlCallStore:
         return self._engine
 
     async def _write(
-        self, job: Callable[[AsyncConnection], Awaitable[None]], call_sid: str
+        self, job: Callable[[AsyncConnection], Awaitable[object]], call_sid: str
     ) -> None:
         try:
             await self._transaction(job)

@@ -4,7 +4,7 @@ server in the test's own loop, and the Twilio simulator. Everything started is s
 from __future__ import annotations
 
 import os
-import socket
+import resource
 import subprocess
 import sys
 import time
@@ -17,17 +17,11 @@ import httpx
 import pytest
 
 from bridge.devtools.fake_realtime import FakeRealtimeServer
+from bridge.devtools.ports import free_port
 
 AUTH_TOKEN = "test-auth-token-0123456789"
 REVIEW_TOKEN = "test-review-token"
 MODEL_KEY = "sk-test-model-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -41,9 +35,19 @@ class RunningBridge:
         return self.log_path.read_text(errors="replace")
 
 
+def _limit_fds(soft: int, hard: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return apply
+
+
 @contextmanager
-def run_bridge(tmp_path: Path, env: dict[str, str]) -> Iterator[RunningBridge]:
-    """``bridge serve`` on a free port, ready when /readyz says so; stopped by its PID."""
+def run_bridge(
+    tmp_path: Path, env: dict[str, str], fd_limits: tuple[int, int] | None = None
+) -> Iterator[RunningBridge]:
+    """``bridge serve`` on a free port, ready when /readyz says so; stopped by its PID.
+    ``fd_limits`` (soft, hard) sets the child's RLIMIT_NOFILE."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     db = tmp_path / f"calls-{port}.db"
@@ -72,6 +76,7 @@ def run_bridge(tmp_path: Path, env: dict[str, str]) -> Iterator[RunningBridge]:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
+            preexec_fn=None if fd_limits is None else _limit_fds(*fd_limits),
         )
     bridge = RunningBridge(url, proc, log_path, db)
     try:

@@ -26,6 +26,7 @@ from bridge.protocols.twilio import (
     StreamState,
     StreamStopped,
     TwilioMediaStream,
+    UnknownEvent,
 )
 
 SID = "MZXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
@@ -181,20 +182,20 @@ def test_media_on_other_track_is_ignored_and_track_is_optional() -> None:
     assert stream.events_received() == [MediaReceived(b"\x00\x00\x00", 20, 2)]
 
 
-def test_unknown_events_are_remembered_not_errors() -> None:
+def test_unknown_events_are_reported_once_each_not_errors() -> None:
     stream = started()
     stream.receive_text('{"event": "future-thing", "streamSid": "MZ1"}')
     stream.receive_text('{"event": "future-thing"}')
     stream.receive_text('{"event": "other"}')
-    assert stream.events_received() == []
-    assert stream.unknown_events == {"future-thing", "other"}
+    assert stream.events_received() == [UnknownEvent("future-thing"), UnknownEvent("other")]
+    assert stream.unknown_event_count == 3
     assert stream.state is StreamState.STREAMING
 
 
 def test_unknown_event_before_start_is_not_an_error() -> None:
     stream = TwilioMediaStream()
     stream.receive_text('{"event": "hello"}')
-    assert stream.unknown_events == {"hello"}
+    assert stream.events_received() == [UnknownEvent("hello")]
 
 
 def test_unknown_and_duplicate_mark_names_are_plain_events() -> None:

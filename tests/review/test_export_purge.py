@@ -32,7 +32,7 @@ async def _seed(db: Path) -> None:
     await store.open()
     try:
         await store.create_call(_call("CAold", timedelta(days=40)))
-        await store.append_turn("CAold", Turn(1, Role.CALLER, "an old, \"quoted\" call", 0, 900))
+        await store.append_turn("CAold", Turn(1, Role.CALLER, 'an old, "quoted" call', 0, 900))
         await store.append_event("CAold", CallEvent("dtmf", 950, {"digit": "3"}))
         await store.finish_call("CAold", CallStatus.COMPLETED, EndReason.CALLER_HANGUP,
                                 NOW - timedelta(days=40) + timedelta(minutes=1))  # fmt: skip

@@ -60,9 +60,7 @@ def store() -> Iterator[CallStore]:
         asyncio.run(store.close())
 
 
-def client(
-    store: CallStore, token: str | None, address: tuple[str, int] = REMOTE
-) -> TestClient:
+def client(store: CallStore, token: str | None, address: tuple[str, int] = REMOTE) -> TestClient:
     return TestClient(_app(store, token), client=address)
 
 

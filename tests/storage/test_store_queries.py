@@ -18,14 +18,20 @@ async def _log(store: CallStore) -> None:
     await store.append_turn(
         "CA01", agent(2, "Sure, for what", 2900, 3600, "Sure, for what time tonight?")
     )
-    await store.finish_call("CA01", CallStatus.COMPLETED, EndReason.CALLER_HANGUP, T0 + timedelta(minutes=2))
+    await store.finish_call(
+        "CA01", CallStatus.COMPLETED, EndReason.CALLER_HANGUP, T0 + timedelta(minutes=2)
+    )
 
     await store.create_call(new_call("CA02", T0 + timedelta(days=1), from_number="+447700900123"))
     await store.append_turn("CA02", caller(1, "Where is my PARCEL?", 500, 1500))
-    await store.finish_call("CA02", CallStatus.FAILED, EndReason.PROVIDER_ERROR, T0 + timedelta(days=1, minutes=1))
+    await store.finish_call(
+        "CA02", CallStatus.FAILED, EndReason.PROVIDER_ERROR, T0 + timedelta(days=1, minutes=1)
+    )
 
     await store.create_call(
-        new_call("CA03", T0 + timedelta(days=2), from_number="client:alice", to_number="+15559990000")
+        new_call(
+            "CA03", T0 + timedelta(days=2), from_number="client:alice", to_number="+15559990000"
+        )
     )
     await store.append_turn("CA03", caller(1, "100% sure_about that", 0, 900))
 
