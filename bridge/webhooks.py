@@ -28,7 +28,7 @@ from bridge.protocols.twilio import clean_text, is_sid
 from bridge.protocols.twiml import connect_stream
 from bridge.session import CallSession, SessionDeps
 from bridge.settings import Settings
-from bridge.storage.base import StoreUnavailableError
+from bridge.storage.base import CallStore, StoreUnavailableError
 
 log = structlog.get_logger("bridge.webhooks")
 
@@ -163,7 +163,7 @@ async def call_status(request: Request) -> Response:
         # Another instance's session serves it. Should that session die before writing its
         # end, finish the call once it has had ample time to do so itself.
         log.info("twilio.call_status_deferred", call_sid=call_sid, after_s=state.owner_grace_s)
-        state.background.spawn(_finish_later(request, call_sid, final, state.owner_grace_s))
+        state.background.spawn(_finish_later(state.store, call_sid, final, state.owner_grace_s))
     return Response(status_code=204)
 
 
@@ -181,9 +181,8 @@ async def _finish_unowned(request: Request, call_sid: str, final: CallStatus) ->
     return finished
 
 
-async def _finish_later(request: Request, call_sid: str, final: CallStatus, delay: float) -> None:
+async def _finish_later(store: CallStore, call_sid: str, final: CallStatus, delay: float) -> None:
     await asyncio.sleep(delay)
-    store = request.app.state.store
     try:
         await store.finish_call(call_sid, final, EndReason.CALLER_HANGUP, datetime.now(UTC))
     except StoreUnavailableError as exc:

@@ -62,6 +62,7 @@ class FuzzOptions:
     seed: int = 0
     kinds: tuple[str, ...] = ()  # empty: every kind
     hold_s: float = 3.0
+    rounds: int = 1
     timeout_s: float = 1800.0
     bridge_log: Path | None = None
 
@@ -81,6 +82,8 @@ def check_options(options: FuzzOptions) -> None:
     """Raise ``ValueError`` saying what is wrong with ``options``, if anything."""
     if options.sessions < 0 or options.concurrency < 1 or options.hold_s <= 0:
         raise ValueError("need --sessions >= 0, --concurrency >= 1 and --hold > 0")
+    if options.rounds < 1 or options.sessions % options.rounds:
+        raise ValueError("need --rounds >= 1 dividing --sessions")
     select_kinds(options.kinds)
 
 
@@ -104,7 +107,7 @@ async def run_fuzz(options: FuzzOptions) -> FuzzReport:
     report = FuzzReport(options.sessions, options.concurrency, options.seed)
     for kind in kinds:
         report.kinds[kind.name] = KindStats("served" if kind.may_open_model else "refused")
-    jobs = plan(kinds, options.sessions, rng)
+    jobs = plan(kinds, options.sessions // options.rounds, rng)
     model_key = "sk-fuzz-" + secrets.token_hex(8)
     started = time.monotonic()
     async with (
@@ -139,14 +142,18 @@ async def _campaign(
         stop_good = asyncio.Event()
         good = asyncio.create_task(good_calls(bridge.target, http, stop_good, report.good))
         ctx = FuzzContext(bridge.target, http, options.hold_s)
-        windows: list[tuple[ModelSessions, int, int]] = []
+        windows: list[tuple[ModelSessions, int, int, int]] = []
         try:
-            for served, counts in ((False, report.refused_phase), (True, report.served_phase)):
-                phase_jobs = [job for job in jobs if job[0].may_open_model is served]
-                before = len(sessions)
-                counts.allowed = await _run_phase(ctx, phase_jobs, options.concurrency, report)
-                await asyncio.sleep(_SETTLE_S)
-                windows.append((counts, before, len(sessions)))
+            # Each round replays the same sessions against the same process: memory that
+            # grows round after round is kept per session; memory that stops is a plateau.
+            for _ in range(options.rounds):
+                for served, counts in ((False, report.refused_phase), (True, report.served_phase)):
+                    phase_jobs = [job for job in jobs if job[0].may_open_model is served]
+                    before = len(sessions)
+                    allowed = await _run_phase(ctx, phase_jobs, options.concurrency, report)
+                    await asyncio.sleep(_SETTLE_S)
+                    windows.append((counts, allowed, before, len(sessions)))
+                report.rss_rounds_kib.append(bridge.rss_kib())
         finally:
             stop_good.set()
             with contextlib.suppress(TimeoutError):
@@ -155,15 +162,18 @@ async def _campaign(
         report.rss_kib["end"] = bridge.rss_kib()
         report.rss_kib["peak"] = max(report.rss_kib["peak"], report.rss_kib["end"])
         report.alive, report.healthz = await _health(bridge, http)
-    for counts, lo, hi in windows:
-        _account(counts, sessions[lo:hi])
+    for counts, allowed, lo, hi in windows:
+        _account(counts, allowed, sessions[lo:hi])
 
 
-def _account(counts: ModelSessions, opened: list[FakeSessionRecord]) -> None:
-    # Only good calls speak: a session that heard speech belongs to one of them.
-    counts.opened = len(opened)
-    counts.good_calls = sum(1 for record in opened if record.speech_started_at)
-    counts.unexpected = max(0, counts.opened - counts.good_calls - counts.allowed)
+def _account(counts: ModelSessions, allowed: int, opened: list[FakeSessionRecord]) -> None:
+    """Add one phase window's model sessions to ``counts``. Only good calls speak: a session
+    that heard speech belongs to one of them."""
+    good_calls = sum(1 for record in opened if record.speech_started_at)
+    counts.opened += len(opened)
+    counts.good_calls += good_calls
+    counts.allowed += allowed
+    counts.unexpected += max(0, len(opened) - good_calls - allowed)
 
 
 async def _run_phase(
@@ -264,6 +274,13 @@ def add_fuzz_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long slow and idle clients hold a connection (3)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="R",
+        help="split the sessions into R identical rounds, RSS read after each (1)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=1800.0,
@@ -295,6 +312,7 @@ def run_command(args: argparse.Namespace) -> int:
         seed=args.seed if args.seed is not None else secrets.randbits(32),
         kinds=tuple(name.strip() for name in args.kinds.split(",") if name.strip()),
         hold_s=args.hold,
+        rounds=args.rounds,
         timeout_s=args.timeout,
         bridge_log=args.bridge_log,
     )

@@ -71,6 +71,7 @@ class FuzzReport:
     alive: bool = False
     healthz: int | None = None
     rss_kib: dict[str, int] = field(default_factory=dict)  # start, peak, end
+    rss_rounds_kib: list[int] = field(default_factory=list)  # after each round
     log: LogFindings = field(default_factory=LogFindings)
     refused_phase: ModelSessions = field(default_factory=ModelSessions)
     served_phase: ModelSessions = field(default_factory=ModelSessions)
@@ -185,6 +186,8 @@ def format_report(report: FuzzReport) -> str:
         f"bridge alive             {report.alive} (healthz {report.healthz})",
         f"bridge RSS MiB           start {rss.get('start', 0) / 1024:.1f}, "
         f"peak {rss.get('peak', 0) / 1024:.1f}, end {rss.get('end', 0) / 1024:.1f}",
+        "bridge RSS MiB by round  "
+        + ", ".join(f"{kib / 1024:.1f}" for kib in report.rss_rounds_kib),
         f"log                      {report.log.tracebacks} traceback(s), "
         f"{report.log.errors} ERROR line(s) in {report.log.lines} lines",
         *(f"    {what} x{n}" for what, n in report.log.top.most_common(_EXAMPLES * 2)),

@@ -15,7 +15,9 @@ from bridge.devtools.fuzz_report import format_report, report_json, scan_log
 
 
 async def test_hostile_sessions_leave_the_bridge_healthy_and_cost_no_model_session() -> None:
-    report = await run_fuzz(FuzzOptions(sessions=150, concurrency=16, seed=7, hold_s=1.0))
+    report = await run_fuzz(
+        FuzzOptions(sessions=150, concurrency=16, seed=7, hold_s=1.0, rounds=2)
+    )
     text = format_report(report)
 
     assert sum(stats.sessions for stats in report.kinds.values()) == 150
@@ -27,6 +29,7 @@ async def test_hostile_sessions_leave_the_bridge_healthy_and_cost_no_model_sessi
     assert report.good.run >= 1 and report.good.complete == report.good.run, text
     assert report.twiml_checked > 0 and report.twiml_not_xml == [], text
     assert report.rss_kib["start"] > 0 and report.rss_kib["peak"] >= report.rss_kib["end"]
+    assert len(report.rss_rounds_kib) == 2
     assert report.ok, text
     assert json.loads(report_json(report))["ok"] is True
 
@@ -58,3 +61,5 @@ def test_unknown_kinds_are_refused_before_anything_starts(
 ) -> None:
     assert main(["--kinds", "token-replayed,no-such-kind"]) == 2
     assert "no-such-kind" in capsys.readouterr().err
+    assert main(["--sessions", "10", "--rounds", "3"]) == 2
+    assert "--rounds" in capsys.readouterr().err

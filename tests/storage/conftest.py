@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.storage import CallStore, postgres_store, sqlite_store
+from bridge.storage import CallStore, Instance, SqlCallStore, postgres_store, sqlite_store
 from tests.conftest import PG_URL
 
 
@@ -53,3 +53,30 @@ async def store(backend: Backend) -> AsyncIterator[CallStore]:
         yield store
     finally:
         await store.close()
+
+
+A = Instance("instance-a", "host-1", 101)
+B = Instance("instance-b", "host-2", 202)
+
+
+def as_instance(backend: Backend, instance: Instance) -> SqlCallStore:
+    """A store of ``backend`` that acts for ``instance``, as a bridge process's does."""
+    store = backend.make()
+    assert isinstance(store, SqlCallStore)
+    store.instance = instance
+    return store
+
+
+@pytest.fixture
+async def pair(backend: Backend) -> AsyncIterator[tuple[SqlCallStore, SqlCallStore]]:
+    """Two instances, A and B, over one storage."""
+    if not backend.durable:
+        pytest.skip(f"{backend.name} cannot be shared by two stores")
+    a, b = as_instance(backend, A), as_instance(backend, B)
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()

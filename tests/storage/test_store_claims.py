@@ -5,25 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from bridge.call.records import CallStatus, EndReason
 from bridge.storage import CallStore, SqlCallStore
-from tests.storage.conftest import Backend
 from tests.storage.samples import T0, new_call
-from tests.storage.test_store_leases import LEASE, A, B, _as, _status
-
-
-@pytest.fixture
-async def pair(backend: Backend) -> tuple[SqlCallStore, SqlCallStore]:
-    if not backend.durable:
-        pytest.skip(f"{backend.name} cannot be shared by two stores")
-    a, b = _as(backend, A), _as(backend, B)
-    await a.open()
-    await b.open()
-    yield a, b  # type: ignore[misc]
-    await a.close()
-    await b.close()
+from tests.storage.test_store_leases import LEASE, _status
 
 
 async def test_a_call_is_claimed_by_its_first_stream_only(

@@ -12,31 +12,10 @@ import pytest
 from bridge.call.records import CallEvent, CallStatus, EndReason
 from bridge.storage import CallStore, Instance, InstanceLease, SqlCallStore
 from bridge.storage.leases import LeaseKeeper, dead_instances
-from tests.storage.conftest import Backend
+from tests.storage.conftest import A, B, Backend, as_instance
 from tests.storage.samples import T0, caller, new_call
 
-A = Instance("instance-a", "host-1", 101)
-B = Instance("instance-b", "host-2", 202)
 LEASE = timedelta(seconds=30)
-
-
-def _as(backend: Backend, instance: Instance) -> SqlCallStore:
-    store = backend.make()
-    assert isinstance(store, SqlCallStore)
-    store.instance = instance
-    return store
-
-
-@pytest.fixture
-async def pair(backend: Backend) -> tuple[SqlCallStore, SqlCallStore]:
-    if not backend.durable:
-        pytest.skip(f"{backend.name} cannot be shared by two stores")
-    a, b = _as(backend, A), _as(backend, B)
-    await a.open()
-    await b.open()
-    yield a, b  # type: ignore[misc]
-    await a.close()
-    await b.close()
 
 
 async def _status(store: CallStore, sid: str) -> tuple[CallStatus, EndReason | None]:
@@ -150,14 +129,14 @@ async def test_keeper_start_cleans_up_a_crashed_previous_life(backend: Backend) 
         pytest.skip(f"{backend.name} cannot be shared by two stores")
     # The previous process on this host, same PID slot (a restarted container's PID 1).
     before = Instance("before", "host-1", 1)
-    old = _as(backend, before)
+    old = as_instance(backend, before)
     await old.open()
     await old.renew_lease(T0)
     await old.create_call(new_call("CA01", T0))
     await old.close()  # SIGKILL would not even get this far
 
     now = T0 + timedelta(seconds=1)  # well inside the old lease
-    new = _as(backend, Instance("after", "host-1", 1))
+    new = as_instance(backend, Instance("after", "host-1", 1))
     await new.open()
     try:
         keeper = LeaseKeeper(new, new.instance, lease_s=30, now=lambda: now)  # type: ignore[arg-type]
