@@ -15,9 +15,7 @@ from bridge.devtools.fuzz_report import format_report, report_json, scan_log
 
 
 async def test_hostile_sessions_leave_the_bridge_healthy_and_cost_no_model_session() -> None:
-    report = await run_fuzz(
-        FuzzOptions(sessions=150, concurrency=16, seed=7, hold_s=1.0, rounds=2)
-    )
+    report = await run_fuzz(FuzzOptions(sessions=150, concurrency=16, seed=7, hold_s=1.0, rounds=2))
     text = format_report(report)
 
     assert sum(stats.sessions for stats in report.kinds.values()) == 150
