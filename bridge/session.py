@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from bridge.adapters.realtime_socket import RealtimeSocket
 from bridge.adapters.realtime_target import RealtimeTarget
 from bridge.adapters.recording_writer import RecordingWriter
+from bridge.adapters.stream_admission import Admission, StreamAdmission
 from bridge.call.call_logic import CallConfig, CallLogic, Notice, TurnReady
 from bridge.call.recording import CallRecorder
 from bridge.call.records import CallStatus, EndReason
@@ -33,7 +34,6 @@ from bridge.errors import (
 from bridge.metrics import BridgeMetrics
 from bridge.protocols.dialects import SessionConfig
 from bridge.protocols.realtime import RealtimeConnection
-from bridge.protocols.stream_token import StreamedCalls, check_stream_token
 from bridge.protocols.twilio import (
     MarkPlayed,
     MediaReceived,
@@ -42,7 +42,7 @@ from bridge.protocols.twilio import (
     TwilioMediaStream,
     UnknownEvent,
 )
-from bridge.storage.base import CallStore, NewCall, StoreUnavailableError
+from bridge.storage.base import CallStore, NewCall
 from bridge.storage.record_writer import CallRecordWriter
 from bridge.storage.recordings import RecordingFiles
 
@@ -54,13 +54,6 @@ TRANSCRIPT_GRACE_S = 1.5  # after hang-up, how long the last caller words may ta
 RECORD_CLOSE_TIMEOUT_S = 15.0
 APOLOGY_MARK = "apology"
 CLOSE_SERVICE_RESTART = 1012
-# How long the store may take to say whether a call already has a stream. Past it the call is
-# served unchecked across instances: answering a caller matters more during a database outage.
-CLAIM_TIMEOUT_S = 3.0
-# How long this instance remembers a call that streamed, to refuse a second stream for it
-# without asking the store; longer than almost any call.
-STREAMED_CALL_MEMORY_S = 4 * 3600.0
-SECOND_STREAM = "the call already has a stream"
 
 
 class _CallOver(Exception):
@@ -78,12 +71,15 @@ class SessionDeps:
     token_secret: bytes
     apology: bytes
     metrics: BridgeMetrics
-    streamed_calls: StreamedCalls = field(default_factory=StreamedCalls)
     # Calls with a live session on this instance: a status callback leaves them to it.
     live_calls: set[str] = field(default_factory=set)
     idle_timeout_s: float = 15.0
     clock: Callable[[], float] = field(default=time.time)
     recordings: RecordingFiles | None = None  # None: calls are not recorded
+    admission: StreamAdmission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = StreamAdmission(self.store, self.token_secret, self.clock)
 
 
 class CallSession:
@@ -114,31 +110,32 @@ class CallSession:
             return
         self.log = log.bind(call_sid=started.call_sid, stream_sid=started.stream_sid)
         call_sid = started.call_sid
-        now = self.deps.clock()
         token = started.custom_parameters.get("token", "")
-        if not check_stream_token(self.deps.token_secret, call_sid, token, now):
-            await self._refuse("stream_token", "bad or expired stream token")
+        if (refusal := self.deps.admission.check(call_sid, token)) is not None:
+            await self._refuse(refusal)
             return
-        # A second stream for a call is a replay: of the token, or of the signed webhook
-        # (Twilio's signatures carry no timestamp), which mints a fresh token for the call.
-        if not self.deps.streamed_calls.claim(call_sid, now + STREAMED_CALL_MEMORY_S, now):
-            await self._refuse("second_stream", SECOND_STREAM)
-            return
+        # Live from here: a status callback arriving meanwhile leaves the call to this session.
         self.deps.live_calls.add(call_sid)
         try:
-            await self._serve_claimed(started)
+            await self._claim_and_serve(started)
         finally:
             self.deps.live_calls.discard(call_sid)
 
-    async def _serve_claimed(self, started: StreamStarted) -> None:
+    async def _refuse(self, refusal: Admission) -> None:
+        reason = "stream_token" if refusal is Admission.BAD_TOKEN else "second_stream"
+        self.deps.metrics.rejected.labels(reason).inc()
+        self.log.warning("stream.rejected", reason=refusal.value)
+        await self._close(CLOSE_POLICY_VIOLATION)
+
+    async def _claim_and_serve(self, started: StreamStarted) -> None:
         new_call = self._new_call(started)
-        claimed = await self._claim(new_call)
-        if claimed is False:
-            await self._refuse("second_stream", SECOND_STREAM)
+        admission = await self.deps.admission.claim(new_call, self.log)
+        if not admission.admitted:
+            await self._refuse(admission)
             return
         record = self._record = CallRecordWriter(self.deps.store, started.call_sid, self.log)
         record.start()
-        if claimed is None:
+        if admission is Admission.UNCHECKED:
             # Queued, not awaited: the caller is answered even while the store is down.
             record.create(new_call)
         if (recordings := self.deps.recordings) is not None:
@@ -243,25 +240,6 @@ class CallSession:
             self.log.warning("stream.no_start", timeout_s=START_TIMEOUT_S)
             await self._close(CLOSE_POLICY_VIOLATION)
         return None
-
-    async def _claim(self, call: NewCall) -> bool | None:
-        """Whether the store gives this stream the call (False: another stream has it), or
-        None when the store cannot say in time."""
-        claim = asyncio.ensure_future(self.deps.store.claim_call(call))
-        try:
-            # Shielded: a claim cut off mid-transaction would leave its connection unusable;
-            # one that answers late finishes in the background and the writer's create, which
-            # is idempotent, follows it.
-            return await asyncio.wait_for(asyncio.shield(claim), CLAIM_TIMEOUT_S)
-        except (StoreUnavailableError, TimeoutError) as exc:
-            claim.add_done_callback(_ignore_outcome)
-            self.log.warning("stream.claim_unchecked", error=str(exc) or "timed out")
-            return None
-
-    async def _refuse(self, reason: str, detail: str) -> None:
-        self.deps.metrics.rejected.labels(reason).inc()
-        self.log.warning("stream.rejected", reason=detail)
-        await self._close(CLOSE_POLICY_VIOLATION)
 
     def _new_call(self, started: StreamStarted) -> NewCall:
         params = started.custom_parameters
@@ -439,9 +417,3 @@ class CallSession:
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
-
-
-def _ignore_outcome(task: asyncio.Future[bool]) -> None:
-    """Retrieve a late claim's outcome so an exception in it is not reported as unhandled."""
-    if not task.cancelled():
-        task.exception()
