@@ -24,6 +24,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bridge.devtools import simulator
 from bridge.devtools.simulator import SimulationError, parse_twiml, sign
 
 __all__ = [
@@ -115,15 +116,7 @@ def new_call_sid() -> str:
 
 
 def voice_form(call_sid: str, from_number: str, to_number: str) -> dict[str, str]:
-    return {
-        "AccountSid": "AC" + "0" * 32,
-        "CallSid": call_sid,
-        "From": from_number,
-        "To": to_number,
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-        "ApiVersion": "2010-04-01",
-    }
+    return simulator.voice_form(call_sid, "AC" + "0" * 32, from_number, to_number)
 
 
 def check_twiml(text: str, out: Outcome) -> None:

@@ -325,15 +325,7 @@ async def simulate_call(
     public = (signature_url_base or base_url).rstrip("/")
     call_sid = call_sid or "CA" + secrets.token_hex(16)
     account_sid = account_sid or "AC" + secrets.token_hex(16)
-    form = {
-        "AccountSid": account_sid,
-        "CallSid": call_sid,
-        "From": from_number,
-        "To": to_number,
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-        "ApiVersion": "2010-04-01",
-    }
+    form = voice_form(call_sid, account_sid, from_number, to_number)
     async with httpx.AsyncClient(trust_env=not _is_loopback(base)) as http:
         try:
             response = await http.post(
@@ -383,6 +375,19 @@ async def simulate_call(
                 result.protocol_problems.append(f"status callback failed: {exc!r}")
         result.call_record = await _fetch_record(http, f"{base}/api/calls/{call_sid}", review_token)
     return result
+
+
+def voice_form(call_sid: str, account_sid: str, from_number: str, to_number: str) -> dict[str, str]:
+    """The form of Twilio's voice webhook for a new inbound call."""
+    return {
+        "AccountSid": account_sid,
+        "CallSid": call_sid,
+        "From": from_number,
+        "To": to_number,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }
 
 
 def _signed(auth_token: str | None, url: str, params: Mapping[str, str]) -> dict[str, str]:
