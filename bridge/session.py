@@ -232,7 +232,7 @@ class CallSession:
                     if isinstance(event, StreamStopped):
                         return None
                     if isinstance(event, UnknownEvent):
-                        self.log.warning("twilio.unknown_event", twilio_event=event.name)
+                        self.log.warning("phone.unknown_event", phone_event=event.name)
         except RemoteProtocolError as exc:
             self._reject_input(exc)
             await self._close(exc.close_code)
@@ -277,7 +277,8 @@ class CallSession:
                     logic.end(gone)
                     raise _CallOver
                 self._last_frame_at = now = self._loop.time()
-                logic.receive_twilio(text, now)
+                self.twilio.receive_text(text)
+                logic.receive_phone(self.twilio.events_received(), now)
                 self._after(logic)
                 if logic.end_reason is not None:
                     raise _CallOver

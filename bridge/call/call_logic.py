@@ -1,13 +1,15 @@
 """The call logic: one phone leg and one model leg, wired together. Pure: no I/O, no clock.
 
-``CallLogic`` is fed the text frames each leg receives, with the time they arrived, and in
-turn queues frames on the two protocol objects (the session writes them out) and store writes
-(``writes()``). It decides everything a call needs deciding: when audio goes to the caller,
+``CallLogic`` is fed what each leg received, with the time it arrived: the phone leg's events
+(any kind of phone leg: Twilio Media Streams, SIP/RTP) and the model's text frames. In turn it
+queues output on the two legs (the session writes it out) and store writes (``outputs()``).
+It decides everything a call needs deciding: when audio goes to the caller,
 what counts as heard, what a barge-in flushes and truncates, and which turns are final.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -19,6 +21,15 @@ from bridge.call.transcript import TranscriptBuilder
 from bridge.codecs.g711 import pcm16_to_ulaw, ulaw_to_pcm16
 from bridge.codecs.resampler import StreamResampler
 from bridge.protocols.dialects import SessionConfig
+from bridge.protocols.phone import (
+    DtmfReceived,
+    MarkPlayed,
+    MediaReceived,
+    PhoneEvent,
+    PhoneLeg,
+    StreamStopped,
+    UnknownEvent,
+)
 from bridge.protocols.realtime import RealtimeConnection
 from bridge.protocols.realtime_events import (
     AssistantItemStarted,
@@ -35,14 +46,6 @@ from bridge.protocols.realtime_events import (
     SpeechStopped,
     TranscriptDelta,
     TranscriptDone,
-)
-from bridge.protocols.twilio import (
-    DtmfReceived,
-    MarkPlayed,
-    MediaReceived,
-    StreamStopped,
-    TwilioMediaStream,
-    UnknownEvent,
 )
 
 # Inbound audio that arrives before the model session is configured is held, at most this
@@ -99,22 +102,22 @@ Output = TurnReady | EventReady | Notice
 
 
 class CallLogic:
-    """Drives one call once the Twilio stream has started and the model socket is open.
+    """Drives one call once the phone leg has started and the model socket is open.
 
-    After every ``receive_*`` the caller must write out ``twilio.data_to_send()`` and
-    ``realtime.data_to_send()``, and persist ``outputs()``. When ``phase`` is ``ENDED`` the
+    After every ``receive_*`` the caller must write out what the phone leg and ``realtime``
+    queued, and persist ``outputs()``. When ``phase`` is ``ENDED`` the
     call is over; ``end_reason`` says why.
     """
 
     def __init__(
         self,
-        twilio: TwilioMediaStream,
+        phone: PhoneLeg,
         realtime: RealtimeConnection,
         config: CallConfig,
         started_at: float,
         recorder: CallRecorder | None = None,
     ) -> None:
-        self.twilio = twilio
+        self.phone = phone
         self.realtime = realtime
         self.config = config
         # Fed what the caller said and heard when the call is recorded; None costs nothing.
@@ -133,7 +136,7 @@ class CallLogic:
         self._discarded_items: set[str] = set()
         self._discarded_responses: set[str] = set()
         self._item_response: dict[str, str | None] = {}
-        # The call clock: Twilio's media timestamps, advanced by wall time between frames.
+        # The call clock: the phone leg's media timestamps, advanced by wall time between frames.
         self._started_at = started_at
         self._clock_ts: int | None = None
         self._clock_at = started_at
@@ -147,7 +150,7 @@ class CallLogic:
     # -- clocks -----------------------------------------------------------------------------
 
     def stream_ms(self, now: float) -> int:
-        """Milliseconds since the media stream started, on Twilio's clock."""
+        """Milliseconds since the media stream started, on the phone leg's clock."""
         if self._clock_ts is None:
             return max(0, round((now - self._started_at) * 1000))
         return self._clock_ts + max(0, round((now - self._clock_at) * 1000))
@@ -176,10 +179,10 @@ class CallLogic:
 
     # -- the phone leg ----------------------------------------------------------------------
 
-    def receive_twilio(self, text: str, now: float) -> None:
-        """Feed one frame from Twilio. Raises ``RemoteProtocolError`` on bad input."""
-        self.twilio.receive_text(text)
-        for event in self.twilio.events_received():
+    def receive_phone(self, events: Iterable[PhoneEvent | object], now: float) -> None:
+        """Feed what the phone leg received, in order, with the time it arrived. Events of a
+        leg's own (Twilio's ``Connected``, say) are ignored."""
+        for event in events:
             match event:
                 case MediaReceived(payload=payload, timestamp_ms=ts):
                     self._clock_ts, self._clock_at = ts, now
@@ -196,7 +199,7 @@ class CallLogic:
                 case StreamStopped():
                     self._end(EndReason.CALLER_HANGUP)
                 case UnknownEvent(name=name):
-                    self._notice("twilio.unknown_event", "warning", twilio_event=name)
+                    self._notice("phone.unknown_event", "warning", phone_event=name)
                 case _:
                     pass
 
@@ -324,8 +327,8 @@ class CallLogic:
         if self.phase is Phase.ENDED:
             return
         for chunk in self._playback.release():
-            self.twilio.send_media(chunk.audio)
-            self.twilio.send_mark(chunk.mark)
+            self.phone.send_media(chunk.audio)
+            self.phone.send_mark(chunk.mark)
             if self.recorder is not None:
                 self.recorder.agent_sent(chunk.mark, chunk.audio, self.stream_ms(now))
             self._transcript.agent_audio_scheduled(
@@ -339,7 +342,7 @@ class CallLogic:
             return  # the caller simply took their turn
         cut = self._playback.interrupt()
         if cut.flush_needed:
-            self.twilio.send_clear()  # first: it is what the caller notices
+            self.phone.send_clear()  # first: it is what the caller notices
             if self.recorder is not None:
                 self.recorder.clear()
         if cut.item_id is not None:

@@ -3,7 +3,7 @@
 A simulated call is two passes over prebuilt frames, each timed with ``time.process_time``:
 
 * inbound: one Twilio ``media`` text per 20 ms (160 bytes of mu-law, base64), fed to
-  :meth:`CallLogic.receive_twilio`, which appends it to the model;
+  :meth:`CallLogic.receive_phone`, which appends it to the model;
 * outbound: the model's replies (5 s each, back to back, so the agent talks all call long)
   as ``response.output_audio.delta`` texts of 100 ms with the events around them, fed to
   :meth:`CallLogic.receive_realtime`; every mark the bridge sends is echoed back one per
@@ -210,11 +210,18 @@ def _bridge_call(audio_format: str) -> CallLogic:
     return logic
 
 
+def _twilio(logic: CallLogic) -> TwilioMediaStream:
+    phone = logic.phone
+    assert isinstance(phone, TwilioMediaStream)
+    return phone
+
+
 def _bridge_inbound(logic: CallLogic, work: _Workload) -> float:
-    twilio, realtime = logic.twilio, logic.realtime
+    twilio, realtime = _twilio(logic), logic.realtime
     started = time.process_time()
     for text, now in work.inbound:
-        logic.receive_twilio(text, now)
+        twilio.receive_text(text)
+        logic.receive_phone(twilio.events_received(), now)
         realtime.data_to_send()
         twilio.data_to_send()
         logic.outputs()
@@ -231,7 +238,7 @@ def _drain(logic: CallLogic, at_twilio: deque[str]) -> int:
     Returns how many media frames went to the phone."""
     logic.realtime.data_to_send()
     media = 0
-    for frame in logic.twilio.data_to_send():
+    for frame in _twilio(logic).data_to_send():
         if frame.startswith(_MARK_PREFIX):
             at_twilio.append(frame)
         else:
@@ -242,6 +249,7 @@ def _drain(logic: CallLogic, at_twilio: deque[str]) -> int:
 
 def _bridge_outbound(logic: CallLogic, work: _Workload) -> float:
     at_twilio: deque[str] = deque()  # marks queued at "Twilio", played one per 20 ms
+    twilio = _twilio(logic)
     media = 0
     now = 200.0
     started = time.process_time()
@@ -251,7 +259,8 @@ def _bridge_outbound(logic: CallLogic, work: _Workload) -> float:
             media += _drain(logic, at_twilio)
         while at_twilio:
             now += FRAME_MS / 1000
-            logic.receive_twilio(at_twilio.popleft(), now)
+            twilio.receive_text(at_twilio.popleft())
+            logic.receive_phone(twilio.events_received(), now)
             media += _drain(logic, at_twilio)
     cpu = time.process_time() - started
     # pcm24k adds a short chunk or so per reply: the resampler's tail, drained at audio.done.

@@ -30,6 +30,13 @@ from bridge.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
+from bridge.protocols.phone import (
+    DtmfReceived,
+    MarkPlayed,
+    MediaReceived,
+    StreamStopped,
+    UnknownEvent,
+)
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -91,45 +98,6 @@ class StreamStarted:
     encoding: str
     sample_rate: int
     channels: int
-
-
-@dataclass(frozen=True, slots=True)
-class MediaReceived:
-    """Caller audio: ``payload`` is raw mu-law bytes (already base64-decoded).
-    ``timestamp_ms`` counts from the start of the stream; use it as the call clock."""
-
-    payload: bytes
-    timestamp_ms: int
-    chunk: int
-
-
-@dataclass(frozen=True, slots=True)
-class MarkPlayed:
-    """Twilio reached a mark in its playback queue, or dropped it on a ``clear``.
-    The name may be unknown, late or repeated: the call logic decides what it means."""
-
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class DtmfReceived:
-    """The caller pressed a key."""
-
-    digit: str
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStopped:
-    """The stream ended (usually the caller hung up). Finish the call; the socket closes next."""
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownEvent:
-    """A message with an ``event`` this object does not know: log it once, carry on.
-    Produced once per distinct name and for the first few names only; ``name`` is shortened
-    and cleaned so it can go into a log line as it is."""
-
-    name: str
 
 
 TwilioEvent: TypeAlias = (

@@ -70,7 +70,8 @@ class Harness:
         self._collect()
 
     def phone(self, **event: Any) -> None:
-        self.logic.receive_twilio(json.dumps({"streamSid": SID, **event}), self.now)
+        self.twilio.receive_text(json.dumps({"streamSid": SID, **event}))
+        self.logic.receive_phone(self.twilio.events_received(), self.now)
         self._collect()
 
     def media(self, n: int = 1, byte: int = 0xFF) -> None:

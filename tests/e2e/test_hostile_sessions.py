@@ -318,6 +318,6 @@ async def test_a_good_call_goes_on_through_all_of_it(bridge_factory: StartBridge
             await _stop(ws, stream_sid_of(start))
         result = await good
     assert result.call_record is not None and result.call_record["status"] == "completed"
-    unknown = [e for e in _log_entries(bridge) if e["event"] == "twilio.unknown_event"]
+    unknown = [e for e in _log_entries(bridge) if e["event"] == "phone.unknown_event"]
     assert len(unknown) == 5 * 8  # the first few names per stream, not 1,500 lines
     _no_tracebacks(bridge)
