@@ -20,8 +20,10 @@ __all__ = [
     "ALAW_SILENCE",
     "ULAW_SILENCE",
     "alaw_to_pcm16",
+    "alaw_to_ulaw",
     "pcm16_to_alaw",
     "pcm16_to_ulaw",
+    "ulaw_to_alaw",
     "ulaw_to_pcm16",
 ]
 
@@ -131,3 +133,20 @@ def alaw_to_pcm16(data: bytes) -> bytes:
 def pcm16_to_alaw(data: bytes) -> bytes:
     """Encode little-endian 16-bit PCM as A-law; raises ``ValueError`` on an odd length."""
     return _ALAW_ENCODE[_sample_indices(data)].tobytes()
+
+
+# Code-to-code tables for a phone leg that speaks A-law while the bridge works in mu-law:
+# decoding to the sample and encoding it again, once per code, so converting a frame is one
+# bytes.translate() rather than two array passes.
+_ULAW_TO_ALAW: Final = bytes(_ALAW_ENCODE[_ULAW_DECODE.astype(np.uint16)].tolist())
+_ALAW_TO_ULAW: Final = bytes(_ULAW_ENCODE[_ALAW_DECODE.astype(np.uint16)].tolist())
+
+
+def ulaw_to_alaw(data: bytes) -> bytes:
+    """Mu-law codes as the A-law codes of the same samples (to the nearest A-law level)."""
+    return data.translate(_ULAW_TO_ALAW)
+
+
+def alaw_to_ulaw(data: bytes) -> bytes:
+    """A-law codes as the mu-law codes of the same samples (to the nearest mu-law level)."""
+    return data.translate(_ALAW_TO_ULAW)

@@ -508,6 +508,11 @@ class RtpSender:
         return len(self._queue) // BYTES_PER_MS
 
     @property
+    def audio_sent_bytes(self) -> int:
+        """Agent audio sent since the last flush, in bytes of the codec."""
+        return self._audio_sent
+
+    @property
     def audio_sent_ms(self) -> int:
         """Agent audio sent (so heard: the bridge owns the clock) since the last flush."""
         return self._audio_sent // BYTES_PER_MS
