@@ -1,0 +1,641 @@
+"""The bridge's SIP user agent server, sans-I/O: datagrams and ``now`` in; datagrams to send,
+call events and timers out. One object serves every call on one listening address.
+
+The transport adapter feeds :meth:`SipServer.receive_datagram` with every datagram and its
+source, sends what :meth:`SipServer.datagrams_to_send` returns, runs
+:meth:`SipServer.handle_timeout` at :meth:`SipServer.next_deadline`, and acts on
+:meth:`SipServer.events_received`:
+
+- :class:`CallOffered`: an authorised INVITE with a usable offer. Bind an RTP port and call
+  :meth:`SipServer.answer` (or :meth:`SipServer.reject`). No model session before
+  :class:`CallEstablished`: a call that is cancelled or never acknowledged costs nothing.
+- :class:`CallEstablished`: the ACK came; start the call.
+- :class:`CallEnded`: the caller hung up, cancelled, or never acknowledged the answer.
+- :class:`DtmfInfo`, :class:`MediaChanged`: a keypress by SIP INFO; a re-INVITE (hold).
+
+The server never forwards or relays a request: everything it sends is a response to the
+request's source, or a BYE for a call it answered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from bridge.errors import LocalProtocolError
+from bridge.protocols import sdp
+from bridge.protocols.sip import digest
+from bridge.protocols.sip.message import (
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    parse_message,
+    parse_uri,
+    response_for,
+    serialize,
+    with_source,
+)
+from bridge.protocols.sip.transaction import (
+    InviteOutcome,
+    InviteServerTransaction,
+    NonInviteServerTransaction,
+    Timers,
+)
+
+Address: TypeAlias = tuple[str, int]
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+USER_AGENT = "bridge"
+RETRY_AFTER_S = 5
+_DIGITS = "0123456789*#ABCD"
+
+
+@dataclass(frozen=True, slots=True)
+class UasConfig:
+    """Who may call, how many at once, and where the bridge says it is (Contact and SDP)."""
+
+    advertise_host: str
+    port: int
+    transport: str = "UDP"
+    allow: tuple[Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    username: str | None = None
+    password: str | None = None
+    realm: str = "bridge"
+    nonce_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    max_calls: int = 200
+    timers: Timers = field(default_factory=Timers)
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallOffered:
+    """Answer with :meth:`SipServer.answer` once an RTP port is bound, or reject."""
+
+    call_id: str
+    source: Address
+    from_user: str
+    to_user: str
+    offer: sdp.SessionDescription
+
+
+@dataclass(frozen=True, slots=True)
+class CallEstablished:
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """``reason``: ``caller_hangup`` (BYE), ``cancelled`` (CANCEL before the answer) or
+    ``no_ack`` (the answer was never acknowledged; the server has sent a BYE)."""
+
+    call_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfInfo:
+    call_id: str
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class MediaChanged:
+    """A re-INVITE changed the media (hold, resume, a new address): re-latch the RTP."""
+
+    call_id: str
+    answer: sdp.Answer
+
+
+SipEvent: TypeAlias = CallOffered | CallEstablished | CallEnded | DtmfInfo | MediaChanged
+
+
+# -- per call state -------------------------------------------------------------------------
+
+
+@dataclass
+class _Call:
+    call_id: str
+    source: Address
+    invite: SipRequest
+    invite_tx: InviteServerTransaction
+    local_tag: str
+    offer: sdp.SessionDescription
+    answer: sdp.Answer | None = None
+    rtp_port: int = 0
+    established: bool = False
+    ended: bool = False
+    remote_cseq: int = 0
+    local_cseq: int = 0
+
+    @property
+    def remote_tag(self) -> str | None:
+        return self.invite.from_.tag
+
+
+class SipServer:
+    """Every SIP dialog and transaction on one listening address; see the module doc."""
+
+    def __init__(self, config: UasConfig) -> None:
+        self.config = config
+        self._calls: dict[str, _Call] = {}
+        self._server_tx: dict[tuple[str, str, str], _Tx] = {}
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: list[SipEvent] = []
+        self._byes: list[_ByeClient] = []
+        #: Datagrams dropped because they were not SIP at all.
+        self.dropped = 0
+
+    # -- the adapter's side ---------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Return, and forget, what to send, each with its destination, in order."""
+        out, self._out = self._out, []
+        return out
+
+    def events_received(self) -> list[SipEvent]:
+        events, self._events = self._events, []
+        return events
+
+    @property
+    def active_calls(self) -> int:
+        return sum(1 for call in self._calls.values() if not call.ended)
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        """One datagram from ``source``. Never raises for anything the peer sent."""
+        try:
+            message = parse_message(data)
+        except SipParseError:
+            self.dropped += 1  # nothing readable enough to answer
+            return
+        if isinstance(message, SipResponse):
+            self._receive_response(message, now)
+            return
+        try:
+            request = with_source(message, source[0], source[1])
+            self._receive_request(request, source, now)
+        except SipParseError as exc:
+            self._reply_or_drop(message, source, exc.status, "Bad Request")
+
+    def next_deadline(self) -> float | None:
+        deadlines = [tx.next_deadline() for tx in self._transactions()]
+        deadlines += [bye.resend_at for bye in self._byes]
+        pending = [d for d in deadlines if d is not None]
+        return min(pending) if pending else None
+
+    def handle_timeout(self, now: float) -> None:
+        for key, tx in list(self._server_tx.items()):
+            for data in tx.handle_timeout(now):
+                self._out.append((data, tx.destination))
+            if tx.terminated:
+                del self._server_tx[key]
+        for call in list(self._calls.values()):
+            invite_tx = call.invite_tx
+            for data in invite_tx.handle_timeout(now):
+                self._out.append((data, call.source))
+            if invite_tx.outcome is InviteOutcome.NO_ACK and not call.ended:
+                call.ended = True
+                self._events.append(CallEnded(call.call_id, "no_ack"))
+                self._send_bye(call, now)
+            if invite_tx.terminated and (call.ended or not call.established):
+                del self._calls[call.call_id]
+        for bye in list(self._byes):
+            bye.handle_timeout(now, self._out)
+            if bye.done:
+                self._byes.remove(bye)
+
+    # -- the application's side -----------------------------------------------------------
+
+    def answer(self, call_id: str, rtp_port: int, now: float) -> sdp.Answer:
+        """Answer an offered call with 200 OK and our SDP (RTP on ``rtp_port``)."""
+        call = self._require(call_id)
+        answer = sdp.answer(
+            call.offer,
+            address=self.config.advertise_host,
+            port=rtp_port,
+            session_id=secrets.randbelow(2**31),
+            version=1,
+        )
+        call.answer, call.rtp_port = answer, rtp_port
+        self._respond_invite(call, 200, "OK", now, body=answer.sdp.encode(), sdp_body=True)
+        return answer
+
+    def reject(self, call_id: str, status: int, reason: str, now: float) -> None:
+        """Refuse an offered call (503 when no RTP port is free, say)."""
+        call = self._require(call_id)
+        call.ended = True
+        self._respond_invite(call, status, reason, now)
+
+    def hang_up(self, call_id: str, now: float) -> None:
+        """The bridge ends the call (the agent said goodbye, the model failed, a timeout):
+        BYE, resent until answered."""
+        call = self._calls.get(call_id)
+        if call is None or call.ended:
+            return
+        call.ended = True
+        self._send_bye(call, now)
+        self._forget_if_done(call)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _receive_request(self, request: SipRequest, source: Address, now: float) -> None:
+        via = request.top_via
+        method = request.method
+        key = (via.branch or "", f"{via.host}:{via.port}", "INVITE" if method == "ACK" else method)
+        tx = self._server_tx.get(key)
+        if tx is not None:
+            if method == "ACK":
+                if isinstance(tx, _InviteReply):
+                    tx.receive_ack(now)
+            else:
+                for data in tx.receive_retransmission(now):
+                    self._out.append((data, source))
+            return
+        call = self._calls.get(request.call_id)
+        if call is not None and method == "INVITE" and via.branch == call.invite.top_via.branch:
+            for data in call.invite_tx.receive_retransmission(now):
+                self._out.append((data, source))
+            return
+        if method == "ACK":
+            self._receive_ack(request, call, now)
+        elif method == "INVITE":
+            if request.to.tag is None:
+                self._receive_invite(request, source, now)
+            else:
+                self._receive_reinvite(request, call, source, now)
+        elif method == "CANCEL":
+            self._receive_cancel(request, source, now)
+        elif method == "OPTIONS":
+            self._reply(request, source, 200, "OK", now, ("Accept", "application/sdp"))
+        elif method in ("BYE", "INFO", "UPDATE"):
+            self._receive_in_dialog(request, call, source, now)
+        else:
+            self._reply(request, source, 405, "Method Not Allowed", now)
+
+    def _receive_invite(self, request: SipRequest, source: Address, now: float) -> None:
+        if request.call_id in self._calls:
+            # Same Call-ID, another branch and no To tag: a forked or looped copy.
+            self._reply(request, source, 482, "Loop Detected", now)
+            return
+        if not self._authorised(request, source, now):
+            return
+        if (required := request.get("Require")) is not None:
+            self._reply(request, source, 420, "Bad Extension", now, ("Unsupported", required))
+            return
+        if self.active_calls >= self.config.max_calls:
+            self._reply(
+                request,
+                source,
+                503,
+                "Service Unavailable",
+                now,
+                ("Retry-After", str(RETRY_AFTER_S)),
+            )
+            return
+        if request.content_type != "application/sdp" or not request.body:
+            # A late offer (none in the INVITE) is not supported yet.
+            self._reply(request, source, 488, "Not Acceptable Here", now)
+            return
+        try:
+            offer = sdp.parse(request.body)
+            sdp.answer(offer, address=self.config.advertise_host, port=9, session_id=1, version=1)
+        except sdp.SdpError as exc:
+            reason = "Not Acceptable Here" if exc.status == 488 else "Bad Request"
+            self._reply(request, source, exc.status, reason, now)
+            return
+        tx = InviteServerTransaction(now, reliable=self._reliable, timers=self.config.timers)
+        call = _Call(request.call_id, source, request, tx, secrets.token_hex(8), offer)
+        call.remote_cseq = request.cseq.number
+        self._calls[request.call_id] = call
+        self._respond_invite(call, 100, "Trying", now)
+        self._events.append(
+            CallOffered(
+                call.call_id,
+                source,
+                _user_of(request.from_.uri),
+                _user_of(request.to.uri),
+                offer,
+            )
+        )
+
+    def _authorised(self, request: SipRequest, source: Address, now: float) -> bool:
+        """Whether the INVITE may go on; if not, the refusal (401 or 403) is sent."""
+        try:
+            address = ipaddress.ip_address(source[0])
+        except ValueError:
+            address = None
+        if address is not None and any(address in net for net in self.config.allow):
+            return True
+        config = self.config
+        if config.username is None or config.password is None:
+            self._reply(request, source, 403, "Forbidden", now)
+            return False
+        header = request.get("Authorization")
+        credentials = digest.parse_authorization(header) if header else None
+        result = digest.DigestResult.INVALID
+        if credentials is not None:
+            result = digest.verify(
+                credentials,
+                method=request.method,
+                username=config.username,
+                password=config.password,
+                realm=config.realm,
+                secret=config.nonce_secret,
+                now=now,
+            )
+        if result is digest.DigestResult.OK:
+            return True
+        challenge = digest.challenge_headers(
+            config.realm, config.nonce_secret, now, stale=result is digest.DigestResult.STALE
+        )
+        self._reply(request, source, 401, "Unauthorized", now, *challenge)
+        return False
+
+    def _receive_ack(self, request: SipRequest, call: _Call | None, now: float) -> None:
+        if call is None:
+            return  # an ACK is never answered
+        if call.invite_tx.status >= 300 or request.to.tag == call.local_tag:
+            call.invite_tx.receive_ack(now)
+        if call.invite_tx.outcome is InviteOutcome.ACKED and not call.established:
+            call.established = True
+            self._events.append(CallEstablished(call.call_id))
+
+    def _receive_cancel(self, request: SipRequest, source: Address, now: float) -> None:
+        call = self._calls.get(request.call_id)
+        branch = request.top_via.branch
+        if call is None or call.invite.top_via.branch != branch:
+            self._reply(request, source, 481, "Call/Transaction Does Not Exist", now)
+            return
+        self._reply(request, source, 200, "OK", now)
+        if call.invite_tx.status < 200:
+            call.ended = True
+            self._respond_invite(call, 487, "Request Terminated", now)
+            self._events.append(CallEnded(call.call_id, "cancelled"))
+
+    def _receive_reinvite(
+        self, request: SipRequest, call: _Call | None, source: Address, now: float
+    ) -> None:
+        if call is None or call.ended or request.to.tag != call.local_tag:
+            self._reply(request, source, 481, "Call/Transaction Does Not Exist", now)
+            return
+        if call.answer is None or not request.body:
+            self._reply(request, source, 488, "Not Acceptable Here", now)
+            return
+        try:
+            answer = sdp.reanswer(
+                request.body, call.answer, address=self.config.advertise_host, port=call.rtp_port
+            )
+        except sdp.SdpError as exc:
+            self._reply(request, source, exc.status, "Not Acceptable Here", now)
+            return
+        call.answer = answer
+        self._reply(
+            request,
+            source,
+            200,
+            "OK",
+            now,
+            ("Contact", self._contact()),
+            ("Content-Type", "application/sdp"),
+            body=answer.sdp.encode(),
+        )
+        self._events.append(MediaChanged(call.call_id, answer))
+
+    def _receive_in_dialog(
+        self, request: SipRequest, call: _Call | None, source: Address, now: float
+    ) -> None:
+        if call is None or request.to.tag != call.local_tag:
+            self._reply(request, source, 481, "Call/Transaction Does Not Exist", now)
+            return
+        if request.cseq.number < call.remote_cseq:
+            self._reply(request, source, 500, "Server Internal Error", now)
+            return
+        call.remote_cseq = request.cseq.number
+        self._reply(request, source, 200, "OK", now)
+        if request.method == "BYE" and not call.ended:
+            call.ended = True
+            self._events.append(CallEnded(call.call_id, "caller_hangup"))
+            self._forget_if_done(call)
+        elif request.method == "INFO" and request.content_type == "application/dtmf-relay":
+            digit = _dtmf_relay_digit(request.body)
+            if digit is not None and not call.ended:
+                self._events.append(DtmfInfo(call.call_id, digit))
+
+    # -- responses to our BYE ---------------------------------------------------------------
+
+    def _receive_response(self, response: SipResponse, now: float) -> None:
+        try:
+            branch = response.top_via.branch
+        except SipParseError:
+            return
+        for bye in self._byes:
+            if bye.branch == branch and response.status >= 200:
+                bye.done = True
+
+    # -- building -------------------------------------------------------------------------
+
+    @property
+    def _reliable(self) -> bool:
+        return self.config.transport.upper() != "UDP"
+
+    def _contact(self) -> str:
+        host = self.config.advertise_host
+        host = f"[{host}]" if ":" in host else host
+        tail = "" if not self._reliable else ";transport=tcp"
+        return f"<sip:bridge@{host}:{self.config.port}{tail}>"
+
+    def _respond_invite(
+        self,
+        call: _Call,
+        status: int,
+        reason: str,
+        now: float,
+        *,
+        body: bytes = b"",
+        sdp_body: bool = False,
+    ) -> None:
+        extra: list[tuple[str, str]] = [("User-Agent", USER_AGENT)]
+        if 200 <= status < 300:
+            extra += [("Contact", self._contact()), ("Allow", ALLOW), ("Supported", "")]
+        if sdp_body:
+            extra.append(("Content-Type", "application/sdp"))
+        response = response_for(
+            call.invite,
+            status,
+            reason,
+            extra,
+            body,
+            to_tag=None if status == 100 else call.local_tag,
+        )
+        for data in call.invite_tx.respond(status, serialize(response), now):
+            self._out.append((data, call.source))
+
+    def _reply(
+        self,
+        request: SipRequest,
+        source: Address,
+        status: int,
+        reason: str,
+        now: float,
+        *extra: tuple[str, str],
+        body: bytes = b"",
+    ) -> None:
+        """A final response through a transaction of its own, so a retransmitted request
+        gets the same answer (a BYE resent after its 200 gets the 200, not 481)."""
+        headers = [("User-Agent", USER_AGENT), *extra]
+        if status == 405 or request.method == "OPTIONS":
+            headers.append(("Allow", ALLOW))
+        response = response_for(request, status, reason, headers, body, to_tag=_new_tag())
+        data = serialize(response)
+        via = request.top_via
+        method = request.method
+        if method == "INVITE":
+            # A refused INVITE waits for its ACK like any other (Timer G/H).
+            tx: _Tx = _InviteReply(now, self._reliable, self.config.timers, source)
+        else:
+            tx = _NonInviteReply(now, self._reliable, self.config.timers, source)
+        self._server_tx[(via.branch or "", f"{via.host}:{via.port}", method)] = tx
+        for out in tx.respond(status, data, now):
+            self._out.append((out, source))
+
+    def _reply_or_drop(
+        self, request: SipRequest, source: Address, status: int, reason: str
+    ) -> None:
+        if request.method == "ACK":  # an ACK is never answered
+            self.dropped += 1
+            return
+        try:
+            response = response_for(request, status, reason, [("User-Agent", USER_AGENT)])
+            self._out.append((serialize(response), source))
+        except (SipParseError, LocalProtocolError):
+            self.dropped += 1
+
+    def _send_bye(self, call: _Call, now: float) -> None:
+        call.local_cseq += 1
+        branch = "z9hG4bK" + secrets.token_hex(10)
+        host = self.config.advertise_host
+        host = f"[{host}]" if ":" in host else host
+        target = call.invite.contact
+        uri = call.invite.get_all("Contact")[0] if target is not None else call.invite.uri
+        uri = uri.strip()
+        if uri.startswith("<") or ">" in uri:
+            uri = uri[uri.find("<") + 1 : uri.find(">")]
+        local_from = f"{call.invite.get('To')};tag={call.local_tag}"
+        via = f"SIP/2.0/{self.config.transport.upper()} {host}:{self.config.port}"
+        headers = [
+            ("Via", f"{via};branch={branch}"),
+            ("Max-Forwards", "70"),
+            ("From", local_from),
+            ("To", call.invite.get("From") or ""),
+            ("Call-ID", call.call_id),
+            ("CSeq", f"{call.local_cseq} BYE"),
+            ("User-Agent", USER_AGENT),
+        ]
+        headers += [("Route", route) for route in call.invite.get_all("Record-Route")]
+        data = serialize(SipRequest("BYE", uri, tuple(headers)))
+        self._byes.append(
+            _ByeClient(branch, data, call.source, now, self._reliable, self.config.timers)
+        )
+        self._out.append((data, call.source))
+
+    def _forget_if_done(self, call: _Call) -> None:
+        # Otherwise the timers forget it once its INVITE transaction has ended.
+        if call.invite_tx.terminated:
+            self._calls.pop(call.call_id, None)
+
+    def _require(self, call_id: str) -> _Call:
+        call = self._calls.get(call_id)
+        if call is None or call.ended or call.invite_tx.status >= 200:
+            raise LocalProtocolError(f"no offered call {call_id!r} to answer")
+        return call
+
+    def _transactions(self) -> Sequence[_Tx | InviteServerTransaction]:
+        return [*self._server_tx.values(), *(c.invite_tx for c in self._calls.values())]
+
+
+# -- small pieces ---------------------------------------------------------------------------
+
+
+class _InviteReply(InviteServerTransaction):
+    """A refused INVITE's transaction, with where its response goes."""
+
+    def __init__(self, now: float, reliable: bool, timers: Timers, destination: Address) -> None:
+        super().__init__(now, reliable=reliable, timers=timers)
+        self.destination = destination
+
+
+class _NonInviteReply(NonInviteServerTransaction):
+    def __init__(self, now: float, reliable: bool, timers: Timers, destination: Address) -> None:
+        super().__init__(now, reliable=reliable, timers=timers)
+        self.destination = destination
+
+
+_Tx: TypeAlias = _InviteReply | _NonInviteReply
+
+
+class _ByeClient:
+    """The bridge's own BYE: resent T1, 2·T1 … up to T2 until a final response, for at most
+    64·T1 (RFC 3261 §17.1.2, Timers E and F); over TCP sent once."""
+
+    def __init__(
+        self, branch: str, data: bytes, to: Address, now: float, reliable: bool, timers: Timers
+    ) -> None:
+        self.branch = branch
+        self.data = data
+        self.to = to
+        self.done = False
+        self._timers = timers
+        self._interval = timers.t1
+        self._give_up = now + 64 * timers.t1
+        self.resend_at: float | None = None if reliable else now + timers.t1
+
+    def handle_timeout(self, now: float, out: list[tuple[bytes, Address]]) -> None:
+        if self.done or now >= self._give_up:
+            self.done = True
+            return
+        if self.resend_at is not None and now >= self.resend_at:
+            out.append((self.data, self.to))
+            self._interval = min(self._interval * 2, self._timers.t2)
+            self.resend_at = now + self._interval
+
+
+def _new_tag() -> str:
+    return secrets.token_hex(8)
+
+
+def _user_of(uri_text: str) -> str:
+    """The user part of a From/To URI: the caller's number (``+`` kept), or empty."""
+    try:
+        return parse_uri(uri_text).user or ""
+    except SipParseError:
+        return ""
+
+
+def _dtmf_relay_digit(body: bytes) -> str | None:
+    """``Signal=5`` from an ``application/dtmf-relay`` body."""
+    for line in body.decode("utf-8", "replace").splitlines():
+        name, _, value = line.partition("=")
+        if name.strip().lower() == "signal":
+            digit = value.strip().upper()
+            return digit if len(digit) == 1 and digit in _DIGITS else None
+    return None
+
+
+__all__ = [
+    "CallEnded",
+    "CallEstablished",
+    "CallOffered",
+    "DtmfInfo",
+    "MediaChanged",
+    "SipEvent",
+    "SipServer",
+    "UasConfig",
+]

@@ -1,0 +1,303 @@
+"""The SIP user agent server without sockets: requests in the shapes of the reference (and of
+what sipp sends), a clock moved by hand, and what a PBX expects back."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.protocols.sip.message import SipResponse, parse_message
+from bridge.protocols.sip.uas import (
+    CallEnded,
+    CallEstablished,
+    CallOffered,
+    DtmfInfo,
+    MediaChanged,
+    SipServer,
+    UasConfig,
+)
+
+PEER = ("127.0.0.1", 5060)
+OUTSIDER = ("198.51.100.7", 5060)
+SDP_OFFER = (
+    "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    "t=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
+)
+
+
+def request(
+    method: str,
+    *,
+    call: str = "1-7111@127.0.0.1",
+    branch: str = "z9hG4bK-7111-1-0",
+    cseq: int = 1,
+    to_tag: str | None = None,
+    body: str = "",
+    extra: str = "",
+    host: str = "127.0.0.1",
+) -> bytes:
+    to = "service <sip:service@127.0.0.1:5070>" + (f";tag={to_tag}" if to_tag else "")
+    content_type = "Content-Type: application/sdp\r\n" if body and method == "INVITE" else ""
+    return (
+        f"{method} sip:service@127.0.0.1:5070 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:5060;branch={branch}\r\n"
+        f"From: sipp <sip:+15551230000@{host}:5060>;tag=7111SIPpTag001\r\n"
+        f"To: {to}\r\n"
+        f"Call-ID: {call}\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        f"Contact: <sip:sipp@{host}:5060>\r\n"
+        "Max-Forwards: 70\r\n"
+        f"{content_type}{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+class Uas:
+    def __init__(self, **config: object) -> None:
+        self.now = 1000.0
+        self.server = SipServer(UasConfig(advertise_host="127.0.0.1", port=5070, **config))  # type: ignore[arg-type]
+        self.sent: list[SipResponse] = []
+        self.requests_out: list[bytes] = []
+        self.events: list[object] = []
+
+    def feed(self, data: bytes, source: tuple[str, int] = PEER) -> list[SipResponse]:
+        self.server.receive_datagram(data, source, self.now)
+        return self._collect()
+
+    def tick(self, seconds: float) -> list[SipResponse]:
+        end = self.now + seconds
+        out: list[SipResponse] = []
+        while (deadline := self.server.next_deadline()) is not None and deadline <= end:
+            self.now = max(self.now, deadline)
+            self.server.handle_timeout(self.now)
+            out += self._collect()
+        self.now = end
+        return out
+
+    def _collect(self) -> list[SipResponse]:
+        out: list[SipResponse] = []
+        for data, _ in self.server.datagrams_to_send():
+            message = parse_message(data)
+            if isinstance(message, SipResponse):
+                out.append(message)
+            else:
+                self.requests_out.append(data)
+        self.sent += out
+        self.events += self.server.events_received()
+        return out
+
+    def invite(self, **kwargs: object) -> list[SipResponse]:
+        return self.feed(request("INVITE", body=SDP_OFFER, **kwargs))  # type: ignore[arg-type]
+
+    def answered_call(self) -> str:
+        self.invite()
+        offered = [e for e in self.events if isinstance(e, CallOffered)]
+        self.server.answer(offered[-1].call_id, 40000, self.now)
+        ok = self._collect()[-1]
+        tag = ok.to.tag
+        assert tag
+        self.feed(request("ACK", branch="z9hG4bK-ack-1", to_tag=tag))
+        return tag
+
+
+def statuses(responses: list[SipResponse]) -> list[int]:
+    return [r.status for r in responses]
+
+
+def test_a_basic_call_is_offered_answered_acknowledged_and_hung_up() -> None:
+    uas = Uas()
+    assert statuses(uas.invite()) == [100]
+    [offered] = uas.events
+    assert isinstance(offered, CallOffered)
+    assert (offered.from_user, offered.to_user) == ("+15551230000", "service")
+    answer = uas.server.answer(offered.call_id, 40000, uas.now)
+    [ok] = uas._collect()
+    assert ok.status == 200 and ok.to.tag and ok.get("Contact")
+    assert b"m=audio 40000 RTP/AVP 0 101" in ok.body and answer.codec == "PCMU"
+    assert answer.remote_port == 6000
+    uas.feed(request("ACK", branch="z9hG4bK-ack", to_tag=ok.to.tag))
+    assert isinstance(uas.events[-1], CallEstablished)
+    assert uas.tick(5.0) == []  # acknowledged: the 200 is not resent
+    bye = request("BYE", branch="z9hG4bK-bye", cseq=2, to_tag=ok.to.tag)
+    assert statuses(uas.feed(bye)) == [200]
+    assert uas.events[-1] == CallEnded(offered.call_id, "caller_hangup")
+    # A retransmitted BYE gets the cached 200, not 481.
+    assert statuses(uas.feed(bye)) == [200]
+    assert uas.server.active_calls == 0
+
+
+def test_a_retransmitted_invite_gives_one_call() -> None:
+    uas = Uas()
+    uas.invite()
+    assert statuses(uas.invite()) == [100]  # the last response again
+    assert len([e for e in uas.events if isinstance(e, CallOffered)]) == 1
+
+
+def test_the_200_is_resent_until_a_late_ack() -> None:
+    uas = Uas()
+    uas.invite()
+    [offered] = uas.events
+    assert isinstance(offered, CallOffered)
+    uas.server.answer(offered.call_id, 40000, uas.now)
+    [ok] = uas._collect()
+    assert statuses(uas.tick(2.0)) == [200, 200]  # at +0.5 and +1.5
+    uas.feed(request("ACK", branch="z9hG4bK-late-ack", to_tag=ok.to.tag))
+    assert isinstance(uas.events[-1], CallEstablished)
+    assert uas.tick(10.0) == []
+
+
+def test_an_answer_never_acknowledged_ends_the_call_with_a_bye() -> None:
+    uas = Uas()
+    uas.invite()
+    [offered] = uas.events
+    assert isinstance(offered, CallOffered)
+    uas.server.answer(offered.call_id, 40000, uas.now)
+    uas.tick(40.0)
+    assert CallEnded(offered.call_id, "no_ack") in uas.events
+    assert not any(isinstance(e, CallEstablished) for e in uas.events)
+    assert uas.requests_out and uas.requests_out[0].startswith(b"BYE sip:sipp@127.0.0.1:5060 ")
+
+
+def test_cancel_before_the_answer_gives_200_then_487() -> None:
+    uas = Uas()
+    uas.invite()
+    responses = uas.feed(request("CANCEL"))
+    assert statuses(responses) == [200, 487]
+    assert responses[0].cseq.method == "CANCEL" and responses[1].cseq.method == "INVITE"
+    assert isinstance(uas.events[-1], CallEnded) and uas.events[-1].reason == "cancelled"
+    uas.feed(request("ACK", to_tag=responses[1].to.tag))  # the 487's ACK, same branch
+    assert uas.tick(1.0) == []  # acknowledged: not resent
+
+
+def test_requests_outside_any_call_get_481_options_get_200() -> None:
+    uas = Uas()
+    assert statuses(uas.feed(request("BYE", call="nobody", to_tag="x"))) == [481]
+    assert statuses(uas.feed(request("CANCEL", call="nobody"))) == [481]
+    [options] = uas.feed(request("OPTIONS", branch="z9hG4bK-opt"))
+    assert options.status == 200 and "INVITE" in (options.get("Allow") or "")
+    assert options.get("Accept") == "application/sdp"
+    assert statuses(uas.feed(request("SUBSCRIBE", branch="z9hG4bK-sub"))) == [405]
+
+
+def test_an_offer_without_g711_gets_488_and_no_call() -> None:
+    uas = Uas()
+    g722 = SDP_OFFER.replace("RTP/AVP 0 101", "RTP/AVP 9").replace("a=rtpmap:0 PCMU/8000", "")
+    assert statuses(uas.feed(request("INVITE", body=g722))) == [488]
+    assert uas.events == []
+
+
+def test_outsiders_are_refused_or_challenged() -> None:
+    uas = Uas()
+    # What counts is where the datagram came from, not what its Via says.
+    assert statuses(uas.feed(request("INVITE", body=SDP_OFFER, call="c2"), OUTSIDER)) == [403]
+    assert uas.events == []
+
+
+def _authorization(challenge: str, password: str) -> str:
+    nonce = re.search(r'nonce="([^"]+)"', challenge)
+    assert nonce is not None
+    uri, realm, cnonce, nc = "sip:service@127.0.0.1:5070", "bridge", "abc123", "00000001"
+
+    def h(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    response = h(
+        f"{h(f'pbx:{realm}:{password}')}:{nonce[1]}:{nc}:{cnonce}:auth:{h('INVITE:' + uri)}"
+    )
+    return (
+        f'Digest username="pbx", realm="{realm}", nonce="{nonce[1]}", uri="{uri}", '
+        f'response="{response}", algorithm=SHA-256, qop=auth, nc={nc}, cnonce="{cnonce}"'
+    )
+
+
+def test_a_digest_challenge_is_passed_with_the_right_password_only() -> None:
+    uas = Uas(username="pbx", password="s3cret")
+    [challenge] = uas.feed(request("INVITE", body=SDP_OFFER, call="c3"), OUTSIDER)
+    assert challenge.status == 401
+    header = [value for name, value in challenge.headers if name == "WWW-Authenticate"]
+    assert any("SHA-256" in h for h in header) and any("MD5" in h for h in header)
+    wrong = _authorization(header[0], "guess")
+    extra = f"Authorization: {wrong}\r\n"
+    assert statuses(
+        uas.feed(request("INVITE", body=SDP_OFFER, call="c4", branch="b2", extra=extra), OUTSIDER)
+    ) == [401]
+    right = f"Authorization: {_authorization(header[0], 's3cret')}\r\n"
+    assert statuses(
+        uas.feed(request("INVITE", body=SDP_OFFER, call="c5", branch="b3", extra=right), OUTSIDER)
+    ) == [100]
+    assert [type(e) for e in uas.events] == [CallOffered]
+
+
+def test_503_with_retry_after_at_the_call_limit() -> None:
+    uas = Uas(max_calls=1)
+    uas.answered_call()
+    [busy] = uas.feed(request("INVITE", body=SDP_OFFER, call="second", branch="z9hG4bK-2"))
+    assert busy.status == 503 and busy.get("Retry-After") == "5"
+
+
+def test_an_unsupported_required_extension_gets_420() -> None:
+    uas = Uas()
+    [refused] = uas.invite(extra="Require: 100rel\r\n")
+    assert refused.status == 420 and refused.get("Unsupported") == "100rel"
+
+
+def test_info_dtmf_and_a_hold_reinvite_in_the_call() -> None:
+    uas = Uas()
+    tag = uas.answered_call()
+    info = request(
+        "INFO", branch="z9hG4bK-info", cseq=2, to_tag=tag, body="Signal=5\r\nDuration=160\r\n"
+    )
+    info = info.replace(b"Max-Forwards", b"Content-Type: application/dtmf-relay\r\nMax-Forwards")
+    assert statuses(uas.feed(info)) == [200]
+    assert isinstance(uas.events[-1], DtmfInfo) and uas.events[-1].digit == "5"
+    hold = SDP_OFFER.replace("2353687637", "2353687638") + "a=sendonly\r\n"
+    [ok] = uas.feed(request("INVITE", branch="z9hG4bK-hold", cseq=3, to_tag=tag, body=hold))
+    assert ok.status == 200 and b"a=recvonly" in ok.body and b"m=audio 40000" in ok.body
+    changed = uas.events[-1]
+    assert isinstance(changed, MediaChanged) and changed.answer.on_hold
+
+
+def test_the_bridge_hangs_up_with_a_bye_resent_until_answered() -> None:
+    uas = Uas()
+    tag = uas.answered_call()
+    [offered] = [e for e in uas.events if isinstance(e, CallOffered)]
+    uas.server.hang_up(offered.call_id, uas.now)
+    uas._collect()
+    [bye] = uas.requests_out
+    message = parse_message(bye)
+    assert message.from_.tag == tag and message.to.tag == "7111SIPpTag001"
+    assert message.cseq.method == "BYE"
+    uas.tick(1.0)
+    assert len(uas.requests_out) == 2  # resent at +0.5
+    branch = message.top_via.branch
+    ok = (
+        "SIP/2.0 200 OK\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n"
+        f"From: {message.get('From')}\r\nTo: {message.get('To')}\r\n"
+        f"Call-ID: {message.call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    uas.feed(ok)
+    uas.tick(10.0)
+    assert len(uas.requests_out) == 2
+
+
+@settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    st.binary(max_size=600)
+    | st.sampled_from([request("INVITE", body=SDP_OFFER)]).map(lambda b: b[: len(b) // 2])
+)
+def test_any_datagram_is_dropped_or_answered_never_raised(data: bytes) -> None:
+    uas = Uas()
+    uas.server.receive_datagram(data, PEER, uas.now)
+    for reply, destination in uas.server.datagrams_to_send():
+        assert destination == PEER
+        assert isinstance(parse_message(reply), SipResponse)  # never a request of its own
+    # The server is still usable afterwards: another call goes through.
+    uas.server.events_received()
+    assert statuses(uas.invite(call="after-junk", branch="z9hG4bK-after")) == [100]
