@@ -67,6 +67,9 @@ class NewCall:
     provider: str
     model: str
     started_at: datetime
+    channel: str = "twilio"  # twilio, sip or openai-sip: the kind of phone leg
+    agent: str = "default"
+    sip_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,9 @@ class CallSummary:
     status: CallStatus
     end_reason: EndReason | None
     turn_count: int
+    channel: str = "twilio"
+    agent: str = "default"
+    sip_call_id: str | None = None
 
     @property
     def duration_ms(self) -> int | None:
@@ -151,6 +157,9 @@ class CallRecord:
     end_reason: EndReason | None
     turns: list[Turn]
     events: list[CallEvent]
+    channel: str = "twilio"
+    agent: str = "default"
+    sip_call_id: str | None = None
 
     @property
     def duration_ms(self) -> int | None:
@@ -171,6 +180,9 @@ class CallRecord:
             status=self.status,
             end_reason=self.end_reason,
             turn_count=len(self.turns),
+            channel=self.channel,
+            agent=self.agent,
+            sip_call_id=self.sip_call_id,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -184,6 +196,8 @@ class CallRecord:
 
 def _header_json(call: CallSummary | CallRecord) -> dict[str, Any]:
     # Key order follows CONTRACT.md so that the JSON reads the same as the documentation.
+    # CONTRACT.md's "Channels" section adds channel and agent (and a SIP call's Call-ID).
+    sip = {} if call.sip_call_id is None else {"sip_call_id": call.sip_call_id}
     return {
         "call_sid": call.call_sid,
         "stream_sid": call.stream_sid,
@@ -195,6 +209,9 @@ def _header_json(call: CallSummary | CallRecord) -> dict[str, Any]:
         "ended_at": None if call.ended_at is None else format_timestamp(call.ended_at),
         "status": call.status.value,
         "end_reason": None if call.end_reason is None else call.end_reason.value,
+        "channel": call.channel,
+        **sip,
+        "agent": call.agent,
     }
 
 

@@ -63,6 +63,9 @@ _CALL_COLUMNS = (
     calls.c.ended_at,
     calls.c.status,
     calls.c.end_reason,
+    calls.c.channel,
+    calls.c.agent,
+    calls.c.sip_call_id,
 )
 
 
@@ -179,6 +182,9 @@ class SqlCallStore:
             "started_at": to_us(call.started_at, "started_at"),
             "status": CallStatus.IN_PROGRESS.value,
             "instance_id": None if self.instance is None else self.instance.instance_id,
+            "channel": call.channel,
+            "agent": call.agent,
+            "sip_call_id": call.sip_call_id,
         }
 
         async def create(conn: AsyncConnection) -> bool:
@@ -480,7 +486,8 @@ class SqlCallStore:
 
         async def read(conn: AsyncConnection) -> list[CallSummary]:
             rows = await conn.execute(query)
-            return [CallSummary(**_call_fields(row), turn_count=int(row[10])) for row in rows]
+            count = len(_CALL_COLUMNS)
+            return [CallSummary(**_call_fields(row), turn_count=int(row[count])) for row in rows]
 
         return await self._transaction(read)
 
@@ -566,6 +573,9 @@ def _call_fields(row: Sequence[Any]) -> dict[str, Any]:
         "ended_at": None if ended_at is None else from_us(ended_at),
         "status": CallStatus(status),
         "end_reason": None if end_reason is None else EndReason(end_reason),
+        "channel": row[10],
+        "agent": row[11],
+        "sip_call_id": row[12],
     }
 
 

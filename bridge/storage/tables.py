@@ -41,6 +41,9 @@ calls = Table(
     Column("end_reason", String(32)),
     # The instance serving the call: its lease says whether the call can still be live.
     Column("instance_id", String(64)),
+    Column("channel", String(16), nullable=False, server_default="twilio"),
+    Column("agent", String(64), nullable=False, server_default="default"),
+    Column("sip_call_id", String(255)),
     Index("calls_started_at", "started_at"),
     Index("calls_status_instance", "status", "instance_id"),
 )

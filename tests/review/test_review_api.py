@@ -173,6 +173,8 @@ def test_list_is_newest_first_in_summary_shape(store: CallStore) -> None:
         "ended_at": "2026-11-21T10:03:00.000Z",
         "status": "completed",
         "end_reason": "caller_hangup",
+        "channel": "twilio",
+        "agent": "default",
         "duration_ms": 120_000,
         "turn_count": 2,
     }
@@ -226,7 +228,7 @@ def test_one_call_in_record_shape(store: CallStore) -> None:
     body = response.json()
     assert list(body) == [
         "call_sid", "stream_sid", "from", "to", "provider", "model", "started_at",
-        "ended_at", "status", "end_reason", "turns", "events",
+        "ended_at", "status", "end_reason", "channel", "agent", "turns", "events",
     ]  # fmt: skip
     assert body["turns"] == [
         {"seq": 1, "role": "caller", "text": "Hi, a table please.", "start_ms": 1020,

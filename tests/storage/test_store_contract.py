@@ -297,8 +297,17 @@ async def test_record_json_is_the_contract_shape(store: CallStore) -> None:
     await _contract_call(store)
     record = await store.get_call("CA0001")
     assert record is not None
-    expected = json.loads(CONTRACT_EXAMPLE)
-    # Same keys in the same order, same values, all the way down.
+    example = json.loads(CONTRACT_EXAMPLE)
+    turns, events = example.pop("turns"), example.pop("events")
+    # The example's keys in its order, then what the contract's "Channels" section adds;
+    # same values all the way down.
+    expected = {
+        **example,
+        "channel": "twilio",
+        "agent": "default",
+        "turns": turns,
+        "events": events,
+    }
     assert json.dumps(record.to_json()) == json.dumps(expected)
 
 
@@ -307,8 +316,9 @@ async def test_summary_json_is_the_record_without_turns_and_events(store: CallSt
     [summary] = await store.list_calls()
     expected = json.loads(CONTRACT_EXAMPLE)
     del expected["turns"], expected["events"]
+    expected |= {"channel": "twilio", "agent": "default"}
     assert summary.to_json() == {**expected, "duration_ms": 133_500, "turn_count": 2}
-    assert list(summary.to_json())[:10] == list(expected)
+    assert list(summary.to_json())[:12] == list(expected)
 
 
 # -- durability ---------------------------------------------------------------------------
@@ -365,3 +375,20 @@ async def test_each_write_is_committed_when_it_returns(backend: Backend) -> None
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_a_sip_call_keeps_its_channel_agent_and_sip_call_id(store: CallStore) -> None:
+    sid = "SI" + "ab" * 16
+    await store.create_call(
+        new_call(sid, channel="sip", agent="front-desk", sip_call_id="1-7111@127.0.0.1")
+    )
+    record = await store.get_call(sid)
+    assert record is not None
+    shown = record.to_json()
+    assert (shown["channel"], shown["agent"], shown["sip_call_id"]) == (
+        "sip",
+        "front-desk",
+        "1-7111@127.0.0.1",
+    )
+    [summary] = await store.list_calls()
+    assert summary.to_json()["channel"] == "sip" and summary.turn_count == 0
