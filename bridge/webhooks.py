@@ -26,9 +26,10 @@ from bridge.metrics import BridgeMetrics
 from bridge.protocols.stream_token import mint_stream_token
 from bridge.protocols.twilio import clean_text, is_sid
 from bridge.protocols.twiml import connect_stream
-from bridge.session import CallSession, SessionDeps
+from bridge.session import SessionDeps
 from bridge.settings import Settings
 from bridge.storage.base import CallStore, StoreUnavailableError
+from bridge.twilio_session import serve_twilio_stream
 
 log = structlog.get_logger("bridge.webhooks")
 
@@ -130,7 +131,7 @@ async def media(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     deps: SessionDeps = websocket.app.state.session_deps
-    await CallSession(websocket, deps).run()
+    await serve_twilio_stream(websocket, deps)
 
 
 async def call_status(request: Request) -> Response:

@@ -26,6 +26,7 @@ RANK = {
     "metrics": 4,
     "review": 5,
     "session": 6,
+    "twilio_session": 6,
     "devtools": 6,
     "webhooks": 7,
     "app": 8,
