@@ -126,6 +126,12 @@ def create_app(settings: Settings) -> Starlette:
                     else None
                 ),
             )
+            if settings.sip_listen:
+                from bridge.sip_session import SipEndpoint
+
+                endpoint = SipEndpoint(settings, app.state.session_deps, app.state.background.spawn)
+                await endpoint.start()
+                stack.callback(endpoint.close)
             if not app.state.twilio_auth.enforced:
                 log.warning(
                     "security.signatures_off",

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     # Open connections (HTTP and WebSocket) kept at most; unset, derived from the process's
     # file-descriptor limit so a flood of connections can never exhaust it.
     max_connections: int | None = Field(None, ge=1, validation_alias=_env("BRIDGE_MAX_CONNECTIONS"))
+    # Native SIP (CONTRACT.md): where to take calls, what to advertise, RTP ports, who may call.
+    sip_listen: str | None = Field(None, validation_alias=_env("BRIDGE_SIP_LISTEN"))
+    sip_advertise: str | None = Field(None, validation_alias=_env("BRIDGE_SIP_ADVERTISE"))
+    rtp_ports: str = Field("10000-20000", validation_alias=_env("BRIDGE_RTP_PORTS"))
+    sip_allow: str = Field("127.0.0.0/8,::1/128", validation_alias=_env("BRIDGE_SIP_ALLOW"))
+    sip_username: str | None = Field(None, validation_alias=_env("BRIDGE_SIP_USERNAME"))
+    sip_password: SecretStr | None = Field(None, validation_alias=_env("BRIDGE_SIP_PASSWORD"))
+    sip_max_calls: int = Field(200, ge=1, validation_alias=_env("BRIDGE_SIP_MAX_CALLS"))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -27,6 +27,7 @@ RANK = {
     "review": 5,
     "session": 6,
     "twilio_session": 6,
+    "sip_session": 6,
     "devtools": 6,
     "webhooks": 7,
     "app": 8,

@@ -71,6 +71,10 @@ class RtpPhoneLeg:
         self.receiver.handle_timer(now)
         self._take_received()
 
+    def receive_dtmf(self, digit: str) -> None:
+        """A keypress that came by signalling (SIP INFO) rather than RFC 4733."""
+        self._events.append(DtmfReceived(digit))
+
     def stop(self) -> None:
         """The caller hung up (BYE): the call logic ends the call as ``caller_hangup``."""
         if not self._stopped:

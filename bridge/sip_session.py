@@ -1,0 +1,347 @@
+"""Native SIP: the bridge's own listener (``BRIDGE_SIP_LISTEN``) and a SIP call's RTP as a
+phone leg for :class:`~bridge.session.CallSession`.
+
+:class:`SipEndpoint` runs the sans-I/O :class:`~bridge.protocols.sip.uas.SipServer` on a UDP
+socket: it binds an RTP port for each offered call, answers it, and once the ACK comes starts
+the call. :class:`SipDriver` is that call's phone leg: RTP in, RTP out on the pacer's clock
+(so the bridge knows exactly what the caller heard), BYE on either side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import random
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import structlog
+
+from bridge.call.call_logic import CallLogic
+from bridge.call.recording import CallRecorder
+from bridge.errors import ConfigurationError, RemoteProtocolError
+from bridge.protocols.phone import MarkPlayed
+from bridge.protocols.rtp import Codec, RtpReceiver, RtpSender
+from bridge.protocols.rtp_leg import RtpPhoneLeg
+from bridge.protocols.sdp import Answer
+from bridge.protocols.sip.uas import (
+    CallEnded,
+    CallEstablished,
+    CallOffered,
+    DtmfInfo,
+    MediaChanged,
+    SipServer,
+    UasConfig,
+)
+from bridge.session import CallSession, SessionDeps
+from bridge.settings import Settings
+from bridge.storage.base import NewCall
+
+log = structlog.get_logger("bridge.sip")
+
+Address = tuple[str, int]
+_PORT_TRIES = 50
+
+
+def parse_listen(spec: str) -> list[tuple[str, str, int]]:
+    """``udp:127.0.0.1:5060,tcp:0.0.0.0:5060`` as (transport, host, port) triples."""
+    out = []
+    for item in spec.split(","):
+        transport, _, rest = item.strip().partition(":")
+        host, _, port = rest.rpartition(":")
+        if transport.lower() not in ("udp", "tcp") or not host or not port.isdigit():
+            raise ConfigurationError(f"BRIDGE_SIP_LISTEN entry {item!r} is not transport:host:port")
+        out.append((transport.lower(), host.strip("[]"), int(port)))
+    return out
+
+
+def parse_ports(spec: str) -> range:
+    low, _, high = spec.partition("-")
+    if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
+        raise ConfigurationError("BRIDGE_RTP_PORTS must look like 10000-20000")
+    return range(int(low), int(high) + 1)
+
+
+class SipDriver:
+    """One SIP call's RTP as a :class:`~bridge.session.PhoneDriver`."""
+
+    def __init__(self, endpoint: SipEndpoint, call_id: str, answer: Answer, rtp: _Rtp) -> None:
+        self.endpoint = endpoint
+        self.call_id = call_id
+        self._loop = asyncio.get_running_loop()
+        codec = Codec.PCMA if answer.codec == "PCMA" else Codec.PCMU
+        receiver = RtpReceiver(
+            answer.payload_type,
+            answer.telephone_event,
+            remote_addr=(answer.remote_address, answer.remote_port),
+        )
+        sender = RtpSender(
+            codec,
+            ssrc=secrets.randbits(32),
+            sequence=secrets.randbits(16),
+            timestamp=secrets.randbits(32),
+            start=self._loop.time(),
+            ptime_ms=20,
+        )
+        self._leg = RtpPhoneLeg(receiver, sender)
+        self.rtp = rtp
+        rtp.driver = self
+        self.last_activity = self._loop.time()
+        self.gone = False  # the caller hung up: no BYE of ours, nothing more to play
+        self.bad_input: RemoteProtocolError | None = None
+        self._inbound = asyncio.Event()
+
+    @property
+    def leg(self) -> RtpPhoneLeg:
+        return self._leg
+
+    # -- fed by the endpoint ------------------------------------------------------------------
+
+    def datagram(self, data: bytes, addr: Address) -> None:
+        now = self._loop.time()
+        self._leg.receive_datagram(data, addr, now)
+        self.last_activity = now
+        self._inbound.set()
+
+    def caller_hung_up(self) -> None:
+        self.gone = True
+        self._leg.stop()
+        self._inbound.set()
+
+    def dtmf(self, digit: str) -> None:
+        self._leg.receive_dtmf(digit)
+        self._inbound.set()
+
+    # -- what CallSession drives --------------------------------------------------------------
+
+    async def read(self, logic: CallLogic, after: Callable[[], None]) -> None:
+        while True:
+            await self._inbound.wait()
+            self._inbound.clear()
+            logic.receive_phone(self._leg.events_received(), self._loop.time())
+            after()
+            if logic.end_reason is not None:
+                return
+
+    def wake(self) -> None:
+        """Nothing to do: RTP goes out on the pacer's clock whatever is queued."""
+
+    async def write(self) -> None:
+        """The pacer: every frame at its deadline, never drifting; marks reported as sent."""
+        while True:
+            now = self._loop.time()
+            deadline = self._leg.next_deadline(now)
+            if deadline > now:
+                await asyncio.sleep(deadline - now)
+                now = self._loop.time()
+            self._send_due(now)
+
+    def _send_due(self, now: float) -> None:
+        to = self._leg.remote_addr
+        for packet in self._leg.datagrams_due(now):
+            if to is not None:
+                self.rtp.send(packet, to)
+        self._leg.handle_timer(now)
+        self._inbound.set()  # marks and released packets for the reader
+
+    async def play(self, audio: bytes, mark: str, recorder: CallRecorder | None) -> None:
+        if self.gone:
+            return
+        self._leg.send_clear()
+        self._leg.events_received()
+        self._leg.send_media(audio)
+        self._leg.send_mark(mark)
+        deadline = self._loop.time() + len(audio) / 8000 + 3.0
+        while self._loop.time() < deadline:
+            now = self._loop.time()
+            await asyncio.sleep(max(0.0, self._leg.next_deadline(now) - now))
+            self._send_due(self._loop.time())
+            if any(
+                isinstance(e, MarkPlayed) and e.name == mark for e in self._leg.events_received()
+            ):
+                return
+
+    async def close(self) -> None:
+        if not self.gone:
+            self.endpoint.hang_up(self.call_id)
+        self.rtp.close()
+
+
+class _Rtp(asyncio.DatagramProtocol):
+    """One call's RTP socket."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.driver: SipDriver | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.driver is not None:
+            self.driver.datagram(data, (addr[0], addr[1]))
+
+    def send(self, data: bytes, to: Address) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, to)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class SipEndpoint(asyncio.DatagramProtocol):
+    """The SIP listener on one UDP address. ``await start()``; ``close()`` at shutdown."""
+
+    def __init__(self, settings: Settings, deps: SessionDeps, spawn: Callable[[Any], None]) -> None:
+        [(_, host, port)] = [e for e in parse_listen(settings.sip_listen or "") if e[0] == "udp"][
+            :1
+        ]
+        self.host, self.port = host, port
+        self.advertise = settings.sip_advertise or (
+            host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+        )
+        self.ports = parse_ports(settings.rtp_ports)
+        allow = tuple(
+            ipaddress.ip_network(net.strip(), strict=False)
+            for net in settings.sip_allow.split(",")
+            if net.strip()
+        )
+        password = settings.sip_password.get_secret_value() if settings.sip_password else None
+        self.server = SipServer(
+            UasConfig(
+                advertise_host=self.advertise,
+                port=port,
+                allow=allow,
+                username=settings.sip_username,
+                password=password,
+                max_calls=settings.sip_max_calls,
+            )
+        )
+        self.deps = deps
+        self._spawn = spawn
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending: dict[str, tuple[_Rtp, Answer, CallOffered]] = {}
+        self._drivers: dict[str, SipDriver] = {}
+
+    async def start(self) -> None:
+        await self._loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
+        log.info("sip.listening", host=self.host, port=self.port, advertise=self.advertise)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for rtp, _, _ in self._pending.values():
+            rtp.close()
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- the socket ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.server.receive_datagram(data, (addr[0], addr[1]), self._loop.time())
+        self._pump()
+
+    def hang_up(self, call_id: str) -> None:
+        self.server.hang_up(call_id, self._loop.time())
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.server.handle_timeout(self._loop.time())
+        self._pump()
+
+    def _pump(self) -> None:
+        if self._transport is not None:
+            for data, to in self.server.datagrams_to_send():
+                self._transport.sendto(data, to)
+        for event in self.server.events_received():
+            self._handle(event)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if (deadline := self.server.next_deadline()) is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _handle(self, event: Any) -> None:
+        match event:
+            case CallOffered():
+                self._spawn(self._offer(event))
+            case CallEstablished(call_id=call_id):
+                if (pending := self._pending.pop(call_id, None)) is not None:
+                    self._spawn(self._serve(*pending))
+            case CallEnded(call_id=call_id, reason=reason):
+                log.info("sip.call_ended", sip_call_id=call_id, reason=reason)
+                if (driver := self._drivers.get(call_id)) is not None:
+                    driver.caller_hung_up()
+                elif (pending := self._pending.pop(call_id, None)) is not None:
+                    pending[0].close()
+            case DtmfInfo(call_id=call_id, digit=digit):
+                if (driver := self._drivers.get(call_id)) is not None:
+                    driver.dtmf(digit)
+            case MediaChanged(call_id=call_id):
+                if (driver := self._drivers.get(call_id)) is not None:
+                    driver.leg.receiver.relatch()
+
+    async def _offer(self, offer: CallOffered) -> None:
+        rtp = await self._bind_rtp()
+        now = self._loop.time()
+        if rtp is None:
+            log.warning("sip.no_rtp_port", sip_call_id=offer.call_id)
+            self.server.reject(offer.call_id, 503, "Service Unavailable", now)
+        else:
+            assert rtp.transport is not None
+            port = rtp.transport.get_extra_info("sockname")[1]
+            answer = self.server.answer(offer.call_id, port, now)
+            self._pending[offer.call_id] = (rtp, answer, offer)
+        self._pump()
+
+    async def _bind_rtp(self) -> _Rtp | None:
+        for _ in range(_PORT_TRIES):
+            port = random.randrange(self.ports.start, self.ports.stop) & ~1  # even, by custom
+            if port < self.ports.start:
+                continue
+            try:
+                _, rtp = await self._loop.create_datagram_endpoint(
+                    _Rtp, local_addr=(self.host, port)
+                )
+            except OSError:
+                continue
+            return rtp
+        return None
+
+    async def _serve(self, rtp: _Rtp, answer: Answer, offer: CallOffered) -> None:
+        call_sid = "SI" + secrets.token_hex(16)
+        call_log = log.bind(call_sid=call_sid, sip_call_id=offer.call_id)
+        driver = SipDriver(self, offer.call_id, answer, rtp)
+        self._drivers[offer.call_id] = driver
+        new_call = NewCall(
+            call_sid=call_sid,
+            stream_sid="",
+            from_number=offer.from_user,
+            to_number=offer.to_user,
+            provider=self.deps.target.provider.value,
+            model=self.deps.target.model_name,
+            started_at=datetime.now(UTC),
+            channel="sip",
+            sip_call_id=offer.call_id[:255],
+        )
+        self.deps.live_calls.add(call_sid)
+        try:
+            await CallSession(self.deps, driver, new_call, call_log).run(create_record=True)
+        finally:
+            self.deps.live_calls.discard(call_sid)
+            self._drivers.pop(offer.call_id, None)
+            with contextlib.suppress(Exception):
+                rtp.close()
+
+
+__all__ = ["SipDriver", "SipEndpoint", "parse_listen", "parse_ports"]

@@ -1,0 +1,149 @@
+"""A SIP phone calls the bridge directly: INVITE over UDP, RTP both ways, BYE, and the call
+in the call log like any other, with ``channel: "sip"``. The phone is made here from the
+project's own message and RTP builders, over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import httpx
+
+from bridge.codecs.clips import load_clip
+from bridge.devtools.fake_script import FakeScript, Reply
+from bridge.devtools.ports import free_port
+from bridge.protocols.rtp import build_packet, parse_packet
+from bridge.protocols.sip.message import SipResponse, parse_message
+
+from .conftest import REVIEW_TOKEN, RunningBridge, fake_server, provider_env
+
+StartBridge = Callable[[dict[str, str]], RunningBridge]
+
+
+class _Inbox(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.queue.put_nowait(data)
+
+
+def _request(method: str, sip_port: int, my_port: int, call_id: str, cseq: int, **kw: str) -> bytes:
+    body = kw.get("body", "")
+    to_tag = f";tag={kw['to_tag']}" if "to_tag" in kw else ""
+    branch = "z9hG4bK" + secrets.token_hex(6)
+    lines = [
+        f"{method} sip:agent@127.0.0.1:{sip_port} SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:{my_port};branch={branch};rport",
+        f"From: <sip:+15551230000@127.0.0.1:{my_port}>;tag=phone1",
+        f"To: <sip:+15557650000@127.0.0.1:{sip_port}>{to_tag}",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        f"Contact: <sip:phone@127.0.0.1:{my_port}>",
+        "Max-Forwards: 70",
+    ]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+async def _response(inbox: _Inbox, status: int) -> SipResponse:
+    while True:
+        message = parse_message(await asyncio.wait_for(inbox.queue.get(), 10))
+        if isinstance(message, SipResponse) and message.status == status:
+            return message
+
+
+async def test_a_sip_phone_talks_to_the_agent_and_the_call_is_logged(
+    bridge_factory: StartBridge,
+) -> None:
+    script = FakeScript(
+        replies=[Reply("Hello from the bridge over SIP.", duration_ms=1500)],
+        caller_transcripts=["Hi, is this the bridge?"],
+    )
+    sip_port = free_port()
+    rtp_low = free_port() & ~1
+    async with fake_server("openai", script=script) as fake:
+        bridge = bridge_factory(
+            provider_env(
+                fake,
+                "openai",
+                BRIDGE_SIP_LISTEN=f"udp:127.0.0.1:{sip_port}",
+                BRIDGE_RTP_PORTS=f"{rtp_low}-{rtp_low + 40}",
+            )
+        )
+        loop = asyncio.get_running_loop()
+        sip_t, sip = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
+        rtp_t, rtp = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
+        my_sip = sip_t.get_extra_info("sockname")[1]
+        my_rtp = rtp_t.get_extra_info("sockname")[1]
+        try:
+            offer = (
+                "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {my_rtp} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+                "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\n"
+            )
+            call_id = secrets.token_hex(8) + "@phone"
+            target = ("127.0.0.1", sip_port)
+            sip_t.sendto(_request("INVITE", sip_port, my_sip, call_id, 1, body=offer), target)
+            ok = await _response(sip, 200)
+            port = re.search(rb"m=audio (\d+) ", ok.body)
+            assert port is not None and int(port[1]) in range(rtp_low, rtp_low + 41)
+            tag = ok.to.tag or ""
+            sip_t.sendto(_request("ACK", sip_port, my_sip, call_id, 1, to_tag=tag), target)
+
+            # The caller speaks in real time, then listens; the agent's RTP comes back.
+            speech = load_clip("caller_1") + b"\xff" * 8000 * 6
+            bridge_rtp = ("127.0.0.1", int(port[1]))
+            heard: list[bytes] = []
+            start = time.monotonic()
+            for n in range(len(speech) // 160):
+                frame = speech[n * 160 : (n + 1) * 160]
+                rtp_t.sendto(build_packet(0, n, n * 160, 0xCAFE, frame), bridge_rtp)
+                await asyncio.sleep(max(0.0, start + (n + 1) * 0.02 - time.monotonic()))
+                while not rtp.queue.empty():
+                    packet = parse_packet(rtp.queue.get_nowait())
+                    if packet is not None:
+                        heard.append(bytes(packet.payload))
+            sip_t.sendto(_request("BYE", sip_port, my_sip, call_id, 2, to_tag=tag), target)
+            await _response(sip, 200)
+        finally:
+            sip_t.close()
+            rtp_t.close()
+
+        headers = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
+        record: dict[str, Any] | None = None
+        async with httpx.AsyncClient(headers=headers) as http:
+            for _ in range(100):
+                calls = (await http.get(f"{bridge.url}/api/calls")).json()["calls"]
+                sip_calls = [c for c in calls if c["channel"] == "sip"]
+                if sip_calls and sip_calls[0]["status"] != "in_progress":
+                    record = (
+                        await http.get(f"{bridge.url}/api/calls/{sip_calls[0]['call_sid']}")
+                    ).json()
+                    break
+                await asyncio.sleep(0.1)
+
+    # The agent's audio came back as 20 ms PCMU frames: the greeting-free reply, not silence.
+    assert len(heard) > 200 and all(len(p) == 160 for p in heard)
+    assert sum(1 for p in heard if p != b"\xff" * 160) >= 50
+    assert record is not None, bridge.log()[-3000:]
+    assert record["channel"] == "sip" and record["call_sid"].startswith("SI")
+    assert record["sip_call_id"] == call_id
+    assert (record["from"], record["to"]) == ("+15551230000", "+15557650000")
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert [(t["role"], t["text"]) for t in record["turns"]] == [
+        ("caller", "Hi, is this the bridge?"),
+        ("agent", "Hello from the bridge over SIP."),
+    ]
+    assert "Traceback" not in bridge.log()
+    assert '"level": "error"' not in bridge.log()
