@@ -6,6 +6,7 @@ down. Nothing else in the bridge reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -105,7 +106,32 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigurationError("BRIDGE_PUBLIC_URL must start with http:// or https://")
+        if self.sip_listen:
+            self._check_sip()
         return self
+
+    def _check_sip(self) -> None:
+        """Refuse SIP settings that cannot work at start-up, not when the first call comes."""
+        entries = [e.strip() for e in (self.sip_listen or "").split(",") if e.strip()]
+        for entry in entries:
+            transport, _, rest = entry.partition(":")
+            host, _, port = rest.rpartition(":")
+            if transport.lower() not in ("udp", "tcp") or not host or not port.isdigit():
+                raise ConfigurationError(
+                    f"BRIDGE_SIP_LISTEN entry {entry!r} is not transport:host:port"
+                )
+        if not any(e.lower().startswith("udp:") for e in entries):
+            raise ConfigurationError("BRIDGE_SIP_LISTEN needs a udp: entry (TCP is not served yet)")
+        low, _, high = self.rtp_ports.partition("-")
+        if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
+            raise ConfigurationError("BRIDGE_RTP_PORTS must look like 10000-20000")
+        for net in self.sip_allow.split(","):
+            try:
+                ipaddress.ip_network(net.strip(), strict=False)
+            except ValueError:
+                raise ConfigurationError(
+                    f"BRIDGE_SIP_ALLOW entry {net!r} is not a network"
+                ) from None
 
     @property
     def effective_provider(self) -> Provider:

@@ -197,9 +197,14 @@ class SipEndpoint(asyncio.DatagramProtocol):
     """The SIP listener on one UDP address. ``await start()``; ``close()`` at shutdown."""
 
     def __init__(self, settings: Settings, deps: SessionDeps, spawn: Callable[[Any], None]) -> None:
-        [(_, host, port)] = [e for e in parse_listen(settings.sip_listen or "") if e[0] == "udp"][
-            :1
-        ]
+        entries = parse_listen(settings.sip_listen or "")
+        udp = [(host, port) for transport, host, port in entries if transport == "udp"]
+        if not udp:
+            raise ConfigurationError("BRIDGE_SIP_LISTEN needs a udp: entry (TCP is not served yet)")
+        for transport, host, port in entries:
+            if transport != "udp" or (host, port) != udp[0]:
+                log.warning("sip.listen_ignored", transport=transport, host=host, port=port)
+        host, port = udp[0]
         self.host, self.port = host, port
         self.advertise = settings.sip_advertise or (
             host if host not in ("0.0.0.0", "::") else "127.0.0.1"
