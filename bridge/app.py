@@ -132,6 +132,8 @@ def create_app(settings: Settings) -> Starlette:
                 endpoint = SipEndpoint(settings, app.state.session_deps, app.state.background.spawn)
                 await endpoint.start()
                 stack.callback(endpoint.close)
+                # Unwinds first: live SIP calls end (and say BYE) while the socket is open.
+                stack.push_async_callback(app.state.background.cancel_all)
             if not app.state.twilio_auth.enforced:
                 log.warning(
                     "security.signatures_off",

@@ -265,9 +265,10 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self._pump()
 
     def _pump(self) -> None:
-        if self._transport is not None:
-            for data, to in self.server.datagrams_to_send():
-                self._transport.sendto(data, to)
+        transport = self._transport
+        for data, to in self.server.datagrams_to_send():
+            if transport is not None and not transport.is_closing():
+                transport.sendto(data, to)
         for event in self.server.events_received():
             self._handle(event)
         if self._timer is not None:
