@@ -23,6 +23,7 @@ from bridge.protocols.phone import (
     StreamStopped,
 )
 from bridge.protocols.rtp import (
+    BYTES_PER_MS,
     AudioReceived,
     Codec,
     DtmfDigit,
@@ -30,8 +31,7 @@ from bridge.protocols.rtp import (
     RtpSender,
 )
 
-_TS_MOD = 1 << 32
-_SAMPLES_PER_MS = 8
+_TS_MOD = 1 << 32  # RTP timestamps wrap at 32 bits
 
 
 class RtpPhoneLeg:
@@ -97,7 +97,8 @@ class RtpPhoneLeg:
         # The stream clock: RTP time since the first packet (wrapping at 2**32), in ms.
         if self._first_ts is None:
             self._first_ts = event.timestamp
-        elapsed = (event.timestamp - self._first_ts) % _TS_MOD // _SAMPLES_PER_MS
+        # G.711 runs an 8 kHz clock: one timestamp unit per byte, BYTES_PER_MS per ms.
+        elapsed = (event.timestamp - self._first_ts) % _TS_MOD // BYTES_PER_MS
         self._chunk += 1
         payload = alaw_to_ulaw(event.payload) if self._alaw else event.payload
         return MediaReceived(payload, elapsed, self._chunk)

@@ -249,8 +249,8 @@ class SipServer:
     def _receive_request(self, request: SipRequest, source: Address, now: float) -> None:
         via = request.top_via
         method = request.method
-        key = (via.branch or "", f"{via.host}:{via.port}", "INVITE" if method == "ACK" else method)
-        tx = self._server_tx.get(key)
+        # An ACK for a refused INVITE belongs to the INVITE's transaction (same branch).
+        tx = self._server_tx.get(_tx_key(request, "INVITE" if method == "ACK" else method))
         if tx is not None:
             if method == "ACK":
                 if isinstance(tx, _InviteReply):
@@ -495,14 +495,13 @@ class SipServer:
             headers.append(("Allow", ALLOW))
         response = response_for(request, status, reason, headers, body, to_tag=_new_tag())
         data = serialize(response)
-        via = request.top_via
         method = request.method
         if method == "INVITE":
             # A refused INVITE waits for its ACK like any other (Timer G/H).
             tx: _Tx = _InviteReply(now, self._reliable, self.config.timers, source)
         else:
             tx = _NonInviteReply(now, self._reliable, self.config.timers, source)
-        self._server_tx[(via.branch or "", f"{via.host}:{via.port}", method)] = tx
+        self._server_tx[_tx_key(request, method)] = tx
         for out in tx.respond(status, data, now):
             self._out.append((out, source))
 
@@ -605,6 +604,12 @@ class _ByeClient:
             out.append((self.data, self.to))
             self._interval = min(self._interval * 2, self._timers.t2)
             self.resend_at = now + self._interval
+
+
+def _tx_key(request: SipRequest, method: str) -> tuple[str, str, str]:
+    """What matches a request to its server transaction (RFC 3261 §17.2.3)."""
+    via = request.top_via
+    return via.branch or "", f"{via.host}:{via.port}", method
 
 
 def _new_tag() -> str:
