@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck bench clean browser
+.PHONY: run test lint typecheck bench clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,19 +22,24 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/bridge serve --host 127.0.0.1 --port 8000
 
-# The call-log page tests drive a real headless Chromium: install the distribution's package
-# where it is missing (as root, or through sudo). Elsewhere the tests say what is missing.
-browser:
-	@command -v chromium >/dev/null || { \
+# Some tests drive real programs from the distribution: headless Chromium (the call-log pages),
+# sipp (Debian's sip-tester) and the baresip softphone (the SIP listener). Install whichever is
+# missing (as root, or through sudo); elsewhere the tests say what is missing and skip.
+SYSTEM_PACKAGES := chromium:chromium sipp:sip-tester baresip:baresip
+
+system-packages:
+	@missing=; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; \
 	  elif command -v sudo >/dev/null; then sudo=sudo; \
-	  else echo "chromium is missing; install it (apt-get install chromium) as root" >&2; exit 0; fi; \
+	  else echo "missing:$$missing; install them (apt-get install$$missing) as root" >&2; exit 0; fi; \
 	  if command -v apt-get >/dev/null; then \
 	    $$sudo apt-get update -qq && \
-	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	  else echo "chromium is missing and this is not a Debian-like system; install it" >&2; fi; }
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing and this is not a Debian-like system; install them" >&2; fi; }
 
-test: $(DEV_STAMP) browser
+test: $(DEV_STAMP) system-packages
 	$(BIN)/ruff check bridge tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import random
 import secrets
@@ -73,14 +74,16 @@ class SipDriver:
         self.call_id = call_id
         self._loop = asyncio.get_running_loop()
         codec = Codec.PCMA if answer.codec == "PCMA" else Codec.PCMU
+        ssrc = secrets.randbits(32)
         receiver = RtpReceiver(
             answer.payload_type,
             answer.telephone_event,
             remote_addr=(answer.remote_address, answer.remote_port),
+            own_ssrc=ssrc,
         )
         sender = RtpSender(
             codec,
-            ssrc=secrets.randbits(32),
+            ssrc=ssrc,
             sequence=secrets.randbits(16),
             timestamp=secrets.randbits(32),
             start=self._loop.time(),
@@ -168,6 +171,14 @@ class SipDriver:
         if not self.gone:
             self.endpoint.hang_up(self.call_id)
         self.rtp.close()
+        sender, received = self._leg.sender, self._leg.receiver.stats
+        log.info(
+            "sip.rtp_stats",
+            sip_call_id=self.call_id,
+            packets_sent=sender.packets_sent,
+            frames_skipped=sender.frames_skipped,
+            **{f"received_{k}": v for k, v in dataclasses.asdict(received).items()},
+        )
 
 
 class _Rtp(asyncio.DatagramProtocol):

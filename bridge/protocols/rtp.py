@@ -211,6 +211,7 @@ class ReceiverStats:
     lost: int = 0  # sequence numbers skipped over when a gap could not be waited for
     ignored: int = 0  # comfort noise and payload types not negotiated
     ssrc_changes: int = 0
+    looped: int = 0  # our own packets coming back (an echoing peer, a media loop)
 
 
 class RtpReceiver:
@@ -230,12 +231,16 @@ class RtpReceiver:
         *,
         remote_addr: Address | None = None,
         clock_rate: int = 8000,
+        own_ssrc: int | None = None,
     ) -> None:
         if clock_rate <= 0:
             raise LocalProtocolError("clock_rate must be positive")
         self._audio_pt = audio_payload_type
         self._dtmf_pt = dtmf_payload_type
         self._clock_rate = clock_rate
+        # RFC 3550 §8.2: a packet carrying the SSRC we send with is our own, looped back;
+        # latching onto it would feed the agent its own voice.
+        self._own_ssrc = own_ssrc
         self._dtmf_stale_units = int(clock_rate * DTMF_STALE_SECONDS)
         #: Where to send this call's RTP: the SDP address until a packet latches it.
         self.remote_addr: Address | None = remote_addr
@@ -273,6 +278,9 @@ class RtpReceiver:
             return
         if packet is None:
             self.stats.rtcp += 1
+            return
+        if packet.ssrc == self._own_ssrc:
+            self.stats.looped += 1
             return
         in_stream = self._latched and packet.ssrc == self._ssrc and addr == self.remote_addr
         if not in_stream and not self._admit(packet, addr, now):

@@ -194,6 +194,18 @@ def test_other_sources_and_unknown_payload_types_are_ignored() -> None:
     assert (rx.stats.foreign, rx.stats.ignored, rx.stats.lost) == (2, 2, 0)
 
 
+def test_our_own_packets_echoed_back_are_never_latched() -> None:
+    mine = 0x0BADF00D
+    rx = RtpReceiver(PCMU, DTMF_PT, own_ssrc=mine)
+    rx.receive_datagram(audio(7, ssrc=mine), PEER, 0.0)  # an echoing peer answers first
+    assert rx.remote_addr is None and rx.events_received() == []
+    rx.receive_datagram(audio(1), PEER, 0.01)
+    rx.receive_datagram(audio(8, ssrc=mine), PEER, 0.02)
+    rx.receive_datagram(audio(2), PEER, 0.03)
+    assert seqs_of(rx.events_received()) == [1, 2]
+    assert (rx.stats.looped, rx.stats.packets, rx.stats.foreign) == (2, 2, 0)
+
+
 def test_relatch_after_reinvite() -> None:
     rx = receiver()
     rx.receive_datagram(audio(1), PEER, 0.0)
