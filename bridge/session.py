@@ -80,8 +80,10 @@ class PhoneDriver(Protocol):
     def leg(self) -> PhoneLeg:
         """The sans-I/O phone leg the call logic sends to."""
 
-    #: Loop time of the last inbound frame: a leg that goes quiet is dead.
-    last_activity: float
+    @property
+    def last_activity(self) -> float:
+        """Loop time of the last inbound frame: a leg that goes quiet is dead."""
+
     #: The leg's transport is gone: nothing more can be played to the caller.
     gone: bool
     #: What the far end sent that no real call sends, if anything: the call failed on it.

@@ -92,7 +92,10 @@ class SipDriver:
         self._leg = RtpPhoneLeg(receiver, sender)
         self.rtp = rtp
         rtp.driver = self
-        self.last_activity = self._loop.time()
+        self._last_rx = self._loop.time()
+        self._held = False  # on hold the caller sends nothing, and that is no reason to end
+        self._sending = True
+        self.media_changed(answer)
         self.gone = False  # the caller hung up: no BYE of ours, nothing more to play
         self.bad_input: RemoteProtocolError | None = None
         self._inbound = asyncio.Event()
@@ -103,11 +106,24 @@ class SipDriver:
 
     # -- fed by the endpoint ------------------------------------------------------------------
 
+    @property
+    def last_activity(self) -> float:
+        return self._loop.time() if self._held else self._last_rx
+
     def datagram(self, data: bytes, addr: Address) -> None:
         now = self._loop.time()
         self._leg.receive_datagram(data, addr, now)
-        self.last_activity = now
+        self._last_rx = now
         self._inbound.set()
+
+    def media_changed(self, answer: Answer) -> None:
+        """A re-INVITE was answered: hold, resume or a new address (RFC 3264 section 8.4)."""
+        held = answer.on_hold or answer.remote_address in ("0.0.0.0", "::")
+        self._leg.receiver.relatch(None if held else (answer.remote_address, answer.remote_port))
+        # We answered recvonly or inactive: RTP must stop, though the pacer's clock runs on.
+        self._sending = answer.direction.sends and not held
+        self._held = held or not answer.direction.receives
+        self._last_rx = self._loop.time()  # the idle clock restarts on resume
 
     def caller_hung_up(self) -> None:
         self.gone = True
@@ -145,7 +161,7 @@ class SipDriver:
     def _send_due(self, now: float) -> None:
         to = self._leg.remote_addr
         for packet in self._leg.datagrams_due(now):
-            if to is not None:
+            if to is not None and self._sending:
                 self.rtp.send(packet, to)
         self._leg.handle_timer(now)
         self._inbound.set()  # marks and released packets for the reader
@@ -304,9 +320,9 @@ class SipEndpoint(asyncio.DatagramProtocol):
             case DtmfInfo(call_id=call_id, digit=digit):
                 if (driver := self._drivers.get(call_id)) is not None:
                     driver.dtmf(digit)
-            case MediaChanged(call_id=call_id):
+            case MediaChanged(call_id=call_id, answer=answer):
                 if (driver := self._drivers.get(call_id)) is not None:
-                    driver.leg.receiver.relatch()
+                    driver.media_changed(answer)
 
     async def _offer(self, offer: CallOffered) -> None:
         rtp = await self._bind_rtp()

@@ -261,10 +261,13 @@ class RtpReceiver:
         self._events: list[RtpEvent] = []
         self.stats = ReceiverStats()
 
-    def relatch(self) -> None:
+    def relatch(self, remote_addr: Address | None = None) -> None:
         """Call after a re-INVITE changed the peer's ``c=`` or ``m=`` line: the next packet
-        with a negotiated payload type sets :attr:`remote_addr` and the SSRC again."""
+        with a negotiated payload type sets :attr:`remote_addr` and the SSRC again. Until
+        then RTP goes to ``remote_addr``, the new SDP address, when one is given."""
         self._latched = False
+        if remote_addr is not None:
+            self.remote_addr = remote_addr
 
     # ------------------------------------------------------------------ inbound
 

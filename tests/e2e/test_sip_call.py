@@ -56,10 +56,12 @@ def _request(method: str, sip_port: int, my_port: int, call_id: str, cseq: int, 
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
 
 
-async def _response(inbox: _Inbox, status: int) -> SipResponse:
+async def _response(inbox: _Inbox, status: int, cseq: int | None = None) -> SipResponse:
     while True:
         message = parse_message(await asyncio.wait_for(inbox.queue.get(), 10))
-        if isinstance(message, SipResponse) and message.status == status:
+        if not isinstance(message, SipResponse) or message.status != status:
+            continue
+        if cseq is None or message.cseq.number == cseq:
             return message
 
 
@@ -147,3 +149,106 @@ async def test_a_sip_phone_talks_to_the_agent_and_the_call_is_logged(
     ]
     assert "Traceback" not in bridge.log()
     assert '"level": "error"' not in bridge.log()
+
+
+def _offer(rtp_port: int, direction: str = "sendrecv", version: int = 1) -> str:
+    return (
+        f"v=0\r\no=phone 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na={direction}\r\n"
+    )
+
+
+def _drain(inbox: _Inbox) -> int:
+    count = 0
+    while not inbox.queue.empty():
+        inbox.queue.get_nowait()
+        count += 1
+    return count
+
+
+async def test_a_call_on_hold_outlasts_the_idle_timeout_and_resumes(
+    bridge_factory: StartBridge,
+) -> None:
+    """On hold a PBX sends no RTP (or music we must not answer): the bridge answers
+    recvonly, stops its own RTP, and does not take the silence for a dead call."""
+    sip_port = free_port()
+    rtp_low = free_port() & ~1
+    async with fake_server("openai", script=FakeScript(replies=[])) as fake:
+        bridge = bridge_factory(
+            provider_env(
+                fake,
+                "openai",
+                BRIDGE_SIP_LISTEN=f"udp:127.0.0.1:{sip_port}",
+                BRIDGE_RTP_PORTS=f"{rtp_low}-{rtp_low + 40}",
+                BRIDGE_IDLE_TIMEOUT_S="1.5",
+            )
+        )
+        loop = asyncio.get_running_loop()
+        sip_t, sip = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
+        rtp_t, rtp = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
+        my_sip = sip_t.get_extra_info("sockname")[1]
+        my_rtp = rtp_t.get_extra_info("sockname")[1]
+        target = ("127.0.0.1", sip_port)
+        call_id = secrets.token_hex(8) + "@phone"
+
+        async def talk(seconds: float, first: int) -> None:
+            for n in range(first, first + int(seconds / 0.02)):
+                rtp_t.sendto(build_packet(0, n, n * 160, 0xCAFE, b"\xff" * 160), bridge_rtp)
+                await asyncio.sleep(0.02)
+
+        try:
+            sip_t.sendto(
+                _request("INVITE", sip_port, my_sip, call_id, 1, body=_offer(my_rtp)), target
+            )
+            ok = await _response(sip, 200)
+            port = re.search(rb"m=audio (\d+) ", ok.body)
+            assert port is not None
+            bridge_rtp = ("127.0.0.1", int(port[1]))
+            tag = ok.to.tag or ""
+            sip_t.sendto(_request("ACK", sip_port, my_sip, call_id, 1, to_tag=tag), target)
+            await talk(0.5, 0)
+            assert _drain(rtp) > 10  # the bridge's RTP flows while the call is up
+
+            hold = _offer(my_rtp, "sendonly", 2)
+            sip_t.sendto(
+                _request("INVITE", sip_port, my_sip, call_id, 2, to_tag=tag, body=hold), target
+            )
+            held = await _response(sip, 200, 2)
+            assert b"a=recvonly" in held.body
+            sip_t.sendto(_request("ACK", sip_port, my_sip, call_id, 2, to_tag=tag), target)
+            await asyncio.sleep(0.2)
+            _drain(rtp)
+            await asyncio.sleep(3.0)  # twice the idle timeout, in silence both ways
+            assert _drain(rtp) == 0
+            assert _drain(sip) == 0, "2xx resent after its ACK"
+
+            resume = _offer(my_rtp, "sendrecv", 3)
+            sip_t.sendto(
+                _request("INVITE", sip_port, my_sip, call_id, 3, to_tag=tag, body=resume),
+                target,
+            )
+            resumed = await _response(sip, 200, 3)
+            assert _drain(sip) == 0, "2xx resent after its ACK"
+            assert b"a=sendrecv" in resumed.body
+            sip_t.sendto(_request("ACK", sip_port, my_sip, call_id, 3, to_tag=tag), target)
+            await talk(0.5, 100)
+            assert _drain(rtp) > 10
+            sip_t.sendto(_request("BYE", sip_port, my_sip, call_id, 4, to_tag=tag), target)
+            await _response(sip, 200)  # a dead call would have answered 481
+        finally:
+            sip_t.close()
+            rtp_t.close()
+
+        headers = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
+        record: dict[str, Any] | None = None
+        async with httpx.AsyncClient(headers=headers) as http:
+            for _ in range(100):
+                calls = (await http.get(f"{bridge.url}/api/calls")).json()["calls"]
+                if calls and calls[0]["status"] != "in_progress":
+                    record = calls[0]
+                    break
+                await asyncio.sleep(0.1)
+    assert record is not None, bridge.log()[-3000:]
+    assert (record["channel"], record["end_reason"]) == ("sip", "caller_hangup")
+    assert "phone.idle" not in bridge.log()

@@ -261,6 +261,19 @@ def test_info_dtmf_and_a_hold_reinvite_in_the_call() -> None:
     assert isinstance(changed, MediaChanged) and changed.answer.on_hold
 
 
+def test_a_reinvite_2xx_is_resent_until_its_own_ack_and_no_longer() -> None:
+    uas = Uas()
+    tag = uas.answered_call()
+    hold = SDP_OFFER.replace("2353687637", "2353687638") + "a=sendonly\r\n"
+    reinvite = request("INVITE", branch="z9hG4bK-hold", cseq=2, to_tag=tag, body=hold)
+    assert statuses(uas.feed(reinvite)) == [200]
+    assert statuses(uas.tick(0.6)) == [200]  # Timer G: resent while no ACK came
+    # The ACK for a 2xx has a branch of its own: matched by dialog and CSeq.
+    uas.feed(request("ACK", branch="z9hG4bK-ack-2", cseq=2, to_tag=tag))
+    assert uas.tick(40) == []
+    assert not any(isinstance(e, CallEnded) for e in uas.events)
+
+
 def test_the_bridge_hangs_up_with_a_bye_resent_until_answered() -> None:
     uas = Uas()
     tag = uas.answered_call()

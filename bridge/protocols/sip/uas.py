@@ -135,6 +135,9 @@ class _Call:
     ended: bool = False
     remote_cseq: int = 0
     local_cseq: int = 0
+    # The last re-INVITE's CSeq number and its 2xx transaction: its ACK comes on a new
+    # branch (RFC 3261 section 17.1.1.3), so it is matched here, by the dialog and CSeq.
+    reinvite: tuple[int, _Tx] | None = None
 
     @property
     def remote_tag(self) -> str | None:
@@ -362,6 +365,11 @@ class SipServer:
     def _receive_ack(self, request: SipRequest, call: _Call | None, now: float) -> None:
         if call is None:
             return  # an ACK is never answered
+        if call.reinvite is not None and request.cseq.number == call.reinvite[0]:
+            tx = call.reinvite[1]
+            if isinstance(tx, _InviteReply):
+                tx.receive_ack(now)
+            return
         if call.invite_tx.status >= 300 or request.to.tag == call.local_tag:
             call.invite_tx.receive_ack(now)
         if call.invite_tx.outcome is InviteOutcome.ACKED and not call.established:
@@ -397,15 +405,18 @@ class SipServer:
             self._reply(request, source, exc.status, "Not Acceptable Here", now)
             return
         call.answer = answer
-        self._reply(
-            request,
-            source,
-            200,
-            "OK",
-            now,
-            ("Contact", self._contact()),
-            ("Content-Type", "application/sdp"),
-            body=answer.sdp.encode(),
+        call.reinvite = (
+            request.cseq.number,
+            self._reply(
+                request,
+                source,
+                200,
+                "OK",
+                now,
+                ("Contact", self._contact()),
+                ("Content-Type", "application/sdp"),
+                body=answer.sdp.encode(),
+            ),
         )
         self._events.append(MediaChanged(call.call_id, answer))
 
@@ -487,7 +498,7 @@ class SipServer:
         now: float,
         *extra: tuple[str, str],
         body: bytes = b"",
-    ) -> None:
+    ) -> _Tx:
         """A final response through a transaction of its own, so a retransmitted request
         gets the same answer (a BYE resent after its 200 gets the 200, not 481)."""
         headers = [("User-Agent", USER_AGENT), *extra]
@@ -504,6 +515,7 @@ class SipServer:
         self._server_tx[_tx_key(request, method)] = tx
         for out in tx.respond(status, data, now):
             self._out.append((out, source))
+        return tx
 
     def _reply_or_drop(
         self, request: SipRequest, source: Address, status: int, reason: str
