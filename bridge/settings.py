@@ -112,19 +112,16 @@ class Settings(BaseSettings):
 
     def _check_sip(self) -> None:
         """Refuse SIP settings that cannot work at start-up, not when the first call comes."""
-        entries = [e.strip() for e in (self.sip_listen or "").split(",") if e.strip()]
-        for entry in entries:
-            transport, _, rest = entry.partition(":")
-            host, _, port = rest.rpartition(":")
-            if transport.lower() not in ("udp", "tcp") or not host or not port.isdigit():
+        if not self.sip_listeners:
+            raise ConfigurationError("BRIDGE_SIP_LISTEN has no transport:host:port entry")
+        seen = set()
+        for transport, host, port in self.sip_listeners:
+            if (transport, host, port) in seen or not 0 < port <= 65535:
                 raise ConfigurationError(
-                    f"BRIDGE_SIP_LISTEN entry {entry!r} is not transport:host:port"
+                    f"BRIDGE_SIP_LISTEN entry {transport}:{host}:{port} is repeated or out of range"
                 )
-        if not any(e.lower().startswith("udp:") for e in entries):
-            raise ConfigurationError("BRIDGE_SIP_LISTEN needs a udp: entry (TCP is not served yet)")
-        low, _, high = self.rtp_ports.partition("-")
-        if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
-            raise ConfigurationError("BRIDGE_RTP_PORTS must look like 10000-20000")
+            seen.add((transport, host, port))
+        _ = self.rtp_port_range
         for net in self.sip_allow.split(","):
             try:
                 ipaddress.ip_network(net.strip(), strict=False)
@@ -132,6 +129,29 @@ class Settings(BaseSettings):
                 raise ConfigurationError(
                     f"BRIDGE_SIP_ALLOW entry {net!r} is not a network"
                 ) from None
+
+    @property
+    def sip_listeners(self) -> list[tuple[str, str, int]]:
+        """``udp:127.0.0.1:5060,tcp:[::]:5060`` as (transport, host, port), in order."""
+        out = []
+        for entry in (e.strip() for e in (self.sip_listen or "").split(",")):
+            if not entry:
+                continue
+            transport, _, rest = entry.partition(":")
+            host, _, port = rest.rpartition(":")
+            if transport.lower() not in ("udp", "tcp") or not host or not port.isdigit():
+                raise ConfigurationError(
+                    f"BRIDGE_SIP_LISTEN entry {entry!r} is not transport:host:port"
+                )
+            out.append((transport.lower(), host.strip("[]"), int(port)))
+        return out
+
+    @property
+    def rtp_port_range(self) -> range:
+        low, _, high = self.rtp_ports.partition("-")
+        if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
+            raise ConfigurationError("BRIDGE_RTP_PORTS must look like 10000-20000")
+        return range(int(low), int(high) + 1)
 
     @property
     def effective_provider(self) -> Provider:

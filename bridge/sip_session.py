@@ -21,9 +21,10 @@ from typing import Any, cast
 
 import structlog
 
+from bridge.adapters.sip_transport import SipListener, TcpSipListener, UdpSipListener
 from bridge.call.call_logic import CallLogic
 from bridge.call.recording import CallRecorder
-from bridge.errors import ConfigurationError, RemoteProtocolError
+from bridge.errors import LocalProtocolError, RemoteProtocolError
 from bridge.protocols.phone import MarkPlayed
 from bridge.protocols.rtp import Codec, RtpReceiver, RtpSender
 from bridge.protocols.rtp_leg import RtpPhoneLeg
@@ -45,25 +46,6 @@ log = structlog.get_logger("bridge.sip")
 
 Address = tuple[str, int]
 _PORT_TRIES = 50
-
-
-def parse_listen(spec: str) -> list[tuple[str, str, int]]:
-    """``udp:127.0.0.1:5060,tcp:0.0.0.0:5060`` as (transport, host, port) triples."""
-    out = []
-    for item in spec.split(","):
-        transport, _, rest = item.strip().partition(":")
-        host, _, port = rest.rpartition(":")
-        if transport.lower() not in ("udp", "tcp") or not host or not port.isdigit():
-            raise ConfigurationError(f"BRIDGE_SIP_LISTEN entry {item!r} is not transport:host:port")
-        out.append((transport.lower(), host.strip("[]"), int(port)))
-    return out
-
-
-def parse_ports(spec: str) -> range:
-    low, _, high = spec.partition("-")
-    if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
-        raise ConfigurationError("BRIDGE_RTP_PORTS must look like 10000-20000")
-    return range(int(low), int(high) + 1)
 
 
 class SipDriver:
@@ -220,94 +202,84 @@ class _Rtp(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-class SipEndpoint(asyncio.DatagramProtocol):
-    """The SIP listener on one UDP address. ``await start()``; ``close()`` at shutdown."""
+class SipEndpoint:
+    """The SIP listeners of ``BRIDGE_SIP_LISTEN`` (UDP and TCP) and the calls they bring.
+    ``await start()``; ``close()`` at shutdown."""
 
     def __init__(self, settings: Settings, deps: SessionDeps, spawn: Callable[[Any], None]) -> None:
-        entries = parse_listen(settings.sip_listen or "")
-        udp = [(host, port) for transport, host, port in entries if transport == "udp"]
-        if not udp:
-            raise ConfigurationError("BRIDGE_SIP_LISTEN needs a udp: entry (TCP is not served yet)")
-        for transport, host, port in entries:
-            if transport != "udp" or (host, port) != udp[0]:
-                log.warning("sip.listen_ignored", transport=transport, host=host, port=port)
-        host, port = udp[0]
+        self.entries = settings.sip_listeners
+        host, port = self.entries[0][1], self.entries[0][2]
         self.host, self.port = host, port
         self.advertise = settings.sip_advertise or (
             host if host not in ("0.0.0.0", "::") else "127.0.0.1"
         )
-        self.ports = parse_ports(settings.rtp_ports)
+        self.ports = settings.rtp_port_range
         allow = tuple(
             ipaddress.ip_network(net.strip(), strict=False)
             for net in settings.sip_allow.split(",")
             if net.strip()
         )
         password = settings.sip_password.get_secret_value() if settings.sip_password else None
-        self.server = SipServer(
-            UasConfig(
-                advertise_host=self.advertise,
-                port=port,
-                allow=allow,
-                username=settings.sip_username,
-                password=password,
-                max_calls=settings.sip_max_calls,
+        self.listeners: list[SipListener] = []
+        for transport, _, entry_port in self.entries:
+            server = SipServer(
+                UasConfig(
+                    advertise_host=self.advertise,
+                    port=entry_port,
+                    transport=transport.upper(),
+                    allow=allow,
+                    username=settings.sip_username,
+                    password=password,
+                    max_calls=settings.sip_max_calls,
+                ),
+                others_active=self._calls_elsewhere(len(self.listeners)),
             )
-        )
+            kind = TcpSipListener if transport == "tcp" else UdpSipListener
+            self.listeners.append(kind(server, self._handle))
         self.deps = deps
         self._spawn = spawn
         self._loop = asyncio.get_running_loop()
-        self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._pending: dict[str, tuple[_Rtp, Answer, CallOffered]] = {}
         self._drivers: dict[str, SipDriver] = {}
+        self._listener_of: dict[str, SipListener] = {}  # by SIP Call-ID
+
+    def _calls_elsewhere(self, index: int) -> Callable[[], int]:
+        def count() -> int:
+            return sum(
+                listener.server.active_calls
+                for n, listener in enumerate(self.listeners)
+                if n != index
+            )
+
+        return count
 
     async def start(self) -> None:
-        await self._loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
-        log.info("sip.listening", host=self.host, port=self.port, advertise=self.advertise)
+        for listener, (transport, host, port) in zip(self.listeners, self.entries, strict=True):
+            await listener.start(host, port)
+            log.info(
+                "sip.listening", transport=transport, host=host, port=port, advertise=self.advertise
+            )
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         for rtp, _, _ in self._pending.values():
             rtp.close()
-        if self._transport is not None:
-            self._transport.close()
-
-    # -- the socket ---------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.server.receive_datagram(data, (addr[0], addr[1]), self._loop.time())
-        self._pump()
+        for listener in self.listeners:
+            listener.close()
 
     def hang_up(self, call_id: str) -> None:
-        self.server.hang_up(call_id, self._loop.time())
-        self._pump()
+        if (listener := self._listener_of.get(call_id)) is not None:
+            listener.server.hang_up(call_id, self._loop.time())
+            listener.pump()
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.server.handle_timeout(self._loop.time())
-        self._pump()
-
-    def _pump(self) -> None:
-        transport = self._transport
-        for data, to in self.server.datagrams_to_send():
-            if transport is not None and not transport.is_closing():
-                transport.sendto(data, to)
-        for event in self.server.events_received():
-            self._handle(event)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if (deadline := self.server.next_deadline()) is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _handle(self, event: Any) -> None:
+    def _handle(self, listener: SipListener, event: Any) -> None:
         match event:
-            case CallOffered():
-                self._spawn(self._offer(event))
+            case CallOffered(call_id=call_id):
+                if call_id in self._listener_of:
+                    # The same Call-ID live on another transport: never two calls in one.
+                    listener.server.reject(call_id, 482, "Loop Detected", self._loop.time())
+                    return
+                self._listener_of[call_id] = listener
+                self._spawn(self._offer(listener, event))
             case CallEstablished(call_id=call_id):
                 if (pending := self._pending.pop(call_id, None)) is not None:
                     self._spawn(self._serve(*pending))
@@ -315,8 +287,10 @@ class SipEndpoint(asyncio.DatagramProtocol):
                 log.info("sip.call_ended", sip_call_id=call_id, reason=reason)
                 if (driver := self._drivers.get(call_id)) is not None:
                     driver.caller_hung_up()
-                elif (pending := self._pending.pop(call_id, None)) is not None:
-                    pending[0].close()
+                else:
+                    self._listener_of.pop(call_id, None)
+                    if (pending := self._pending.pop(call_id, None)) is not None:
+                        pending[0].close()
             case DtmfInfo(call_id=call_id, digit=digit):
                 if (driver := self._drivers.get(call_id)) is not None:
                     driver.dtmf(digit)
@@ -324,18 +298,23 @@ class SipEndpoint(asyncio.DatagramProtocol):
                 if (driver := self._drivers.get(call_id)) is not None:
                     driver.media_changed(answer)
 
-    async def _offer(self, offer: CallOffered) -> None:
+    async def _offer(self, listener: SipListener, offer: CallOffered) -> None:
         rtp = await self._bind_rtp()
         now = self._loop.time()
         if rtp is None:
             log.warning("sip.no_rtp_port", sip_call_id=offer.call_id)
-            self.server.reject(offer.call_id, 503, "Service Unavailable", now)
+            listener.server.reject(offer.call_id, 503, "Service Unavailable", now)
+            self._listener_of.pop(offer.call_id, None)
         else:
             assert rtp.transport is not None
             port = rtp.transport.get_extra_info("sockname")[1]
-            answer = self.server.answer(offer.call_id, port, now)
+            try:
+                answer = listener.server.answer(offer.call_id, port, now)
+            except LocalProtocolError:  # cancelled while the RTP port was being bound
+                rtp.close()
+                return
             self._pending[offer.call_id] = (rtp, answer, offer)
-        self._pump()
+        listener.pump()
 
     async def _bind_rtp(self) -> _Rtp | None:
         for _ in range(_PORT_TRIES):
@@ -373,8 +352,9 @@ class SipEndpoint(asyncio.DatagramProtocol):
         finally:
             self.deps.live_calls.discard(call_sid)
             self._drivers.pop(offer.call_id, None)
+            self._listener_of.pop(offer.call_id, None)
             with contextlib.suppress(Exception):
                 rtp.close()
 
 
-__all__ = ["SipDriver", "SipEndpoint", "parse_listen", "parse_ports"]
+__all__ = ["SipDriver", "SipEndpoint"]

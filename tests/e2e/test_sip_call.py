@@ -18,6 +18,7 @@ from bridge.devtools.fake_script import FakeScript, Reply
 from bridge.devtools.ports import free_port
 from bridge.protocols.rtp import build_packet, parse_packet
 from bridge.protocols.sip.message import SipResponse, parse_message
+from bridge.protocols.sip.stream import SipStreamFramer
 
 from .conftest import REVIEW_TOKEN, RunningBridge, fake_server, provider_env
 
@@ -252,3 +253,100 @@ async def test_a_call_on_hold_outlasts_the_idle_timeout_and_resumes(
     assert record is not None, bridge.log()[-3000:]
     assert (record["channel"], record["end_reason"]) == ("sip", "caller_hangup")
     assert "phone.idle" not in bridge.log()
+
+
+async def test_a_call_over_tcp_with_keepalives_beside_a_junk_connection(
+    bridge_factory: StartBridge,
+) -> None:
+    """SIP over TCP: requests and responses framed by Content-Length on one connection,
+    RFC 5626 pings answered, a connection sending junk closed without touching the call."""
+    script = FakeScript(
+        replies=[Reply("Hello over TCP.", duration_ms=1000)],
+        caller_transcripts=["Hello?"],
+    )
+    sip_port, tcp_port = free_port(), free_port()
+    rtp_low = free_port() & ~1
+    async with fake_server("openai", script=script) as fake:
+        bridge = bridge_factory(
+            provider_env(
+                fake,
+                "openai",
+                BRIDGE_SIP_LISTEN=f"udp:127.0.0.1:{sip_port},tcp:127.0.0.1:{tcp_port}",
+                BRIDGE_RTP_PORTS=f"{rtp_low}-{rtp_low + 40}",
+            )
+        )
+        loop = asyncio.get_running_loop()
+        rtp_t, rtp = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
+        my_rtp = rtp_t.get_extra_info("sockname")[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
+        junk_reader, junk_writer = await asyncio.open_connection("127.0.0.1", tcp_port)
+        my_port = writer.get_extra_info("sockname")[1]
+        framer = SipStreamFramer()
+        inbox: list[SipResponse] = []
+
+        async def tcp_response(status: int) -> SipResponse:
+            while True:
+                for index, message in enumerate(inbox):
+                    if message.status == status:
+                        return inbox.pop(index)
+                chunk = framer.feed(await asyncio.wait_for(reader.read(65536), 10))
+                for data in chunk.messages:
+                    parsed = parse_message(data)
+                    assert isinstance(parsed, SipResponse)
+                    inbox.append(parsed)
+
+        def tcp(method: str, cseq: int, **kw: str) -> bytes:
+            data = _request(method, tcp_port, my_port, call_id, cseq, **kw)
+            return data.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+
+        call_id = secrets.token_hex(8) + "@tcp-phone"
+        try:
+            invite = tcp("INVITE", 1, body=_offer(my_rtp))
+            writer.write(invite[:100])  # a stream may cut a message anywhere
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(invite[100:])
+            ok = await tcp_response(200)
+            assert b";transport=tcp" in (ok.get("Contact") or "").encode()
+            port = re.search(rb"m=audio (\d+) ", ok.body)
+            assert port is not None
+            tag = ok.to.tag or ""
+            writer.write(tcp("ACK", 1, to_tag=tag) + b"\r\n\r\n")  # ACK, then a ping
+            assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+
+            junk_writer.write(b"INVITE sip:x SIP/2.0\r\nVia: nonsense\r\n\r\n")  # no length
+            assert await asyncio.wait_for(junk_reader.read(100), 5) == b""  # closed
+
+            speech = load_clip("caller_1") + b"\xff" * 8000 * 3
+            bridge_rtp = ("127.0.0.1", int(port[1]))
+            start = time.monotonic()
+            for n in range(len(speech) // 160):
+                frame = speech[n * 160 : (n + 1) * 160]
+                rtp_t.sendto(build_packet(0, n, n * 160, 0xCAFE, frame), bridge_rtp)
+                await asyncio.sleep(max(0.0, start + (n + 1) * 0.02 - time.monotonic()))
+            heard = [parse_packet(rtp.queue.get_nowait()) for _ in range(rtp.queue.qsize())]
+            writer.write(tcp("BYE", 2, to_tag=tag))
+            await tcp_response(200)
+        finally:
+            rtp_t.close()
+            for w in (writer, junk_writer):
+                w.close()
+
+        headers = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
+        record: dict[str, Any] | None = None
+        async with httpx.AsyncClient(headers=headers) as http:
+            for _ in range(100):
+                calls = (await http.get(f"{bridge.url}/api/calls")).json()["calls"]
+                if calls and calls[0]["status"] != "in_progress":
+                    record = (
+                        await http.get(f"{bridge.url}/api/calls/{calls[0]['call_sid']}")
+                    ).json()
+                    break
+                await asyncio.sleep(0.1)
+    assert sum(1 for p in heard if p is not None and p.payload != b"\xff" * 160) >= 25
+    assert record is not None, bridge.log()[-3000:]
+    assert (record["channel"], record["sip_call_id"]) == ("sip", call_id)
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert [t["text"] for t in record["turns"]] == ["Hello?", "Hello over TCP."]
+    assert "sip.tcp_unframeable" in bridge.log()
+    assert "Traceback" not in bridge.log()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -147,8 +147,10 @@ class _Call:
 class SipServer:
     """Every SIP dialog and transaction on one listening address; see the module doc."""
 
-    def __init__(self, config: UasConfig) -> None:
+    def __init__(self, config: UasConfig, others_active: Callable[[], int] = lambda: 0) -> None:
         self.config = config
+        # Calls the bridge carries on its other SIP transports: one limit for them all.
+        self._others_active = others_active
         self._calls: dict[str, _Call] = {}
         self._server_tx: dict[tuple[str, str, str], _Tx] = {}
         self._out: list[tuple[bytes, Address]] = []
@@ -171,6 +173,10 @@ class SipServer:
     @property
     def active_calls(self) -> int:
         return sum(1 for call in self._calls.values() if not call.ended)
+
+    def has_call_from(self, source: Address) -> bool:
+        """Whether a call not yet over came from ``source`` (a TCP connection to keep)."""
+        return any(c.source == source and not c.ended for c in self._calls.values())
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
         """One datagram from ``source``. Never raises for anything the peer sent."""
@@ -293,7 +299,7 @@ class SipServer:
         if (required := request.get("Require")) is not None:
             self._reply(request, source, 420, "Bad Extension", now, ("Unsupported", required))
             return
-        if self.active_calls >= self.config.max_calls:
+        if self.active_calls + self._others_active() >= self.config.max_calls:
             self._reply(
                 request,
                 source,
