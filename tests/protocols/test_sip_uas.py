@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -272,6 +273,39 @@ def test_a_reinvite_2xx_is_resent_until_its_own_ack_and_no_longer() -> None:
     uas.feed(request("ACK", branch="z9hG4bK-ack-2", cseq=2, to_tag=tag))
     assert uas.tick(40) == []
     assert not any(isinstance(e, CallEnded) for e in uas.events)
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (request("INVITE", body=SDP_OFFER)[:-40], 400),  # the datagram ends inside the body
+        (request("INVITE", body=SDP_OFFER, extra="Content-Length: 9\r\n"), 400),
+        (request("INVITE", body=SDP_OFFER + "a=x:" + "y" * 70_000 + "\r\n"), 513),
+        (request("OPTIONS", extra="X-Pad: " + "a" * 9_000 + "\r\n"), 513),
+    ],
+    ids=["truncated", "two-lengths", "huge-body", "huge-line"],
+)
+def test_a_broken_but_readable_request_gets_its_error_and_no_call(data: bytes, status: int) -> None:
+    uas = Uas()
+    [reply] = uas.feed(data)
+    assert reply.status == status and reply.call_id == "1-7111@127.0.0.1"
+    assert reply.vias[0].params.get("received") == PEER[0]  # answered to its source
+    assert uas.events == [] and uas.server.active_calls == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        request("ACK", body="x" * 10)[:-5],  # an ACK is never answered
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nContent-Length: 9\r\n\r\n",
+        request("INVITE", body=SDP_OFFER)[:60],  # cut inside the headers: nothing trusted
+        request("OPTIONS", extra="X-Pad: " + "a" * 66_000 + "\r\n"),  # a head past 64 KiB
+    ],
+    ids=["ack", "response", "head-cut", "huge-head"],
+)
+def test_broken_messages_that_cannot_be_answered_are_dropped(data: bytes) -> None:
+    uas = Uas()
+    assert uas.feed(data) == [] and uas.server.dropped == 1
 
 
 def test_the_bridge_hangs_up_with_a_bye_resent_until_answered() -> None:

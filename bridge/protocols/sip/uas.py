@@ -38,6 +38,7 @@ from bridge.protocols.sip.message import (
     serialize,
     with_source,
 )
+from bridge.protocols.sip.salvage import REASONS, answerable_request
 from bridge.protocols.sip.transaction import (
     InviteOutcome,
     InviteServerTransaction,
@@ -182,8 +183,16 @@ class SipServer:
         """One datagram from ``source``. Never raises for anything the peer sent."""
         try:
             message = parse_message(data)
-        except SipParseError:
-            self.dropped += 1  # nothing readable enough to answer
+        except SipParseError as exc:
+            readable = answerable_request(data)
+            try:
+                request = None if readable is None else with_source(readable, *source)
+            except SipParseError:
+                request = None
+            if request is None:
+                self.dropped += 1  # nothing readable enough to answer
+                return
+            self._reply_or_drop(request, source, exc.status, REASONS.get(exc.status, "Bad Request"))
             return
         if isinstance(message, SipResponse):
             self._receive_response(message, now)
