@@ -24,6 +24,7 @@ from bridge.review.page_auth import (
 )
 from bridge.review.search import Search, parse_search
 from bridge.review.timeline import (
+    CHANNEL_LABELS,
     END_REASON_LABELS,
     STATUS_LABELS,
     build_timeline,
@@ -101,6 +102,7 @@ async def call_page(request: Request) -> Response:
         "started": format_started(record.started_at),
         "duration": format_duration(record.duration_ms),
         "status_label": STATUS_LABELS[record.status],
+        "channel_label": CHANNEL_LABELS.get(record.channel, record.channel),
         "end_reason_label": (
             None if record.end_reason is None else END_REASON_LABELS[record.end_reason]
         ),
@@ -144,6 +146,7 @@ def _list_row(call: CallSummary) -> dict[str, object]:
         "to": call.to_number,
         "status": call.status.value,
         "status_label": STATUS_LABELS[call.status],
+        "channel": CHANNEL_LABELS.get(call.channel, call.channel),
         "end_reason": "" if call.end_reason is None else END_REASON_LABELS[call.end_reason],
         "duration": format_duration(call.duration_ms),
         "turns": call.turn_count,

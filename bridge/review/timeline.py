@@ -17,6 +17,9 @@ from bridge.storage.base import CallRecord
 NOT_HEARD = "not heard — caller interrupted"
 MODEL_SAID = "model said"
 
+#: How the call reached the bridge, as the pages name it (the record's ``channel``).
+CHANNEL_LABELS = {"twilio": "Twilio", "sip": "SIP", "openai-sip": "OpenAI SIP"}
+
 STATUS_LABELS = {
     CallStatus.IN_PROGRESS: "in progress",
     CallStatus.COMPLETED: "completed",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import wave
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -13,7 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from bridge.storage import CallStore
+from bridge.call.records import CallEvent, CallStatus, EndReason, Role, Turn
+from bridge.storage import CallStore, NewCall
 from tests.review.page_samples import LOOPBACK, bearer, client, make_app
 
 
@@ -268,3 +270,40 @@ async def test_recording_on_the_page_and_through_the_api(
             await http.get("/calls/CAfailed/recording.wav", headers=bearer())
         ).status_code == 404
         assert "<audio" not in (await http.get("/calls/CAfailed", headers=bearer())).text
+
+
+async def test_a_sip_call_reads_like_any_other_and_says_it_came_over_sip(
+    reader: httpx.AsyncClient, page_store: CallStore
+) -> None:
+    started = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
+    await page_store.create_call(
+        NewCall(
+            "SI" + "ab" * 16, "", "+15551230000", "+15557650000", "openai", "gpt-realtime",
+            started, channel="sip", sip_call_id="a84b4c76e66710@pbx.example.com",
+        )
+    )  # fmt: skip
+    await page_store.append_turn(
+        "SI" + "ab" * 16, Turn(1, Role.CALLER, "Is the shop open?", 0, 900)
+    )
+    await page_store.append_turn(
+        "SI" + "ab" * 16, Turn(2, Role.AGENT, "Until six today.", 1300, 2600)
+    )
+    await page_store.append_event("SI" + "ab" * 16, CallEvent("dtmf", 3000, {"digit": "7"}))
+    await page_store.finish_call(
+        "SI" + "ab" * 16,
+        CallStatus.COMPLETED,
+        EndReason.CALLER_HANGUP,
+        started + timedelta(seconds=5),
+    )
+    listing = (await reader.get("/calls")).text
+    row = listing[listing.index('href="/calls/SI' + "ab" * 16) :].split("</tr>")[0]
+    assert '<td data-label="Line">SIP</td>' in row and "+15551230000" in row
+    twilio_row = listing[listing.index('href="/calls/CAbooking"') :].split("</tr>")[0]
+    assert '<td data-label="Line">Twilio</td>' in twilio_row
+
+    html = (await reader.get("/calls/SI" + "ab" * 16)).text
+    assert "<dt>Line</dt><dd>SIP</dd>" in html
+    assert "<code>a84b4c76e66710@pbx.example.com</code>" in html
+    order = [html.index(text) for text in ("Is the shop open?", "Until six today.", "pressed 7")]
+    assert order == sorted(order)
+    assert "SIP Call-ID" not in (await reader.get("/calls/CAbooking")).text
