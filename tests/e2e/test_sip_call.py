@@ -8,10 +8,13 @@ import asyncio
 import re
 import secrets
 import time
+import wave
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import numpy as np
 
 from bridge.codecs.clips import load_clip
 from bridge.devtools.fake_script import FakeScript, Reply
@@ -67,7 +70,7 @@ async def _response(inbox: _Inbox, status: int, cseq: int | None = None) -> SipR
 
 
 async def test_a_sip_phone_talks_to_the_agent_and_the_call_is_logged(
-    bridge_factory: StartBridge,
+    bridge_factory: StartBridge, tmp_path: Path
 ) -> None:
     script = FakeScript(
         replies=[Reply("Hello from the bridge over SIP.", duration_ms=1500)],
@@ -82,6 +85,8 @@ async def test_a_sip_phone_talks_to_the_agent_and_the_call_is_logged(
                 "openai",
                 BRIDGE_SIP_LISTEN=f"udp:127.0.0.1:{sip_port}",
                 BRIDGE_RTP_PORTS=f"{rtp_low}-{rtp_low + 40}",
+                BRIDGE_RECORDINGS="1",
+                BRIDGE_RECORDINGS_DIR=str(tmp_path / "rec"),
             )
         )
         loop = asyncio.get_running_loop()
@@ -150,6 +155,17 @@ async def test_a_sip_phone_talks_to_the_agent_and_the_call_is_logged(
     ]
     assert "Traceback" not in bridge.log()
     assert '"level": "error"' not in bridge.log()
+
+    # Recorded like a Twilio call: the caller on the left, the agent on the right.
+    recordings = list((tmp_path / "rec").rglob(f"{record['call_sid']}*.wav"))
+    assert len(recordings) == 1
+    with wave.open(str(recordings[0]), "rb") as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
+    frames = len(samples) // 160
+    loudness = np.abs(samples[: frames * 160].astype(np.int32)).reshape(frames, 160, 2).mean(1)
+    assert (loudness[:, 0] > 100).sum() >= 50, "the caller is not in the recording"
+    assert (loudness[:, 1] > 100).sum() >= 50, "the agent is not in the recording"
 
 
 def _offer(rtp_port: int, direction: str = "sendrecv", version: int = 1) -> str:
