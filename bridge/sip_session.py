@@ -146,7 +146,8 @@ class SipDriver:
             if to is not None and self._sending:
                 self.rtp.send(packet, to)
         self._leg.handle_timer(now)
-        self._inbound.set()  # marks and released packets for the reader
+        if self._leg.has_events:
+            self._inbound.set()  # marks and released packets for the reader
 
     async def play(self, audio: bytes, mark: str, recorder: CallRecorder | None) -> None:
         if self.gone:

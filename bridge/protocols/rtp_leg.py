@@ -81,6 +81,11 @@ class RtpPhoneLeg:
             self._stopped = True
             self._events.append(StreamStopped())
 
+    @property
+    def has_events(self) -> bool:
+        """Whether :meth:`events_received` has anything (so a reader is worth waking)."""
+        return bool(self._events)
+
     def events_received(self) -> list[PhoneEvent]:
         """Return, and forget, the events since the last call, in order."""
         events, self._events = self._events, []
