@@ -24,6 +24,7 @@ import structlog
 from bridge.adapters.sip_transport import SipListener, TcpSipListener, UdpSipListener
 from bridge.call.call_logic import CallLogic
 from bridge.call.recording import CallRecorder
+from bridge.call.records import EndReason
 from bridge.errors import LocalProtocolError, RemoteProtocolError
 from bridge.protocols.phone import MarkPlayed
 from bridge.protocols.rtp import Codec, RtpReceiver, RtpSender
@@ -79,6 +80,7 @@ class SipDriver:
         self._sending = True
         self.media_changed(answer)
         self.gone = False  # the caller hung up: no BYE of ours, nothing more to play
+        self._expired = False
         self.bad_input: RemoteProtocolError | None = None
         self._inbound = asyncio.Event()
 
@@ -112,6 +114,13 @@ class SipDriver:
         self._leg.stop()
         self._inbound.set()
 
+    def session_expired(self) -> None:
+        """The caller's side stopped refreshing the session (RFC 4028); the SIP server has
+        sent its BYE. Like a leg gone quiet, the call ends as ``timeout``."""
+        self.gone = True
+        self._expired = True
+        self._inbound.set()
+
     def dtmf(self, digit: str) -> None:
         self._leg.receive_dtmf(digit)
         self._inbound.set()
@@ -122,6 +131,9 @@ class SipDriver:
         while True:
             await self._inbound.wait()
             self._inbound.clear()
+            if self._expired:
+                logic.end(EndReason.TIMEOUT)
+                return
             logic.receive_phone(self._leg.events_received(), self._loop.time())
             after()
             if logic.end_reason is not None:
@@ -287,7 +299,10 @@ class SipEndpoint:
             case CallEnded(call_id=call_id, reason=reason):
                 log.info("sip.call_ended", sip_call_id=call_id, reason=reason)
                 if (driver := self._drivers.get(call_id)) is not None:
-                    driver.caller_hung_up()
+                    if reason == "session_expired":
+                        driver.session_expired()
+                    else:
+                        driver.caller_hung_up()
                 else:
                     self._listener_of.pop(call_id, None)
                     if (pending := self._pending.pop(call_id, None)) is not None:

@@ -348,3 +348,70 @@ def test_any_datagram_is_dropped_or_answered_never_raised(data: bytes) -> None:
     # The server is still usable afterwards: another call goes through.
     uas.server.events_received()
     assert statuses(uas.invite(call="after-junk", branch="z9hG4bK-after")) == [100]
+
+
+def _timed_call(uas: Uas, headers: str) -> SipResponse:
+    uas.invite(extra=headers)
+    offered = [e for e in uas.events if isinstance(e, CallOffered)]
+    uas.server.answer(offered[-1].call_id, 40000, uas.now)
+    [ok] = uas._collect()
+    assert ok.status == 200 and ok.to.tag
+    uas.feed(request("ACK", branch="z9hG4bK-ack-1", to_tag=ok.to.tag))
+    return ok
+
+
+def test_a_session_timer_is_accepted_with_the_caller_refreshing() -> None:
+    uas = Uas()
+    ok = _timed_call(uas, "Supported: timer\r\nSession-Expires: 1800\r\n")
+    assert ok.get("Session-Expires") == "1800;refresher=uac"
+    assert ok.get("Require") == "timer" and "timer" in (ok.get("Supported") or "")
+
+
+def test_refreshes_keep_the_call_and_their_absence_ends_it_with_a_bye() -> None:
+    uas = Uas()
+    ok = _timed_call(uas, "Supported: timer\r\nSession-Expires: 600;refresher=uac\r\n")
+    tag = ok.to.tag or ""
+    uas.tick(300)  # the caller's side refreshes at half the interval, by UPDATE ...
+    [refreshed] = uas.feed(
+        request(
+            "UPDATE", branch="z9hG4bK-upd", cseq=2, to_tag=tag, extra="Session-Expires: 600\r\n"
+        )
+    )
+    assert refreshed.status == 200 and refreshed.get("Session-Expires") == "600;refresher=uac"
+    uas.tick(300)  # ... and by re-INVITE
+    reinvite = request(
+        "INVITE", branch="z9hG4bK-re", cseq=3, to_tag=tag, body=SDP_OFFER,
+        extra="Session-Expires: 600;refresher=uac\r\n",
+    )  # fmt: skip
+    assert statuses(uas.feed(reinvite)) == [200]
+    uas.feed(request("ACK", branch="z9hG4bK-ack-3", cseq=3, to_tag=tag))
+    uas.tick(567)  # 600 s less 32 s: not yet
+    assert not any(isinstance(e, CallEnded) for e in uas.events) and uas.requests_out == []
+    uas.tick(2)  # refreshes stopped: the caller is gone
+    assert [e.reason for e in uas.events if isinstance(e, CallEnded)] == ["session_expired"]
+    assert uas.requests_out and uas.requests_out[0].startswith(b"BYE ")
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "header", "value"),
+    [
+        ("Require: timer\r\nSession-Expires: 60\r\n", 422, "Min-SE", "90"),
+        ("Require: 100rel, timer\r\nSession-Expires: 1800\r\n", 420, "Unsupported", "100rel"),
+        ("Session-Expires: soon\r\n", 400, "Session-Expires", None),
+    ],
+)
+def test_timers_that_cannot_be_honoured_are_refused_with_the_reason(
+    headers: str, status: int, header: str, value: str | None
+) -> None:
+    uas = Uas()
+    [reply] = [r for r in uas.invite(extra=headers) if r.status >= 200]
+    assert reply.status == status and reply.get(header) == value
+    assert not any(isinstance(e, CallOffered) for e in uas.events)
+
+
+def test_a_timer_the_caller_wants_the_bridge_to_refresh_is_left_out() -> None:
+    uas = Uas()
+    ok = _timed_call(uas, "Supported: timer\r\nSession-Expires: 600;refresher=uas\r\n")
+    assert ok.get("Session-Expires") is None and ok.get("Require") is None
+    uas.tick(3600)
+    assert not any(isinstance(e, CallEnded) for e in uas.events)

@@ -27,7 +27,7 @@ from typing import TypeAlias
 
 from bridge.errors import LocalProtocolError
 from bridge.protocols import sdp
-from bridge.protocols.sip import digest
+from bridge.protocols.sip import digest, session_timer
 from bridge.protocols.sip.message import (
     SipParseError,
     SipRequest,
@@ -95,8 +95,9 @@ class CallEstablished:
 
 @dataclass(frozen=True, slots=True)
 class CallEnded:
-    """``reason``: ``caller_hangup`` (BYE), ``cancelled`` (CANCEL before the answer) or
-    ``no_ack`` (the answer was never acknowledged; the server has sent a BYE)."""
+    """``reason``: ``caller_hangup`` (BYE), ``cancelled`` (CANCEL before the answer),
+    ``no_ack`` (the answer was never acknowledged) or ``session_expired`` (the caller's side
+    stopped refreshing its RFC 4028 session timer); for the last two the server sent a BYE."""
 
     call_id: str
     reason: str
@@ -139,6 +140,9 @@ class _Call:
     # The last re-INVITE's CSeq number and its 2xx transaction: its ACK comes on a new
     # branch (RFC 3261 section 17.1.1.3), so it is matched here, by the dialog and CSeq.
     reinvite: tuple[int, _Tx] | None = None
+    # RFC 4028: the timer agreed, and when the call is given up without a refresh.
+    timer: session_timer.SessionTimer | None = None
+    expires_at: float | None = None
 
     @property
     def remote_tag(self) -> str | None:
@@ -206,6 +210,7 @@ class SipServer:
     def next_deadline(self) -> float | None:
         deadlines = [tx.next_deadline() for tx in self._transactions()]
         deadlines += [bye.resend_at for bye in self._byes]
+        deadlines += [c.expires_at for c in self._calls.values() if not c.ended]
         pending = [d for d in deadlines if d is not None]
         return min(pending) if pending else None
 
@@ -222,6 +227,11 @@ class SipServer:
             if invite_tx.outcome is InviteOutcome.NO_ACK and not call.ended:
                 call.ended = True
                 self._events.append(CallEnded(call.call_id, "no_ack"))
+                self._send_bye(call, now)
+            if call.expires_at is not None and now >= call.expires_at and not call.ended:
+                # The caller's side stopped refreshing the session: it is gone.
+                call.ended = True
+                self._events.append(CallEnded(call.call_id, "session_expired"))
                 self._send_bye(call, now)
             if invite_tx.terminated and (call.ended or not call.established):
                 del self._calls[call.call_id]
@@ -305,8 +315,15 @@ class SipServer:
             return
         if not self._authorised(request, source, now):
             return
-        if (required := request.get("Require")) is not None:
-            self._reply(request, source, 420, "Bad Extension", now, ("Unsupported", required))
+        if unsupported := session_timer.unsupported_requirements(request):
+            unsupported_tags = ("Unsupported", ", ".join(unsupported))
+            self._reply(request, source, 420, "Bad Extension", now, unsupported_tags)
+            return
+        timer = session_timer.negotiate(request)
+        if isinstance(timer, int):
+            self._reply(
+                request, source, 422, "Session Interval Too Small", now, ("Min-SE", str(timer))
+            )
             return
         if self.active_calls + self._others_active() >= self.config.max_calls:
             self._reply(
@@ -332,6 +349,7 @@ class SipServer:
         tx = InviteServerTransaction(now, reliable=self._reliable, timers=self.config.timers)
         call = _Call(request.call_id, source, request, tx, secrets.token_hex(8), offer)
         call.remote_cseq = request.cseq.number
+        call.timer = timer
         self._calls[request.call_id] = call
         self._respond_invite(call, 100, "Trying", now)
         self._events.append(
@@ -412,6 +430,8 @@ class SipServer:
         if call.answer is None or not request.body:
             self._reply(request, source, 488, "Not Acceptable Here", now)
             return
+        if not self._renegotiate_timer(request, call, source, now):
+            return
         try:
             answer = sdp.reanswer(
                 request.body, call.answer, address=self.config.advertise_host, port=call.rtp_port
@@ -430,10 +450,32 @@ class SipServer:
                 now,
                 ("Contact", self._contact()),
                 ("Content-Type", "application/sdp"),
+                *self._refreshed(call, now),
                 body=answer.sdp.encode(),
             ),
         )
         self._events.append(MediaChanged(call.call_id, answer))
+
+    def _renegotiate_timer(
+        self, request: SipRequest, call: _Call, source: Address, now: float
+    ) -> bool:
+        """A refresh may change the interval, or drop the timer (no Session-Expires)."""
+        timer = session_timer.negotiate(request)
+        if isinstance(timer, int):
+            min_se = ("Min-SE", str(timer))
+            self._reply(request, source, 422, "Session Interval Too Small", now, min_se)
+            return False
+        call.timer = timer
+        return True
+
+    def _refreshed(self, call: _Call, now: float) -> list[tuple[str, str]]:
+        """The session is refreshed by this 2xx: restart its clock; the timer's headers."""
+        if call.timer is None:
+            call.expires_at = None
+            return []
+        after = session_timer.expires_after(call.timer)
+        call.expires_at = None if after is None else now + after
+        return session_timer.response_headers(call.timer)
 
     def _receive_in_dialog(
         self, request: SipRequest, call: _Call | None, source: Address, now: float
@@ -445,7 +487,12 @@ class SipServer:
             self._reply(request, source, 500, "Server Internal Error", now)
             return
         call.remote_cseq = request.cseq.number
-        self._reply(request, source, 200, "OK", now)
+        refresh: list[tuple[str, str]] = []
+        if request.method == "UPDATE" and not call.ended:
+            if not self._renegotiate_timer(request, call, source, now):
+                return
+            refresh = self._refreshed(call, now)
+        self._reply(request, source, 200, "OK", now, *refresh)
         if request.method == "BYE" and not call.ended:
             call.ended = True
             self._events.append(CallEnded(call.call_id, "caller_hangup"))
@@ -490,7 +537,8 @@ class SipServer:
     ) -> None:
         extra: list[tuple[str, str]] = [("User-Agent", USER_AGENT)]
         if 200 <= status < 300:
-            extra += [("Contact", self._contact()), ("Allow", ALLOW), ("Supported", "")]
+            extra += [("Contact", self._contact()), ("Allow", ALLOW), ("Supported", "timer")]
+            extra += self._refreshed(call, now)
         if sdp_body:
             extra.append(("Content-Type", "application/sdp"))
         response = response_for(
