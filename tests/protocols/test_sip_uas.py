@@ -174,6 +174,14 @@ def test_cancel_before_the_answer_gives_200_then_487() -> None:
     assert uas.tick(1.0) == []  # acknowledged: not resent
 
 
+def test_cancel_after_the_answer_is_200_with_the_dialogs_tag_and_the_call_goes_on() -> None:
+    uas = Uas()
+    tag = uas.answered_call()
+    [ok] = uas.feed(request("CANCEL"))
+    assert (ok.status, ok.cseq.method, ok.to.tag) == (200, "CANCEL", tag)
+    assert not any(isinstance(e, CallEnded) for e in uas.events)
+
+
 def test_requests_outside_any_call_get_481_options_get_200() -> None:
     uas = Uas()
     assert statuses(uas.feed(request("BYE", call="nobody", to_tag="x"))) == [481]

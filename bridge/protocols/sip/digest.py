@@ -10,8 +10,9 @@ How the SIP layer uses it for an INVITE from outside the allow-list:
    ``OK`` serve the call; ``STALE`` challenge again with ``stale=True`` (the client retries
    without asking the user); ``INVALID`` answer 403 or a fresh 401.
 
-Nonces are stateless: a timestamp, random bytes and an HMAC over both and the realm, so any
-instance that shares the secret can check them and their age. Time (``now``, seconds) and
+Nonces are stateless: a timestamp, random bytes and an HMAC over both and the realm, so no
+challenge needs remembering; the server that issued one checks it and its age with its own
+secret and the same clock it stamped it with. Time (``now``, seconds) and
 secrets are parameters; nothing here reads a clock. The nonce count (``nc``) is not tracked,
 so a captured response can be replayed for as long as its nonce is fresh (``max_age``).
 """

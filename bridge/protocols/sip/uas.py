@@ -415,7 +415,9 @@ class SipServer:
         if call is None or call.invite.top_via.branch != branch:
             self._reply(request, source, 481, "Call/Transaction Does Not Exist", now)
             return
-        self._reply(request, source, 200, "OK", now)
+        # The same To tag as the INVITE's answer (RFC 3261 section 9.2): a caller builds
+        # its ACK from the latest response, and an ACK with another tag matches nothing.
+        self._reply(request, source, 200, "OK", now, to_tag=call.local_tag)
         if call.invite_tx.status < 200:
             call.ended = True
             self._respond_invite(call, 487, "Request Terminated", now)
@@ -561,13 +563,14 @@ class SipServer:
         now: float,
         *extra: tuple[str, str],
         body: bytes = b"",
+        to_tag: str | None = None,
     ) -> _Tx:
         """A final response through a transaction of its own, so a retransmitted request
         gets the same answer (a BYE resent after its 200 gets the 200, not 481)."""
         headers = [("User-Agent", USER_AGENT), *extra]
         if status == 405 or request.method == "OPTIONS":
             headers.append(("Allow", ALLOW))
-        response = response_for(request, status, reason, headers, body, to_tag=_new_tag())
+        response = response_for(request, status, reason, headers, body, to_tag=to_tag or _new_tag())
         data = serialize(response)
         method = request.method
         if method == "INVITE":

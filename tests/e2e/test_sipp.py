@@ -1,0 +1,604 @@
+"""SIPp, an independent SIP implementation, calls the bridge's native SIP listener.
+
+Each test runs one scenario from ``tests/sipp/`` with ``sipp`` (Debian package
+``sip-tester``) against ``bridge serve`` on 127.0.0.1, then checks what a caller or an
+operator would notice: the scenario's verdict (exit code 0 means every expected response
+came, with the checked contents), the call record in ``/api/calls`` and the bridge's
+per-call RTP statistics (the ``sip.rtp_stats`` log line).
+
+Most tests share one bridge; those that need other settings (a digest account, a call
+limit, a tiny RTP port range) start their own. SIPp gets its own SIP and media ports for
+every run and is always killed by its PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from bridge.codecs.clips import load_clip
+from bridge.devtools.fake_script import FakeScript, Reply
+from bridge.devtools.ports import free_port
+
+from .conftest import REVIEW_TOKEN, RunningBridge, fake_server, provider_env, run_bridge
+
+SIPP = shutil.which("sipp")
+SCENARIOS = Path(__file__).resolve().parents[1] / "sipp"
+SIPP_PCAPS = Path("/usr/share/sip-tester")
+CAP_NET_RAW = 13
+
+pytestmark = [
+    pytest.mark.skipif(
+        SIPP is None,
+        reason="sipp is not installed (on Debian: apt-get install sip-tester)",
+    ),
+    pytest.mark.asyncio(loop_scope="module"),
+]
+
+StartBridge = Callable[[dict[str, str]], RunningBridge]
+
+CALLER_SAYS = "Hi, is this the bridge?"
+AGENT_SAYS = "Hello from the bridge over SIP."
+
+
+def _script() -> FakeScript:
+    return FakeScript(
+        replies=[Reply(AGENT_SAYS, duration_ms=1500)], caller_transcripts=[CALLER_SAYS]
+    )
+
+
+def _can_send_raw_packets() -> bool:
+    """Whether this process (and so SIPp) may open raw sockets: ``play_pcap_audio`` needs it."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    match = re.search(r"^CapEff:\s*([0-9a-fA-F]+)$", status, re.M)
+    return match is not None and bool(int(match[1], 16) & (1 << CAP_NET_RAW))
+
+
+needs_raw_socket = pytest.mark.skipif(
+    not _can_send_raw_packets(),
+    reason="SIPp's play_pcap_audio sends through a raw socket: needs root or CAP_NET_RAW",
+)
+
+
+# -- ports ----------------------------------------------------------------------------------
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports(count: int, *, even: bool = False) -> int:
+    """The first of ``count`` consecutive ports free for both TCP (``free_port``) and UDP."""
+    for _ in range(200):
+        first = free_port() & ~1 if even else free_port()
+        if all(_udp_free(port) for port in range(first, first + count)):
+            return first
+    raise RuntimeError("no free UDP ports on 127.0.0.1")
+
+
+# -- running SIPp ---------------------------------------------------------------------------
+
+
+@dataclass
+class SippRun:
+    """One finished SIPp run. ``call_id_prefix`` starts the Call-ID of each of its calls."""
+
+    returncode: int
+    call_id_prefix: str
+    messages: str  # every SIP message sent and received (-trace_msg)
+    errors: str  # why a call failed (-trace_err)
+    logs: str  # the scenario's <log> lines (-trace_logs)
+    screen: str
+
+    def explain(self) -> str:
+        return f"sipp exit {self.returncode}\n{self.errors[-3000:]}\n{self.screen[-2000:]}"
+
+    def received(self) -> list[str]:
+        """The SIP messages SIPp received, in order."""
+        return self._messages("received")
+
+    def sent(self) -> list[str]:
+        """The SIP messages SIPp sent, in order."""
+        return self._messages("sent")
+
+    def responses(self, status: int, cseq: str) -> list[str]:
+        """The ``status`` responses SIPp received for requests with CSeq ``cseq``."""
+        return [
+            m
+            for m in self.received()
+            if m.startswith(f"SIP/2.0 {status} ")
+            and re.search(rf"^CSeq:\s*{cseq}\s*$", m, re.M | re.I)
+        ]
+
+    def _messages(self, direction: str) -> list[str]:
+        out = []
+        for block in re.split(r"^-{10,}.*$", self.messages, flags=re.M):
+            _, sep, message = block.partition(f"message {direction}")
+            if sep:
+                out.append(message.split("\n", 1)[1].strip())
+        return out
+
+
+def to_tag(message: str) -> str | None:
+    match = re.search(r"^(?:To|t):[^\n]*;tag=([^;>\s]+)", message, re.M | re.I)
+    return match[1] if match else None
+
+
+def _create(path: Path) -> BinaryIO:
+    """A new file for SIPp's screen output (its curses screen goes to stdout)."""
+    return path.open("wb")
+
+
+def new_label(scenario: str) -> str:
+    """A unique start for the Call-IDs of one SIPp run (``-cid_str``)."""
+    return f"{Path(scenario).stem}-{secrets.token_hex(4)}"
+
+
+async def run_sipp(
+    sip_port: int,
+    scenario: str,
+    cwd: Path,
+    *options: str,
+    label: str | None = None,
+    timeout_s: int = 30,
+) -> SippRun:
+    """Run ``tests/sipp/<scenario>`` against the bridge on ``sip_port`` and wait for it."""
+    assert SIPP is not None
+    label = label or new_label(scenario)
+    files = {name: cwd / f"{label}.{name}" for name in ("msg", "err", "log", "screen")}
+    args = [
+        SIPP,
+        f"127.0.0.1:{sip_port}",
+        "-sf",
+        str(SCENARIOS / scenario),
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-p",
+        str(_free_ports(1)),
+        # The media port: -rtp_echo also takes the port two above it.
+        "-mp",
+        str(_free_ports(4, even=True)),
+        "-cid_str",
+        f"{label}-%u-%p@%s",
+        "-nostdin",
+        "-timeout",
+        f"{timeout_s}s",
+        "-timeout_error",
+        "-recv_timeout",
+        "5000",
+        "-trace_msg",
+        "-message_file",
+        str(files["msg"]),
+        "-trace_err",
+        "-error_file",
+        str(files["err"]),
+        "-trace_logs",
+        "-log_file",
+        str(files["log"]),
+        *options,
+    ]
+    if "-m" not in options:
+        args += ["-m", "1"]
+    with _create(files["screen"]) as screen:
+        proc = await asyncio.create_subprocess_exec(
+            *args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=screen, stderr=subprocess.STDOUT
+        )
+    try:
+        returncode = await asyncio.wait_for(proc.wait(), timeout_s + 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    def read(name: str) -> str:
+        path = files[name]
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    return SippRun(returncode, f"{label}-", read("msg"), read("err"), read("log"), read("screen"))
+
+
+# -- what the bridge says -------------------------------------------------------------------
+
+
+async def _calls(bridge: RunningBridge, prefix: str) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
+    async with httpx.AsyncClient(headers=headers) as http:
+        response = await http.get(f"{bridge.url}/api/calls", params={"limit": 200})
+    calls = cast(list[dict[str, Any]], response.json()["calls"])
+    return [c for c in calls if (c.get("sip_call_id") or "").startswith(prefix)]
+
+
+async def call_record(
+    bridge: RunningBridge, prefix: str, *, finished: bool = True
+) -> dict[str, Any]:
+    """The call record of the SIPp call whose Call-ID starts with ``prefix``; by default
+    once the call is over."""
+    headers = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
+    for _ in range(150):
+        mine = await _calls(bridge, prefix)
+        if mine and (not finished or mine[0]["status"] != "in_progress"):
+            async with httpx.AsyncClient(headers=headers) as http:
+                response = await http.get(f"{bridge.url}/api/calls/{mine[0]['call_sid']}")
+            return cast(dict[str, Any], response.json())
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no call record for {prefix}*:\n{bridge.log()[-3000:]}")
+
+
+async def rtp_stats(bridge: RunningBridge, prefix: str) -> dict[str, Any]:
+    """The ``sip.rtp_stats`` log line of the call whose Call-ID starts with ``prefix``."""
+    for _ in range(150):
+        for line in bridge.log().splitlines():
+            if '"sip.rtp_stats"' not in line:
+                continue
+            entry = cast(dict[str, Any], json.loads(line))
+            if str(entry.get("sip_call_id", "")).startswith(prefix):
+                return entry
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no sip.rtp_stats for {prefix}*:\n{bridge.log()[-3000:]}")
+
+
+def assert_no_errors(bridge: RunningBridge, since: int) -> None:
+    """Nothing went wrong inside the bridge after log offset ``since``."""
+    new = bridge.log()[since:]
+    assert "Traceback" not in new and '"level": "error"' not in new, new[-4000:]
+
+
+# -- bridges --------------------------------------------------------------------------------
+
+
+@dataclass
+class SipBridge:
+    bridge: RunningBridge
+    sip_port: int
+
+    def log_offset(self) -> int:
+        return len(self.bridge.log())
+
+
+def _sip_env(sip_port: int, rtp_ports: str, **extra: str) -> dict[str, str]:
+    return {
+        "BRIDGE_SIP_LISTEN": f"udp:127.0.0.1:{sip_port}",
+        "BRIDGE_RTP_PORTS": rtp_ports,
+        **extra,
+    }
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sip(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SipBridge]:
+    """One bridge for the tests that need no special settings."""
+    sip_port = _free_ports(1)
+    rtp_low = _free_ports(2, even=True)
+    async with fake_server("openai", script=_script()) as fake:
+        env = provider_env(fake, "openai", **_sip_env(sip_port, f"{rtp_low}-{rtp_low + 60}"))
+        with run_bridge(tmp_path_factory.mktemp("sipp-bridge"), env) as bridge:
+            yield SipBridge(bridge, sip_port)
+
+
+# -- calls ----------------------------------------------------------------------------------
+
+
+async def test_caller_speech_reaches_the_agent_and_the_reply_reaches_the_caller(
+    sip: SipBridge, tmp_path: Path
+) -> None:
+    # The caller's clip, then silence so the model hears the end of the turn.
+    (tmp_path / "caller.ulaw").write_bytes(load_clip("caller_1") + b"\xff" * 12000)
+    since = sip.log_offset()
+    run = await run_sipp(
+        sip.sip_port, "stream_pcmu.xml", tmp_path, "-rtp_echo", "-s", "+15557650000"
+    )
+    assert run.returncode == 0, run.explain()
+
+    record = await call_record(sip.bridge, run.call_id_prefix)
+    assert record["channel"] == "sip"
+    assert (record["from"], record["to"]) == ("+15551230000", "+15557650000")
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert [(t["role"], t["text"]) for t in record["turns"]] == [
+        ("caller", CALLER_SAYS),
+        ("agent", AGENT_SAYS),
+    ]
+    stats = await rtp_stats(sip.bridge, run.call_id_prefix)
+    # SIPp echoes what it receives: the bridge's own packets came back, so the caller got
+    # the bridge's RTP all through the call. The caller's stream arrived whole.
+    assert stats["received_looped"] > 100, stats
+    assert stats["received_packets"] > 150 and stats["received_lost"] == 0, stats
+    assert_no_errors(sip.bridge, since)
+
+
+async def test_options_is_answered_200_with_allow(sip: SipBridge, tmp_path: Path) -> None:
+    run = await run_sipp(sip.sip_port, "options.xml", tmp_path)
+    assert run.returncode == 0, run.explain()
+
+
+async def test_bye_for_an_unknown_dialog_gets_481(sip: SipBridge, tmp_path: Path) -> None:
+    run = await run_sipp(sip.sip_port, "bye_unknown_dialog.xml", tmp_path)
+    assert run.returncode == 0, run.explain()
+    assert await _calls(sip.bridge, run.call_id_prefix) == []
+
+
+async def test_cancel_before_the_answer_gets_487_and_frees_the_call(
+    bridge_factory: StartBridge, tmp_path: Path
+) -> None:
+    # Four RTP ports: a cancelled call that kept its port would leave later callers none.
+    rtp_low = _free_ports(8, even=True)
+    sip_port = _free_ports(1)
+    async with fake_server("openai", script=_script()) as fake:
+        bridge = bridge_factory(
+            provider_env(fake, "openai", **_sip_env(sip_port, f"{rtp_low}-{rtp_low + 7}"))
+        )
+        # The 100 Trying comes at once and the 200 only once an RTP port is bound, so a
+        # CANCEL sent on the 100 arrives before the answer. Six callers give up in turn.
+        cancelled = await run_sipp(
+            sip_port, "cancel_before_answer.xml", tmp_path, "-m", "6", "-l", "1", "-r", "20"
+        )
+        assert cancelled.returncode == 0, cancelled.explain()
+        # Then a caller who stays is answered as usual.
+        call = await run_sipp(sip_port, "call.xml", tmp_path, "-d", "300")
+        assert call.returncode == 0, call.explain() + bridge.log()[-3000:]
+
+    assert await _calls(bridge, cancelled.call_id_prefix) == []
+    record = await call_record(bridge, call.call_id_prefix)
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert_no_errors(bridge, 0)
+
+
+async def test_cancel_after_the_answer_gets_200_and_the_call_goes_on(
+    sip: SipBridge, tmp_path: Path
+) -> None:
+    since = sip.log_offset()
+    run = await run_sipp(sip.sip_port, "cancel_after_answer.xml", tmp_path, "-rtp_echo")
+    assert run.returncode == 0, run.explain()
+    # RFC 3261 section 9.2: the 200 for the CANCEL carries the To tag of the answer. A
+    # phone that takes the tag of the latest response for its ACK (as SIPp does) would
+    # otherwise acknowledge a dialog that does not exist.
+    answer = run.responses(200, "1 INVITE")[0]
+    (cancel_ok,) = run.responses(200, "1 CANCEL")
+    assert to_tag(cancel_ok) == to_tag(answer), run.messages[-5000:]
+
+    record = await call_record(sip.bridge, run.call_id_prefix)
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    stats = await rtp_stats(sip.bridge, run.call_id_prefix)
+    assert stats["received_looped"] > 10, stats  # the call went on, with audio, after the ACK
+    assert_no_errors(sip.bridge, since)
+
+
+async def test_a_retransmitted_invite_makes_one_call(sip: SipBridge, tmp_path: Path) -> None:
+    since = sip.log_offset()
+    # -nr: otherwise SIPp answers each repeat of the 100 Trying with its INVITE again.
+    run = await run_sipp(sip.sip_port, "invite_retransmitted.xml", tmp_path, "-nr")
+    assert run.returncode == 0, run.explain()
+    invites = [m for m in run.sent() if m.startswith("INVITE ")]
+    branches = {re.findall(r"branch=([^;\s]+)", m)[0] for m in invites}
+    assert len(invites) == 2 and len(branches) == 1, invites
+    record = await call_record(sip.bridge, run.call_id_prefix)
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert len(await _calls(sip.bridge, run.call_id_prefix)) == 1
+    assert_no_errors(sip.bridge, since)
+
+
+async def test_the_answer_is_resent_until_a_late_ack(sip: SipBridge, tmp_path: Path) -> None:
+    since = sip.log_offset()
+    run = await run_sipp(sip.sip_port, "late_ack.xml", tmp_path, "-rtp_echo")
+    assert run.returncode == 0, run.explain()
+    answers = run.responses(200, "1 INVITE")
+    # Held back 1.8 s, the ACK lets T1 (0.5 s) and 2*T1 pass: the 200 came more than once.
+    assert len(answers) >= 2, run.messages[-4000:]
+
+    record = await call_record(sip.bridge, run.call_id_prefix)
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    stats = await rtp_stats(sip.bridge, run.call_id_prefix)
+    assert stats["received_looped"] > 20, stats  # the call had audio after the ACK
+    assert_no_errors(sip.bridge, since)
+
+
+async def test_hold_reinvite_is_answered_recvonly(sip: SipBridge, tmp_path: Path) -> None:
+    since = sip.log_offset()
+    run = await run_sipp(sip.sip_port, "hold.xml", tmp_path)
+    assert run.returncode == 0, run.explain()
+    assert re.search(r"re-INVITE answer direction: a=(recvonly|inactive)", run.logs), run.logs
+    record = await call_record(sip.bridge, run.call_id_prefix)
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert_no_errors(sip.bridge, since)
+
+
+@needs_raw_socket
+async def test_an_rfc4733_digit_lands_in_the_call_record(sip: SipBridge, tmp_path: Path) -> None:
+    (tmp_path / "pcap").symlink_to(SIPP_PCAPS)
+    since = sip.log_offset()
+    run = await run_sipp(sip.sip_port, "dtmf_rfc4733.xml", tmp_path)
+    assert run.returncode == 0, run.explain()
+    record = await call_record(sip.bridge, run.call_id_prefix)
+    digits = [e["digit"] for e in record["events"] if e["type"] == "dtmf"]
+    assert digits == ["5"], record["events"]
+    assert_no_errors(sip.bridge, since)
+
+
+async def test_a_pcma_only_offer_is_answered_with_pcma(sip: SipBridge, tmp_path: Path) -> None:
+    since = sip.log_offset()
+    run = await run_sipp(sip.sip_port, "pcma_only.xml", tmp_path, "-rtp_echo")
+    assert run.returncode == 0, run.explain()
+    assert "RTP/AVP 8 101" in run.logs, run.logs
+    record = await call_record(sip.bridge, run.call_id_prefix)
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    stats = await rtp_stats(sip.bridge, run.call_id_prefix)
+    assert stats["received_looped"] > 20, stats
+    assert_no_errors(sip.bridge, since)
+
+
+@needs_raw_socket
+async def test_30ms_pcma_packets_arrive_whole(sip: SipBridge, tmp_path: Path) -> None:
+    (tmp_path / "pcap").symlink_to(SIPP_PCAPS)
+    since = sip.log_offset()
+    run = await run_sipp(sip.sip_port, "pcma_30ms.xml", tmp_path)
+    assert run.returncode == 0, run.explain()
+    stats = await rtp_stats(sip.bridge, run.call_id_prefix)
+    # g711a.pcap holds 236 packets with consecutive sequence numbers.
+    assert 225 <= stats["received_packets"] <= 236, stats
+    assert stats["received_lost"] == 0, stats
+    record = await call_record(sip.bridge, run.call_id_prefix)
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert_no_errors(sip.bridge, since)
+
+
+async def test_no_common_codec_gets_488(sip: SipBridge, tmp_path: Path) -> None:
+    since = sip.log_offset()
+    run = await run_sipp(sip.sip_port, "no_common_codec.xml", tmp_path)
+    assert run.returncode == 0, run.explain()
+    assert await _calls(sip.bridge, run.call_id_prefix) == []
+    assert_no_errors(sip.bridge, since)
+
+
+# -- digest authentication ------------------------------------------------------------------
+
+# One challenge header line, with its CRLF.
+_SHA256_CHALLENGE = re.compile(
+    rb"^WWW-Authenticate:[^\r\n]*algorithm=SHA-256[^\r\n]*\r\n", re.I | re.M
+)
+
+
+class _Md5OnlyRelay(asyncio.DatagramProtocol):
+    """Stands between SIPp and the bridge and passes every datagram on, except the bridge's
+    SHA-256 challenges. The bridge offers SHA-256 first and MD5 second (RFC 8760 order);
+    SIPp 3.6.1 knows only MD5 and gives up on the first challenge it reads instead of
+    taking the first it supports, so it is shown what an MD5-only phone would pick."""
+
+    def __init__(self, bridge: tuple[str, int]) -> None:
+        self.bridge = bridge
+        self.phone: tuple[str, int] | None = None
+        self.challenges: list[str] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        assert self.transport is not None
+        if (addr[0], addr[1]) == self.bridge:
+            text = data.decode("utf-8", "replace")
+            self.challenges += re.findall(r"^WWW-Authenticate:\s*(.*?)\r?$", text, re.I | re.M)
+            if self.phone is not None:
+                self.transport.sendto(_SHA256_CHALLENGE.sub(b"", data), self.phone)
+        else:
+            self.phone = (addr[0], addr[1])
+            self.transport.sendto(data, self.bridge)
+
+
+async def test_a_caller_outside_the_allow_list_passes_the_digest_challenge(
+    bridge_factory: StartBridge, tmp_path: Path
+) -> None:
+    sip_port = _free_ports(1)
+    rtp_low = _free_ports(2, even=True)
+    async with fake_server("openai", script=_script()) as fake:
+        bridge = bridge_factory(
+            provider_env(
+                fake,
+                "openai",
+                **_sip_env(
+                    sip_port,
+                    f"{rtp_low}-{rtp_low + 20}",
+                    # 127.0.0.1 is not allowed in: every caller must authenticate.
+                    BRIDGE_SIP_ALLOW="192.0.2.0/24",
+                    BRIDGE_SIP_USERNAME="alice",
+                    BRIDGE_SIP_PASSWORD="correct-horse",
+                ),
+            )
+        )
+        loop = asyncio.get_running_loop()
+        relay_transport, relay = await loop.create_datagram_endpoint(
+            lambda: _Md5OnlyRelay(("127.0.0.1", sip_port)), local_addr=("127.0.0.1", 0)
+        )
+        relay_port = relay_transport.get_extra_info("sockname")[1]
+        try:
+            refused = await run_sipp(
+                relay_port, "digest_wrong_password.xml", tmp_path, "-au", "alice", "-ap", "wrong"
+            )
+            assert refused.returncode == 0, refused.explain()
+            run = await run_sipp(
+                relay_port, "digest_auth.xml", tmp_path, "-au", "alice", "-ap", "correct-horse"
+            )
+            assert run.returncode == 0, run.explain()
+            record = await call_record(bridge, run.call_id_prefix)
+        finally:
+            relay_transport.close()
+
+    assert any(
+        "algorithm=MD5" in c and 'realm="bridge"' in c and 'qop="auth"' in c
+        for c in relay.challenges
+    ), relay.challenges
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert await _calls(bridge, refused.call_id_prefix) == []
+    assert_no_errors(bridge, 0)
+
+
+# -- capacity -------------------------------------------------------------------------------
+
+
+async def test_a_call_beyond_the_limit_gets_503_with_retry_after(
+    bridge_factory: StartBridge, tmp_path: Path
+) -> None:
+    sip_port = _free_ports(1)
+    rtp_low = _free_ports(2, even=True)
+    async with fake_server("openai", script=_script()) as fake:
+        bridge = bridge_factory(
+            provider_env(
+                fake,
+                "openai",
+                **_sip_env(sip_port, f"{rtp_low}-{rtp_low + 20}", BRIDGE_SIP_MAX_CALLS="1"),
+            )
+        )
+        label = new_label("call.xml")
+        first = asyncio.create_task(
+            run_sipp(sip_port, "call.xml", tmp_path, "-d", "4000", label=label)
+        )
+        try:
+            # Wait until the first call is up, then try a second one.
+            await _wait_for_live_call(bridge, first, f"{label}-")
+            busy = await run_sipp(sip_port, "busy.xml", tmp_path)
+            held = await first
+        finally:
+            if not first.done():
+                first.cancel()
+                await asyncio.gather(first, return_exceptions=True)
+
+    assert busy.returncode == 0, busy.explain()
+    assert re.search(r"503, Retry-After: \d+", busy.logs), busy.logs
+    assert held.returncode == 0, held.explain()
+    record = await call_record(bridge, held.call_id_prefix)
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert await _calls(bridge, busy.call_id_prefix) == []
+    assert_no_errors(bridge, 0)
+
+
+async def _wait_for_live_call(
+    bridge: RunningBridge, run: asyncio.Task[SippRun], prefix: str
+) -> None:
+    """Return once the call whose Call-ID starts with ``prefix`` is going on ``bridge``."""
+    for _ in range(100):
+        if run.done():
+            raise AssertionError(f"the first call ended early: {run.result().explain()}")
+        if any(c["status"] == "in_progress" for c in await _calls(bridge, prefix)):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the first call never started:\n{bridge.log()[-3000:]}")
