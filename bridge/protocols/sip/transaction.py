@@ -1,4 +1,5 @@
-"""SIP server transactions (RFC 3261 §17.2, as amended by RFC 6026), sans-I/O.
+"""SIP server transactions (RFC 3261 §17.2, as amended by RFC 6026) and the client
+transaction of the bridge's own requests (§17.1.2), sans-I/O.
 
 A transaction holds what must be sent again, and when. It knows nothing of message syntax:
 the transport layer matches a request to its transaction (top Via branch, sent-by, method),
@@ -201,3 +202,36 @@ class NonInviteServerTransaction:
     @property
     def terminated(self) -> bool:
         return self.state is NonInviteState.TERMINATED
+
+
+class NonInviteClientTransaction:
+    """A request of the bridge's own (a BYE): resent T1, 2·T1 … up to T2 until a final
+    response, for at most 64·T1 (RFC 3261 §17.1.2, Timers E and F); over TCP sent once.
+    Set :attr:`done` when the final response comes."""
+
+    def __init__(
+        self,
+        branch: str,
+        data: bytes,
+        to: tuple[str, int],
+        now: float,
+        reliable: bool,
+        timers: Timers,
+    ) -> None:
+        self.branch = branch
+        self.data = data
+        self.to = to
+        self.done = False
+        self._timers = timers
+        self._interval = timers.t1
+        self._give_up = now + 64 * timers.t1
+        self.resend_at: float | None = None if reliable else now + timers.t1
+
+    def handle_timeout(self, now: float, out: list[tuple[bytes, tuple[str, int]]]) -> None:
+        if self.done or now >= self._give_up:
+            self.done = True
+            return
+        if self.resend_at is not None and now >= self.resend_at:
+            out.append((self.data, self.to))
+            self._interval = min(self._interval * 2, self._timers.t2)
+            self.resend_at = now + self._interval

@@ -22,12 +22,22 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeAlias
 
 from bridge.errors import LocalProtocolError
 from bridge.protocols import sdp
 from bridge.protocols.sip import digest, session_timer
+from bridge.protocols.sip.events import (
+    Address,
+    CallEnded,
+    CallEstablished,
+    CallOffered,
+    DtmfInfo,
+    MediaChanged,
+    SipEvent,
+    UasConfig,
+)
 from bridge.protocols.sip.message import (
     SipParseError,
     SipRequest,
@@ -42,82 +52,15 @@ from bridge.protocols.sip.salvage import REASONS, answerable_request
 from bridge.protocols.sip.transaction import (
     InviteOutcome,
     InviteServerTransaction,
+    NonInviteClientTransaction,
     NonInviteServerTransaction,
     Timers,
 )
-
-Address: TypeAlias = tuple[str, int]
-Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 USER_AGENT = "bridge"
 RETRY_AFTER_S = 5
 _DIGITS = "0123456789*#ABCD"
-
-
-@dataclass(frozen=True, slots=True)
-class UasConfig:
-    """Who may call, how many at once, and where the bridge says it is (Contact and SDP)."""
-
-    advertise_host: str
-    port: int
-    transport: str = "UDP"
-    allow: tuple[Network, ...] = (
-        ipaddress.ip_network("127.0.0.0/8"),
-        ipaddress.ip_network("::1/128"),
-    )
-    username: str | None = None
-    password: str | None = None
-    realm: str = "bridge"
-    nonce_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    max_calls: int = 200
-    timers: Timers = field(default_factory=Timers)
-
-
-# -- events ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CallOffered:
-    """Answer with :meth:`SipServer.answer` once an RTP port is bound, or reject."""
-
-    call_id: str
-    source: Address
-    from_user: str
-    to_user: str
-    offer: sdp.SessionDescription
-
-
-@dataclass(frozen=True, slots=True)
-class CallEstablished:
-    call_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnded:
-    """``reason``: ``caller_hangup`` (BYE), ``cancelled`` (CANCEL before the answer),
-    ``no_ack`` (the answer was never acknowledged) or ``session_expired`` (the caller's side
-    stopped refreshing its RFC 4028 session timer); for the last two the server sent a BYE."""
-
-    call_id: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class DtmfInfo:
-    call_id: str
-    digit: str
-
-
-@dataclass(frozen=True, slots=True)
-class MediaChanged:
-    """A re-INVITE changed the media (hold, resume, a new address): re-latch the RTP."""
-
-    call_id: str
-    answer: sdp.Answer
-
-
-SipEvent: TypeAlias = CallOffered | CallEstablished | CallEnded | DtmfInfo | MediaChanged
 
 
 # -- per call state -------------------------------------------------------------------------
@@ -160,7 +103,7 @@ class SipServer:
         self._server_tx: dict[tuple[str, str, str], _Tx] = {}
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[SipEvent] = []
-        self._byes: list[_ByeClient] = []
+        self._byes: list[NonInviteClientTransaction] = []
         #: Datagrams dropped because they were not SIP at all.
         self.dropped = 0
 
@@ -619,7 +562,9 @@ class SipServer:
         headers += [("Route", route) for route in call.invite.get_all("Record-Route")]
         data = serialize(SipRequest("BYE", uri, tuple(headers)))
         self._byes.append(
-            _ByeClient(branch, data, call.source, now, self._reliable, self.config.timers)
+            NonInviteClientTransaction(
+                branch, data, call.source, now, self._reliable, self.config.timers
+            )
         )
         self._out.append((data, call.source))
 
@@ -656,32 +601,6 @@ class _NonInviteReply(NonInviteServerTransaction):
 
 
 _Tx: TypeAlias = _InviteReply | _NonInviteReply
-
-
-class _ByeClient:
-    """The bridge's own BYE: resent T1, 2·T1 … up to T2 until a final response, for at most
-    64·T1 (RFC 3261 §17.1.2, Timers E and F); over TCP sent once."""
-
-    def __init__(
-        self, branch: str, data: bytes, to: Address, now: float, reliable: bool, timers: Timers
-    ) -> None:
-        self.branch = branch
-        self.data = data
-        self.to = to
-        self.done = False
-        self._timers = timers
-        self._interval = timers.t1
-        self._give_up = now + 64 * timers.t1
-        self.resend_at: float | None = None if reliable else now + timers.t1
-
-    def handle_timeout(self, now: float, out: list[tuple[bytes, Address]]) -> None:
-        if self.done or now >= self._give_up:
-            self.done = True
-            return
-        if self.resend_at is not None and now >= self.resend_at:
-            out.append((self.data, self.to))
-            self._interval = min(self._interval * 2, self._timers.t2)
-            self.resend_at = now + self._interval
 
 
 def _tx_key(request: SipRequest, method: str) -> tuple[str, str, str]:
