@@ -86,6 +86,8 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.codecs.wav import read_wav_as_ulaw8k, write_ulaw8k_wav
     from bridge.devtools.simulator import SimulationError, format_transcript, simulate_call
 
+    if args.sip:
+        return _simulate_sip(args, settings)
     if args.audio:
         utterances = [read_wav_as_ulaw8k(args.audio)]
     else:
@@ -104,7 +106,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
                 caller_utterances=utterances,
                 barge_in_at=args.barge_in_at,
                 review_token=review,
-                digits=list(args.digits) if args.digits else None,
+                digits=list(args.digits or args.dtmf) or None,
                 max_duration_s=args.max_duration,
             )
         )
@@ -120,6 +122,58 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     )
     if result.call_record is None:
         print("no transcript found (is BRIDGE_REVIEW_TOKEN the same as the server's?)")
+        return 1
+    print(format_transcript(result.call_record))
+    return 0
+
+
+def _simulate_sip(args: argparse.Namespace, settings: Settings) -> int:
+    """``bridge simulate --sip``: one call as a SIP phone, then the record over HTTP."""
+    from bridge.codecs.clips import load_clip
+    from bridge.codecs.wav import read_wav_as_ulaw8k, write_ulaw8k_wav
+    from bridge.devtools.simulator import SimulationError, format_transcript
+    from bridge.devtools.sip_simulator import describe, simulate_sip_call
+
+    if args.audio:
+        utterances = [read_wav_as_ulaw8k(args.audio)]
+    else:
+        utterances = [load_clip(f"caller_{n}") for n in (1, 2, 3)]
+    review = args.review_token or (
+        settings.review_token.get_secret_value() if settings.review_token else None
+    )
+    username = args.sip_username or settings.sip_username
+    password = args.sip_password or (
+        settings.sip_password.get_secret_value() if settings.sip_password else None
+    )
+    digits = args.dtmf or args.digits
+    try:
+        result = asyncio.run(
+            simulate_sip_call(
+                args.sip,
+                caller_utterances=utterances,
+                barge_in_at=args.barge_in_at,
+                digits=list(digits) if digits else None,
+                base_url=args.url.rstrip("/"),
+                review_token=review,
+                username=username,
+                password=password,
+                max_duration_s=args.max_duration,
+            )
+        )
+    except (SimulationError, OSError) as exc:
+        print(f"bridge simulate: {exc}", file=sys.stderr)
+        return 1
+    for problem in result.protocol_problems:
+        print(f"bridge simulate: {problem}", file=sys.stderr)
+    if args.out:
+        write_ulaw8k_wav(args.out, result.heard_audio)
+        print(f"agent audio as heard: {args.out} ({len(result.heard_audio) / 8000:.1f} s)")
+    print(describe(result))
+    if result.call_record is None:
+        print(
+            "no transcript found (is BRIDGE_REVIEW_TOKEN the same as the server's, and --url "
+            "the bridge's HTTP address?)"
+        )
         return 1
     print(format_transcript(result.call_record))
     return 0
@@ -241,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
-    sim = sub.add_parser("simulate", help="act as Twilio for one call against a running bridge")
+    sim = sub.add_parser(
+        "simulate", help="act as Twilio (or a SIP phone) for one call against a running bridge"
+    )
     sim.add_argument("--url", default="http://127.0.0.1:8000")
     sim.add_argument("--audio", help="a WAV file the caller says (default: a demo conversation)")
     sim.add_argument("--out", help="write what the caller heard to this WAV file")
@@ -253,6 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="talk over the agent's first answer this many seconds into it",
     )
     sim.add_argument("--digits", default="", help="keypresses to send after the first answer")
+    sim.add_argument(
+        "--sip",
+        metavar="sip:USER@HOST:PORT",
+        help="act as a SIP phone (UDP, RTP) calling the bridge's SIP listener instead of as "
+        "Twilio; --url is then only where the call record is read",
+    )
+    sim.add_argument(
+        "--dtmf",
+        default="",
+        metavar="DIGITS",
+        help="keypresses after the first answer (with --sip: RFC 4733 telephone events; "
+        "otherwise the same as --digits)",
+    )
+    sim.add_argument("--sip-username", default=None, help="default: BRIDGE_SIP_USERNAME")
+    sim.add_argument("--sip-password", default=None, help="default: BRIDGE_SIP_PASSWORD")
     sim.add_argument("--auth-token", default=None, help="default: TWILIO_AUTH_TOKEN")
     sim.add_argument("--review-token", default=None, help="default: BRIDGE_REVIEW_TOKEN")
     sim.add_argument("--max-duration", type=float, default=90.0)

@@ -144,6 +144,7 @@ class SipDriver:
 
     async def write(self) -> None:
         """The pacer: every frame at its deadline, never drifting; marks reported as sent."""
+        self._leg.sender.restart_clock(self._loop.time())
         while True:
             now = self._loop.time()
             deadline = self._leg.next_deadline(now)

@@ -3,13 +3,17 @@
     python -m bridge.devtools.bench micro [--seconds 60] [--repeat 5]
     python -m bridge.devtools.bench load [--calls 20] [--seconds 20]
     python -m bridge.devtools.bench store [--calls 500] [--postgres URL]
+    python -m bridge.devtools.bench sip [--calls 50] [--seconds 20] [--json]
     python -m bridge.devtools.bench            # micro with defaults, then load with 10 calls
 
 ``micro`` times the pure call path against a naive pass-through measured in the same run
 (:mod:`bridge.devtools.bench_micro`); ``load`` runs concurrent simulated calls against a real
 ``bridge serve`` process and reads its CPU and peak memory from ``/proc``
 (:mod:`bridge.devtools.bench_load`); ``store`` times committed turn writes against the bare
-database driver and the review queries on a seeded log (:mod:`bridge.devtools.bench_store`).
+database driver and the review queries on a seeded log (:mod:`bridge.devtools.bench_store`);
+``sip`` runs concurrent SIP calls against a ``bridge serve`` with its SIP listener, reports the
+jitter of its outbound RTP and its CPU per call-second, then runs ``load`` with the same calls
+for the Twilio figure beside it (:mod:`bridge.devtools.bench_sip`).
 Figures depend on the machine: compare ratios, and
 compare runs on the same machine only.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import sys
@@ -25,6 +30,7 @@ from collections.abc import Sequence
 
 from bridge.devtools.bench_load import format_load, run_load
 from bridge.devtools.bench_micro import format_micro, run_micro
+from bridge.devtools.bench_sip import format_sip_bench, run_sip_bench, sip_bench_json
 from bridge.devtools.bench_store import format_store, run_store_bench
 
 __all__ = ["build_parser", "main"]
@@ -51,7 +57,32 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--calls", type=int, default=500, help="calls to seed")
     store.add_argument("--turns", type=int, default=10, help="turns per call")
     store.add_argument("--postgres", metavar="URL", help="also run on this PostgreSQL database")
+    sip = sub.add_parser(
+        "sip", help="concurrent SIP calls: outbound RTP jitter, CPU beside the Twilio figure"
+    )
+    sip.add_argument("--calls", type=int, default=50, help="concurrent calls")
+    sip.add_argument("--seconds", type=float, default=20.0, help="about how long each call is")
+    sip.add_argument("--json", action="store_true", help="print the report as JSON")
+    sip.add_argument("--no-twilio", action="store_true", help="skip the Twilio run for comparison")
+    sip.add_argument(
+        "--timeout", type=float, default=None, help="bound on each run (default: generous)"
+    )
     return parser
+
+
+def _sip(args: argparse.Namespace) -> int:
+    if args.calls < 1 or args.seconds <= 0:
+        print("bench: sip needs --calls >= 1 and --seconds > 0", file=sys.stderr)
+        return 2
+    report = asyncio.run(
+        run_sip_bench(args.calls, args.seconds, twilio=not args.no_twilio, timeout_s=args.timeout)
+    )
+    if args.json:
+        print(json.dumps(sip_bench_json(report), indent=2))
+    else:
+        print(format_sip_bench(report))
+    twilio_ok = report.twilio is None or report.twilio.completed == report.twilio.calls
+    return 0 if report.sip.completed == report.sip.calls and twilio_ok else 1
 
 
 def _machine() -> str:
@@ -63,8 +94,12 @@ def _machine() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "sip" and args.json:
+        return _sip(args)  # stdout is the JSON document alone
     print(_machine())
     print()
+    if args.command == "sip":
+        return _sip(args)
     if args.command == "store":
         if args.calls < 1 or args.turns < 1:
             print("bench: store needs --calls >= 1 and --turns >= 1", file=sys.stderr)

@@ -70,6 +70,13 @@ class RtpSender:
         self._talking = False
         self._audio_sent = 0  # agent bytes sent since the last flush
 
+    def restart_clock(self, now: float) -> None:
+        """Put frame 0 at ``now`` if nothing has been sent yet: a stream created some time
+        before its pacer first runs would otherwise open with a burst of catch-up frames."""
+        if self.packets_sent == 0:
+            self._start = now
+            self._frame = 0
+
     def silence_frame(self) -> bytes:
         """One frame of silence in this codec, as sent while the agent is quiet."""
         return self._silence

@@ -418,6 +418,15 @@ def test_pacer_catches_up_a_little_but_skips_when_far_behind() -> None:
     assert tx.due(9.0) == 0
 
 
+def test_a_stream_whose_pacer_starts_late_opens_without_a_burst() -> None:
+    tx = RtpSender(Codec.PCMU, ssrc=1, sequence=0, timestamp=0, start=0.0)
+    tx.restart_clock(0.09)  # the call's pacer first ran 90 ms after the stream was made
+    assert len(tx.data_to_send(0.09)) == 1 and tx.due(0.1) == 0
+    assert tx.next_send_at(0.09) == pytest.approx(0.11)
+    tx.restart_clock(5.0)  # once frames have gone out the grid is fixed
+    assert tx.next_send_at(0.1) == pytest.approx(0.11)
+
+
 def test_flush_drops_queued_audio_and_counts_what_was_sent() -> None:
     tx = RtpSender(Codec.PCMU, ssrc=1, sequence=0, timestamp=0, start=0.0)
     tx.data_to_send(0.0)  # silence is not agent audio
