@@ -8,22 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
-import secrets
-import time
 from collections.abc import Callable
-from typing import Any
-
-import httpx
 
 from bridge.codecs.clips import load_clip
 from bridge.devtools.fake_script import FakeScript, Reply
-from bridge.devtools.ports import free_port
-from bridge.protocols.rtp import build_packet, parse_packet
+from bridge.protocols.rtp import build_packet
 from bridge.protocols.sip.message import SipResponse, parse_message
 
-from .conftest import REVIEW_TOKEN, RunningBridge, fake_server, provider_env
-from .test_sip_call import _Inbox, _offer, _request, _response
+from .conftest import RunningBridge, fake_server
+from .raw_sip import SILENCE, Inbox, RawPhone, finished_record, offer, request, sip_env
 
 StartBridge = Callable[[dict[str, str]], RunningBridge]
 
@@ -31,15 +24,15 @@ StartBridge = Callable[[dict[str, str]], RunningBridge]
 def _hostile_sip(sip_port: int, my_port: int) -> list[tuple[bytes, int | None]]:
     """(datagram, the status it must get or None for silence)."""
     rng = random.Random(7)
-    good_offer = _offer(40000)
-    invite = _request("INVITE", sip_port, my_port, "cut@evil", 1, body=good_offer)
-    huge = _request("INVITE", sip_port, my_port, "huge@evil", 1, body=good_offer).replace(
+    good_offer = offer(40000)
+    invite = request("INVITE", sip_port, my_port, "cut@evil", 1, body=good_offer)
+    huge = request("INVITE", sip_port, my_port, "huge@evil", 1, body=good_offer).replace(
         b"Max-Forwards", b"X-Pad: " + b"y" * 9000 + b"\r\nMax-Forwards"
     )
-    broken_sdp = _request(
+    broken_sdp = request(
         "INVITE", sip_port, my_port, "sdp@evil", 1, body="v=0\r\nm=audio banana RTP/AVP 0\r\n"
     )
-    no_g711 = _request(
+    no_g711 = request(
         "INVITE", sip_port, my_port, "g729@evil", 1, body=good_offer.replace("AVP 0 101", "AVP 18")
     )
     cases: list[tuple[bytes, int | None]] = [
@@ -62,58 +55,32 @@ async def test_a_good_call_is_served_while_junk_arrives_on_every_port(
         replies=[Reply("Still here for you.", duration_ms=1500)],
         caller_transcripts=["Can you hear me?"],
     )
-    sip_port = free_port()
-    rtp_low = free_port() & ~1
     async with fake_server("openai", script=script) as fake:
-        bridge = bridge_factory(
-            provider_env(
-                fake,
-                "openai",
-                BRIDGE_SIP_LISTEN=f"udp:127.0.0.1:{sip_port}",
-                BRIDGE_RTP_PORTS=f"{rtp_low}-{rtp_low + 40}",
-            )
-        )
+        env, sip_port = sip_env(fake)
+        bridge = bridge_factory(env)
+        phone, evil = RawPhone(sip_port), Inbox()
+        await phone.open()
         loop = asyncio.get_running_loop()
-        sip_t, sip = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
-        rtp_t, rtp = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
-        evil_t, evil = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
-        my_sip = sip_t.get_extra_info("sockname")[1]
-        my_rtp = rtp_t.get_extra_info("sockname")[1]
-        evil_port = evil_t.get_extra_info("sockname")[1]
+        await loop.create_datagram_endpoint(lambda: evil, local_addr=("127.0.0.1", 0))
+        assert evil.transport is not None and phone.rtp.transport is not None
+        evil_t, rtp_t = evil.transport, phone.rtp.transport
         target = ("127.0.0.1", sip_port)
-        call_id = secrets.token_hex(8) + "@phone"
-        hostile = _hostile_sip(sip_port, evil_port)
-        try:
-            sip_t.sendto(
-                _request("INVITE", sip_port, my_sip, call_id, 1, body=_offer(my_rtp)), target
-            )
-            ok = await _response(sip, 200)
-            port = re.search(rb"m=audio (\d+) ", ok.body)
-            assert port is not None
-            bridge_rtp = ("127.0.0.1", int(port[1]))
-            tag = ok.to.tag or ""
-            sip_t.sendto(_request("ACK", sip_port, my_sip, call_id, 1, to_tag=tag), target)
+        hostile = _hostile_sip(sip_port, evil_t.get_extra_info("sockname")[1])
+        rng = random.Random(11)
 
-            speech = load_clip("caller_1") + b"\xff" * 8000 * 4
+        def junk(n: int) -> None:
+            if n % 5 == 0 and hostile:  # junk on the SIP port, spread over the call
+                evil_t.sendto(hostile.pop(0)[0], target)
+            if n % 3 == 0:  # someone else's RTP, and bytes that are not RTP at all
+                evil_t.sendto(build_packet(0, n, n * 160, 0xBAD, SILENCE), phone.bridge_rtp)
+                rtp_t.sendto(rng.randbytes(rng.randrange(0, 40)), phone.bridge_rtp)
+
+        try:
+            await phone.dial()
             heard: list[bytes] = []
-            rng = random.Random(11)
-            start = time.monotonic()
-            for n in range(len(speech) // 160):
-                frame = speech[n * 160 : (n + 1) * 160]
-                rtp_t.sendto(build_packet(0, n, n * 160, 0xCAFE, frame), bridge_rtp)
-                if n % 5 == 0 and hostile:  # junk on the SIP port, spread over the call
-                    evil_t.sendto(hostile.pop(0)[0], target)
-                if n % 3 == 0:  # someone else's RTP, and bytes that are not RTP at all
-                    evil_t.sendto(build_packet(0, n, n * 160, 0xBAD, b"\x00" * 160), bridge_rtp)
-                    rtp_t.sendto(rng.randbytes(rng.randrange(0, 40)), bridge_rtp)
-                await asyncio.sleep(max(0.0, start + (n + 1) * 0.02 - time.monotonic()))
-                while not rtp.queue.empty():
-                    packet = parse_packet(rtp.queue.get_nowait())
-                    if packet is not None:
-                        heard.append(bytes(packet.payload))
+            await phone.talk(load_clip("caller_1") + SILENCE * 200, heard, junk)
             assert not hostile, "the call was too short to send every hostile message"
-            sip_t.sendto(_request("BYE", sip_port, my_sip, call_id, 2, to_tag=tag), target)
-            await _response(sip, 200)
+            await phone.hang_up()
             await asyncio.sleep(0.3)
             answers: dict[str, int] = {}
             while not evil.queue.empty():
@@ -121,26 +88,15 @@ async def test_a_good_call_is_served_while_junk_arrives_on_every_port(
                 if isinstance(message, SipResponse) and message.status >= 200:
                     answers[message.call_id] = message.status
         finally:
-            for transport in (sip_t, rtp_t, evil_t):
-                transport.close()
-
-        headers = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
-        record: dict[str, Any] | None = None
-        async with httpx.AsyncClient(headers=headers) as http:
-            for _ in range(100):
-                calls = (await http.get(f"{bridge.url}/api/calls")).json()["calls"]
-                if calls and calls[0]["status"] != "in_progress":
-                    record = (
-                        await http.get(f"{bridge.url}/api/calls/{calls[0]['call_sid']}")
-                    ).json()
-                    break
-                await asyncio.sleep(0.1)
+            phone.close()
+            evil_t.close()
+        record = await finished_record(bridge)
 
     # Every answerable request got its error; the rest got silence, not a guess.
     expected = {"cut@evil": 400, "huge@evil": 513, "sdp@evil": 400, "g729@evil": 488}
     assert answers == expected
     # The good call: heard the agent, transcribed both sides, ended by its own BYE.
-    assert sum(1 for p in heard if p != b"\xff" * 160) >= 50
+    assert sum(1 for p in heard if p != SILENCE) >= 50
     assert record is not None, bridge.log()[-3000:]
     assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
     assert [t["text"] for t in record["turns"]] == ["Can you hear me?", "Still here for you."]

@@ -8,21 +8,16 @@ here the facts are counted in frames, which a loaded machine does not change."""
 from __future__ import annotations
 
 import asyncio
-import re
-import secrets
 import time
 from collections.abc import Callable
 
 from bridge.codecs.clips import load_clip
 from bridge.devtools.fake_script import FakeScript, Reply
-from bridge.devtools.ports import free_port
-from bridge.protocols.rtp import build_packet, parse_packet
 
-from .conftest import RunningBridge, fake_server, provider_env
-from .test_sip_call import _Inbox, _offer, _request, _response
+from .conftest import RunningBridge, fake_server
+from .raw_sip import SILENCE, RawPhone, sip_env
 
 StartBridge = Callable[[dict[str, str]], RunningBridge]
-SILENCE = b"\xff" * 160
 
 
 async def test_the_caller_talks_over_the_agent_and_the_truncate_matches_what_was_sent(
@@ -35,37 +30,15 @@ async def test_the_caller_talks_over_the_agent_and_the_truncate_matches_what_was
         ],
         caller_transcripts=["Tell me everything.", "Wait, stop."],
     )
-    sip_port = free_port()
-    rtp_low = free_port() & ~1
     async with fake_server("openai", script=script) as fake:
-        bridge = bridge_factory(
-            provider_env(
-                fake,
-                "openai",
-                BRIDGE_SIP_LISTEN=f"udp:127.0.0.1:{sip_port}",
-                BRIDGE_RTP_PORTS=f"{rtp_low}-{rtp_low + 40}",
-            )
-        )
-        loop = asyncio.get_running_loop()
-        sip_t, sip = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
-        rtp_t, rtp = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
-        my_sip = sip_t.get_extra_info("sockname")[1]
-        my_rtp = rtp_t.get_extra_info("sockname")[1]
-        target = ("127.0.0.1", sip_port)
-        call_id = secrets.token_hex(8) + "@phone"
+        env, sip_port = sip_env(fake)
+        bridge = bridge_factory(env)
+        phone = RawPhone(sip_port)
+        await phone.open()
         # Every agent frame as it arrived: (monotonic time, payload).
         arrivals: list[tuple[float, bytes]] = []
         try:
-            sip_t.sendto(
-                _request("INVITE", sip_port, my_sip, call_id, 1, body=_offer(my_rtp)), target
-            )
-            ok = await _response(sip, 200)
-            port = re.search(rb"m=audio (\d+) ", ok.body)
-            assert port is not None
-            bridge_rtp = ("127.0.0.1", int(port[1]))
-            tag = ok.to.tag or ""
-            sip_t.sendto(_request("ACK", sip_port, my_sip, call_id, 1, to_tag=tag), target)
-
+            await phone.dial()
             question, interruption = load_clip("caller_1"), load_clip("caller_2")
             outgoing = bytearray(question)
             barged = False
@@ -74,23 +47,18 @@ async def test_the_caller_talks_over_the_agent_and_the_truncate_matches_what_was
                 if len(outgoing) < 160:
                     outgoing += SILENCE
                 frame, outgoing = bytes(outgoing[:160]), outgoing[160:]
-                rtp_t.sendto(build_packet(0, n, n * 160, 0xCAFE, frame), bridge_rtp)
+                phone.send_rtp(frame)
                 await asyncio.sleep(max(0.0, start + (n + 1) * 0.02 - time.monotonic()))
-                while not rtp.queue.empty():
-                    packet = parse_packet(rtp.queue.get_nowait())
-                    if packet is not None:
-                        arrivals.append((time.monotonic(), bytes(packet.payload)))
+                arrivals += [(time.monotonic(), payload) for payload in phone.received()]
                 voiced = sum(1 for _, payload in arrivals if payload != SILENCE)
                 if not barged and voiced >= 50:  # a second of the answer heard: talk over it
                     barged = True
                     outgoing = bytearray(interruption)
                 if barged and len(fake.sessions[0].truncates) == 1 and not outgoing:
                     break
-            sip_t.sendto(_request("BYE", sip_port, my_sip, call_id, 2, to_tag=tag), target)
-            await _response(sip, 200)
+            await phone.hang_up()
         finally:
-            sip_t.close()
-            rtp_t.close()
+            phone.close()
 
     session = fake.sessions[0]
     assert len(session.speech_started_at) == 2, bridge.log()[-3000:]
