@@ -92,6 +92,8 @@ async def test_a_good_call_is_served_while_junk_arrives_on_every_port(
             evil_t.close()
         record = await finished_record(bridge)
 
+    # Refused offers cost nothing: the good call is the only model session opened.
+    assert len(fake.sessions) == 1
     # Every answerable request got its error; the rest got silence, not a guess.
     expected = {"cut@evil": 400, "huge@evil": 513, "sdp@evil": 400, "g729@evil": 488}
     assert answers == expected

@@ -18,7 +18,7 @@ from bridge.codecs.clips import load_clip
 from bridge.devtools.fake_script import FakeScript, Reply
 from bridge.devtools.ports import free_port
 from bridge.protocols.rtp import build_packet, parse_packet
-from bridge.protocols.sip.message import SipResponse, parse_message
+from bridge.protocols.sip.message import SipRequest, SipResponse, parse_message
 from bridge.protocols.sip.stream import SipStreamFramer
 
 from .conftest import RunningBridge, fake_server
@@ -112,6 +112,27 @@ async def test_a_call_on_hold_outlasts_the_idle_timeout_and_resumes(
     assert record is not None, bridge.log()[-3000:]
     assert (record["channel"], record["end_reason"]) == ("sip", "caller_hangup")
     assert "phone.idle" not in bridge.log()
+
+
+async def test_a_caller_whose_rtp_stops_is_hung_up_as_timeout(
+    bridge_factory: StartBridge,
+) -> None:
+    async with fake_server("openai", script=FakeScript(replies=[])) as fake:
+        env, sip_port = sip_env(fake, BRIDGE_IDLE_TIMEOUT_S="1.0")
+        bridge = bridge_factory(env)
+        phone = RawPhone(sip_port)
+        await phone.open()
+        try:
+            await phone.dial()
+            await phone.talk(SILENCE * 10)  # then nothing: the phone's network went away
+            bye = parse_message(await asyncio.wait_for(phone.sip.queue.get(), 10))
+            assert isinstance(bye, SipRequest) and bye.method == "BYE"
+        finally:
+            phone.close()
+        record = await finished_record(bridge)
+    assert record is not None, bridge.log()[-3000:]
+    assert (record["channel"], record["end_reason"]) == ("sip", "timeout")
+    assert len(fake.sessions) == 1 and "Traceback" not in bridge.log()
 
 
 async def test_a_call_over_tcp_with_keepalives_beside_a_junk_connection(
