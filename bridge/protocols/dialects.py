@@ -231,6 +231,9 @@ class SessionConfig:
     audio_format: str
     transcription: bool = True
     model: str | None = None
+    #: Function tools offered to the model: ``{"type": "function", "name", "description",
+    #: "parameters"}`` each, the same shape in every dialect.
+    tools: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.audio_format not in BYTES_PER_MS:
@@ -286,6 +289,9 @@ def build_session_update(dialect: Dialect, config: SessionConfig) -> dict[str, A
             session["input_audio_noise_reduction"] = noise
         session["turn_detection"] = turn
     session.update(_thaw(dialect.session_extra))
+    if config.tools:
+        session["tools"] = [dict(tool) for tool in config.tools]
+        session["tool_choice"] = "auto"
     return {"type": "session.update", "session": session}
 
 

@@ -31,6 +31,7 @@ from bridge.protocols.realtime_events import (
     AssistantItemStarted,
     AudioDelta,
     AudioDone,
+    FunctionCallRequested,
     InputCommitted,
     InputTranscriptCompleted,
     InputTranscriptFailed,
@@ -65,6 +66,12 @@ _RECENT_LIMIT = 64
 # Assistant items remembered as announced. Audio only ever comes for the latest few, and a
 # server inventing item ids must not grow the connection without bound.
 _ANNOUNCED_LIMIT = 32
+# Tool calls already reported, so the same call seen in two events is run once.
+_CALLS_LIMIT = 64
+# A tool call's arguments: generous for any real schema, bounded against a runaway model.
+_MAX_ARGUMENTS_CHARS = 64 * 1024
+# What a tool's output may be when given back; the tool runner cuts longer ones first.
+MAX_TOOL_OUTPUT_CHARS = 32 * 1024
 # expires_at is epoch seconds, which pass 2**31 in 2038.
 _EPOCH_LIMIT = 2**34
 
@@ -118,6 +125,10 @@ class RealtimeConnection:
         self._queued = False
         self._queued_instructions: str | None = None
         self._announced: dict[str, None] = {}  # insertion-ordered, so the oldest goes first
+        # call_id -> None for tool calls reported; item_id -> name for calls announced
+        # (Inworld may leave ``name`` out of function_call_arguments.done).
+        self._calls_seen: dict[str, None] = {}
+        self._call_names: dict[str, str] = {}
         handlers: dict[str, Callable[[_Message], None]] = {
             "session.created": self._on_session_created,
             "session.updated": self._on_session_updated,
@@ -126,6 +137,8 @@ class RealtimeConnection:
             "input_audio_buffer.committed": self._on_committed,
             "response.created": self._on_response_created,
             "response.output_item.added": self._on_output_item_added,
+            "response.output_item.done": self._on_output_item_done,
+            "response.function_call_arguments.done": self._on_arguments_done,
             "conversation.item.input_audio_transcription.completed": self._on_input_transcript,
             "conversation.item.input_audio_transcription.failed": self._on_input_failed,
             "conversation.item.truncated": self._on_truncated,
@@ -230,7 +243,39 @@ class RealtimeConnection:
         self._events.append(ResponseCreated(response_id or ""))
 
     def _on_output_item_added(self, message: _Message) -> None:
-        self._announce(message.get("item"), clean_id(message.get("response_id")))
+        item = message.get("item")
+        if type(item) is dict and item.get("type") == "function_call":
+            item_id, name = clean_id(item.get("id")), clean_id(item.get("name"))
+            if item_id is not None and name is not None:
+                self._call_names[item_id] = name
+                if len(self._call_names) > _CALLS_LIMIT:
+                    del self._call_names[next(iter(self._call_names))]
+            return
+        self._announce(item, clean_id(message.get("response_id")))
+
+    def _on_output_item_done(self, message: _Message) -> None:
+        item = message.get("item")
+        if type(item) is dict and item.get("type") == "function_call":
+            self._function_call(clean_id(message.get("response_id")), item)
+
+    def _on_arguments_done(self, message: _Message) -> None:
+        # Some servers finish a call here before (or without) output_item.done.
+        self._function_call(clean_id(message.get("response_id")), message)
+
+    def _function_call(self, response_id: str | None, fields: _Message) -> None:
+        call_id = clean_id(fields.get("call_id"))
+        item_id = clean_id(fields.get("item_id", fields.get("id")))
+        name = clean_id(fields.get("name")) or self._call_names.get(item_id or "")
+        arguments = fields.get("arguments")
+        if call_id is None or name is None or call_id in self._calls_seen:
+            return  # nothing to answer, or already reported
+        if type(arguments) is not str or len(arguments) > _MAX_ARGUMENTS_CHARS:
+            arguments = ""  # not JSON: the tool's output will say so to the model
+        seen = self._calls_seen
+        seen[call_id] = None
+        if len(seen) > _CALLS_LIMIT:
+            del seen[next(iter(seen))]
+        self._events.append(FunctionCallRequested(response_id, item_id, call_id, name, arguments))
 
     def _on_item_created(self, message: _Message) -> None:
         # These carry no response id; an assistant item belongs to the active response.
@@ -440,6 +485,14 @@ class RealtimeConnection:
             "conversation.item.truncate",
             {"item_id": item_id, "content_index": 0, "audio_end_ms": max(0, int(audio_end_ms))},
         )
+
+    def send_function_output(self, call_id: str, output: str) -> None:
+        """Give a tool's result back for ``call_id``; then :meth:`create_response` so the
+        model can speak about it (once every call of the response has its output)."""
+        if len(output) > MAX_TOOL_OUTPUT_CHARS:
+            raise LocalProtocolError("tool output longer than MAX_TOOL_OUTPUT_CHARS")
+        item = {"type": "function_call_output", "call_id": call_id, "output": output}
+        self._send("conversation.item.create", {"item": item})
 
     def add_user_text(self, text: str) -> None:
         """Add a user text message to the conversation (context, or a prompt to answer with

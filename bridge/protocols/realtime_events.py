@@ -141,6 +141,19 @@ class ResponseDone:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionCallRequested:
+    """The model called a tool. Run it, then :meth:`RealtimeConnection.send_function_output`
+    with the same ``call_id`` and ask for a response; ``arguments`` is the JSON text the
+    model wrote (it may be invalid: say so in the output rather than failing the call)."""
+
+    response_id: str | None
+    item_id: str | None
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class RealtimeError:
     """The server reported an error.
 
@@ -174,6 +187,7 @@ RealtimeEvent = (
     | InputTranscriptFailed
     | ItemTruncated
     | ResponseDone
+    | FunctionCallRequested
     | RealtimeError
 )
 
