@@ -22,13 +22,25 @@ from typing import Any, Protocol
 
 import structlog
 
+from bridge.adapters.http_tools import ToolOutcome
 from bridge.adapters.realtime_socket import RealtimeSocket
 from bridge.adapters.realtime_target import RealtimeTarget
 from bridge.adapters.recording_writer import RecordingWriter
 from bridge.adapters.stream_admission import StreamAdmission
-from bridge.call.call_logic import CallConfig, CallLogic, Notice, TurnReady
+from bridge.agent_hub import AgentHub, CallAgent
+from bridge.agents.models import Agent
+from bridge.call.call_logic import (
+    CallConfig,
+    CallLogic,
+    EventReady,
+    Notice,
+    ToolCallReady,
+    TransferReady,
+    TurnReady,
+)
 from bridge.call.recording import CallRecorder
 from bridge.call.records import CallStatus, EndReason
+from bridge.call.tools import ToolPolicy
 from bridge.errors import ProviderError, RemoteProtocolError
 from bridge.metrics import BridgeMetrics
 from bridge.protocols.dialects import SessionConfig
@@ -66,6 +78,11 @@ class SessionDeps:
     idle_timeout_s: float = 15.0
     clock: Callable[[], float] = field(default=time.time)
     recordings: RecordingFiles | None = None  # None: calls are not recorded
+    # The agents, their tools and clients; None: every call is the settings' one agent.
+    agent_hub: AgentHub | None = None
+    # Twilio calls whose stream ended for a transfer: call SID -> where the <Connect>
+    # action's answer dials.
+    pending_transfers: dict[str, str] = field(default_factory=dict)
     admission: StreamAdmission = field(init=False)
 
     def __post_init__(self) -> None:
@@ -106,15 +123,29 @@ class PhoneDriver(Protocol):
     async def close(self) -> None:
         """Let the phone leg go (with the close code its bad input earned, if any)."""
 
+    async def transfer(self, target: str) -> tuple[bool, str]:
+        """Hand the caller to ``target`` (a number or SIP URI); (done, why not). On success
+        the call ends; the leg's own way does the rest (a REFER, a ``<Dial>``)."""
+
 
 class CallSession:
     """Serves one admitted call on any phone leg. Call ``run()`` once."""
 
-    def __init__(self, deps: SessionDeps, driver: PhoneDriver, call: NewCall, log: Any) -> None:
+    def __init__(
+        self,
+        deps: SessionDeps,
+        driver: PhoneDriver,
+        call: NewCall,
+        log: Any,
+        agent: Agent | None = None,
+    ) -> None:
         self.deps = deps
         self.driver = driver
         self.call = call
         self.log = log
+        self.agent = agent
+        self._call_agent: CallAgent | None = None
+        self._tasks: asyncio.TaskGroup | None = None
         self._loop = asyncio.get_running_loop()
         self._model_ready = asyncio.Event()
         self._record = CallRecordWriter(deps.store, call.call_sid, log)
@@ -152,9 +183,17 @@ class CallSession:
                 await self._recording.close()
             self.log.info("call.ended", status=status.value, end_reason=reason.value)
 
+    async def _prepare_agent(self) -> CallAgent:
+        hub, deps = self.deps.agent_hub, self.deps
+        if hub is not None and self.agent is not None:
+            return await hub.prepare(self.agent, self.call.call_sid)
+        return CallAgent(self.call.agent, deps.session_config, deps.greeting, ToolPolicy())
+
     async def _serve(self) -> tuple[CallStatus, EndReason]:
         started_at = self._loop.time()
-        url, headers = self.deps.target.endpoint()
+        agent = self._call_agent = await self._prepare_agent()
+        target = agent.target or self.deps.target
+        url, headers = target.endpoint()
         try:
             socket = await RealtimeSocket.open(url, headers)
         except ProviderError as exc:
@@ -162,24 +201,26 @@ class CallSession:
             await self._apologize(round((self._loop.time() - started_at) * 1000))
             return CallStatus.FAILED, EndReason.PROVIDER_ERROR
         async with socket:
-            realtime = RealtimeConnection(
-                self.deps.target.dialect, self.deps.session_config.audio_format
-            )
+            dialect = target.dialect
+            realtime = RealtimeConnection(dialect, agent.session.audio_format)
             config = CallConfig(
-                session=self.deps.session_config,
-                greeting=self.deps.greeting,
-                server_cancels=self.deps.target.dialect.server_cancels_on_speech,
-                vad_padding_ms=300 if self.deps.target.dialect.name != "inworld" else 0,
-                vad_silence_ms=500 if self.deps.target.dialect.name != "inworld" else 0,
+                session=agent.session,
+                greeting=agent.greeting,
+                server_cancels=dialect.server_cancels_on_speech,
+                vad_padding_ms=300 if dialect.name != "inworld" else 0,
+                vad_silence_ms=500 if dialect.name != "inworld" else 0,
+                tools=agent.policy,
             )
             logic = CallLogic(self.driver.leg, realtime, config, started_at, self._recorder)
             self.log.info(
                 "call.started",
-                provider=self.deps.target.provider.value,
-                dialect=self.deps.target.dialect.name,
+                provider=target.provider.value,
+                dialect=dialect.name,
+                agent=agent.name,
             )
             try:
                 async with asyncio.TaskGroup() as tg:
+                    self._tasks = tg
                     tg.create_task(self._read_phone(logic))
                     tg.create_task(self._read_model(logic, socket))
                     tg.create_task(self.driver.write())
@@ -191,6 +232,7 @@ class CallSession:
                 # A bug, not the caller's fault: end this call cleanly, keep the server up.
                 self.log.error("call.internal_error", exc_info=group.exceptions[0])
                 logic.end(EndReason.UNKNOWN)
+            self._tasks = None
             self.deps.metrics.barge_ins.inc(logic.barge_ins)
             if logic.end_reason is EndReason.CALLER_HANGUP and logic.awaiting_caller_text:
                 await self._await_last_words(logic, socket)
@@ -261,8 +303,41 @@ class CallSession:
                 self.log.log(_LEVELS.get(output.level, 20), output.name, **output.fields)
             elif isinstance(output, TurnReady):
                 self._record.turn(output.turn)
-            else:
+            elif isinstance(output, EventReady):
                 self._record.event(output.event)
+            elif self._tasks is not None:  # a tool to run, a transfer to make
+                if isinstance(output, ToolCallReady):
+                    self._tasks.create_task(self._run_tool(logic, output))
+                else:
+                    self._tasks.create_task(self._transfer(logic, output))
+
+    async def _run_tool(self, logic: CallLogic, ready: ToolCallReady) -> None:
+        """One HTTP/MCP tool, in a task of its own so the call's audio never waits on it."""
+        runner = self._call_agent.runner if self._call_agent is not None else None
+        try:
+            if runner is None:
+                raise LookupError(ready.name)
+            outcome = await runner.run(ready.name, ready.arguments)
+        except Exception:  # a bug in a runner must not end the call
+            self.log.exception("tool.failed", tool=ready.name)
+            outcome = ToolOutcome(False, '{"error": "the tool failed"}')
+        logic.tool_finished(ready.call_id, outcome.ok, outcome.output, self._loop.time())
+        self._after(logic)
+        if logic.end_reason is not None:
+            raise _CallOver
+
+    async def _transfer(self, logic: CallLogic, ready: TransferReady) -> None:
+        targets = self._call_agent.transfer_targets if self._call_agent is not None else {}
+        target = targets.get(ready.target)
+        if target is None or self.driver.gone:
+            ok, detail = False, "no such target" if target is None else "the caller is gone"
+        else:
+            ok, detail = await self.driver.transfer(target)
+        self.log.info("call.transfer", target=ready.target, ok=ok, detail=detail)
+        logic.transfer_finished(ok, detail, self._loop.time())
+        self._after(logic)
+        if logic.end_reason is not None:
+            raise _CallOver
 
     async def _await_last_words(self, logic: CallLogic, socket: RealtimeSocket) -> None:
         """The caller hung up mid-sentence: give its transcription a moment to arrive."""

@@ -101,6 +101,20 @@ class Settings(BaseSettings):
     sip_username: str | None = Field(None, validation_alias=_env("BRIDGE_SIP_USERNAME"))
     sip_password: SecretStr | None = Field(None, validation_alias=_env("BRIDGE_SIP_PASSWORD"))
     sip_max_calls: int = Field(200, ge=1, validation_alias=_env("BRIDGE_SIP_MAX_CALLS"))
+    # Agents and tools (CONTRACT.md): a TOML file; unset, one agent built from the settings above.
+    agents_path: Path | None = Field(None, validation_alias=_env("BRIDGE_AGENTS"))
+    # HMAC key for X-Bridge-Signature on HTTP tool calls whose tool has no secret of its own.
+    tool_secret: SecretStr | None = Field(None, validation_alias=_env("BRIDGE_TOOL_SECRET"))
+    # Outbound calls (CONTRACT.md): POST /api/calls is off while BRIDGE_API_TOKEN is unset.
+    # Placing a call costs money, so this token is never the review token.
+    api_token: SecretStr | None = Field(None, validation_alias=_env("BRIDGE_API_TOKEN"))
+    twilio_api_base: str = Field(
+        "https://api.twilio.com", pattern=r"^https?://", validation_alias=_env("TWILIO_API_BASE")
+    )
+    # The caller ID when a request names none: a Twilio number, E.164 (blank counts as unset).
+    outbound_from: str | None = Field(
+        None, pattern=r"^(\+[1-9][0-9]{6,14})?$", validation_alias=_env("BRIDGE_OUTBOUND_FROM")
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

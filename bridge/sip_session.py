@@ -37,6 +37,7 @@ from bridge.protocols.sip.uas import (
     DtmfInfo,
     MediaChanged,
     SipServer,
+    TransferAnswered,
     UasConfig,
 )
 from bridge.session import CallSession, SessionDeps
@@ -47,6 +48,8 @@ log = structlog.get_logger("bridge.sip")
 
 Address = tuple[str, int]
 _PORT_TRIES = 50
+# A REFER's answer: Timer F (32 s over UDP) bounds it already; this only guards the wait.
+REFER_TIMEOUT_S = 40.0
 
 
 class SipDriver:
@@ -179,6 +182,13 @@ class SipDriver:
             ):
                 return
 
+    async def transfer(self, target: str) -> tuple[bool, str]:
+        """A blind transfer by REFER; on 2xx the call ends (with our BYE)."""
+        status = await self.endpoint.refer(self.call_id, target)
+        if 200 <= status < 300:
+            return True, ""
+        return False, f"the phone system answered SIP {status}"
+
     async def close(self) -> None:
         if not self.gone:
             self.endpoint.hang_up(self.call_id)
@@ -256,6 +266,7 @@ class SipEndpoint:
         self._pending: dict[str, tuple[_Rtp, Answer, CallOffered]] = {}
         self._drivers: dict[str, SipDriver] = {}
         self._listener_of: dict[str, SipListener] = {}  # by SIP Call-ID
+        self._referring: dict[str, asyncio.Future[int]] = {}  # transfers awaiting an answer
 
     def _calls_elsewhere(self, index: int) -> Callable[[], int]:
         def count() -> int:
@@ -279,6 +290,22 @@ class SipEndpoint:
             rtp.close()
         for listener in self.listeners:
             listener.close()
+
+    async def refer(self, call_id: str, target: str) -> int:
+        """Send a REFER for ``call_id``; its final status (408 if none came in time)."""
+        listener = self._listener_of.get(call_id)
+        if listener is None:
+            return 481
+        answer: asyncio.Future[int] = self._loop.create_future()
+        self._referring[call_id] = answer
+        listener.server.refer(call_id, target, self._loop.time())
+        listener.pump()
+        try:
+            return await asyncio.wait_for(answer, REFER_TIMEOUT_S)
+        except TimeoutError:
+            return 408
+        finally:
+            self._referring.pop(call_id, None)
 
     def hang_up(self, call_id: str) -> None:
         if (listener := self._listener_of.get(call_id)) is not None:
@@ -311,6 +338,9 @@ class SipEndpoint:
             case DtmfInfo(call_id=call_id, digit=digit):
                 if (driver := self._drivers.get(call_id)) is not None:
                     driver.dtmf(digit)
+            case TransferAnswered(call_id=call_id, status=status):
+                if (waiting := self._referring.get(call_id)) is not None and not waiting.done():
+                    waiting.set_result(status)
             case MediaChanged(call_id=call_id, answer=answer):
                 if (driver := self._drivers.get(call_id)) is not None:
                     driver.media_changed(answer)
@@ -363,9 +393,13 @@ class SipEndpoint:
             channel="sip",
             sip_call_id=offer.call_id[:255],
         )
+        agent = None
+        if (hub := self.deps.agent_hub) is not None:
+            agent = hub.pick(offer.to_user)
+            new_call = dataclasses.replace(new_call, agent=agent.name)
         self.deps.live_calls.add(call_sid)
         try:
-            await CallSession(self.deps, driver, new_call, call_log).run(create_record=True)
+            await CallSession(self.deps, driver, new_call, call_log, agent).run(create_record=True)
         finally:
             self.deps.live_calls.discard(call_sid)
             self._drivers.pop(offer.call_id, None)

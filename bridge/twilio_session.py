@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -54,11 +55,16 @@ async def serve_twilio_stream(ws: WebSocket, deps: SessionDeps) -> None:
     deps.live_calls.add(call_sid)
     try:
         new_call = _new_call(started, deps)
+        agent = None
+        if deps.agent_hub is not None:
+            params = started.custom_parameters
+            agent = deps.agent_hub.pick(new_call.to_number, params.get("agent"))
+            new_call = dataclasses.replace(new_call, agent=agent.name)
         admission = await deps.admission.claim(new_call, driver.log)
         if not admission.admitted:
             await driver.refuse(admission)
             return
-        session = CallSession(deps, driver, new_call, driver.log)
+        session = CallSession(deps, driver, new_call, driver.log, agent)
         await session.run(create_record=admission is Admission.UNCHECKED)
     finally:
         deps.live_calls.discard(call_sid)
@@ -91,6 +97,7 @@ class TwilioDriver:
         self.bad_input: RemoteProtocolError | None = None
         self._shutdown = False
         self._ready = asyncio.Event()
+        self.call_sid: str | None = None
 
     @property
     def leg(self) -> TwilioMediaStream:
@@ -109,6 +116,7 @@ class TwilioDriver:
                 self.stream.receive_text(text)
                 for event in self.stream.events_received():
                     if isinstance(event, StreamStarted):
+                        self.call_sid = event.call_sid
                         return event
                     if isinstance(event, StreamStopped):
                         return None
@@ -177,6 +185,14 @@ class TwilioDriver:
                 await self.ws.send_text(text)
             limit = len(audio) / 8000 + 3.0
             await asyncio.wait_for(self._await_mark(mark, recorder), limit)
+
+    async def transfer(self, target: str) -> tuple[bool, str]:
+        """Twilio dials ``target`` itself once the stream closes: the ``<Connect>`` action
+        URL asks the bridge what comes next, and this is what it will answer."""
+        if self.call_sid is None:
+            return False, "the stream has no call"
+        self.deps.pending_transfers[self.call_sid] = target
+        return True, ""
 
     async def close(self) -> None:
         """Close the socket: normally, or with the code its bad input earned."""

@@ -25,7 +25,7 @@ from bridge.errors import CLOSE_POLICY_VIOLATION
 from bridge.metrics import BridgeMetrics
 from bridge.protocols.stream_token import mint_stream_token
 from bridge.protocols.twilio import clean_text, is_sid
-from bridge.protocols.twiml import connect_stream
+from bridge.protocols.twiml import connect_stream, dial, hang_up
 from bridge.session import SessionDeps
 from bridge.settings import Settings
 from bridge.storage.base import CallStore, StoreUnavailableError
@@ -108,17 +108,40 @@ async def voice(request: Request) -> Response:
         return PlainTextResponse("CallSid missing or invalid\n", status_code=400)
     settings, _, _ = _state(request)
     token = mint_stream_token(request.app.state.token_secret, call_sid, time.time())
+    parameters = {
+        "from": clean_text(params.get("From", ""), _MAX_FORM_FIELD),
+        "to": clean_text(params.get("To", ""), _MAX_FORM_FIELD),
+        "token": token,
+    }
+    # An outbound call names its agent in the (signed) URL: the callee's number is `To`.
+    if (agent := request.query_params.get("agent")) is not None:
+        hub = request.app.state.session_deps.agent_hub
+        if hub is not None and hub.agents.get(agent) is not None:
+            parameters["agent"] = agent
+        else:
+            log.warning("twilio.unknown_agent", call_sid=call_sid)
     twiml = connect_stream(
         settings.media_stream_url,
         settings.public_http_url("/twilio/stream-status"),
-        {
-            "from": clean_text(params.get("From", ""), _MAX_FORM_FIELD),
-            "to": clean_text(params.get("To", ""), _MAX_FORM_FIELD),
-            "token": token,
-        },
+        parameters,
+        action_url=settings.public_http_url("/twilio/after-stream"),
     )
     log.info("call.answered", call_sid=call_sid)
     return Response(twiml, media_type="text/xml")
+
+
+async def after_stream(request: Request) -> Response:
+    """The ``<Connect>`` action: the stream has ended. A call the agent transferred is
+    dialed to its target; any other call is hung up."""
+    params = await _signed_form(request, "/twilio/after-stream")
+    if isinstance(params, Response):
+        return params
+    call_sid = params.get("CallSid", "")
+    target = request.app.state.session_deps.pending_transfers.pop(call_sid, None)
+    if target is None:
+        return Response(hang_up(), media_type="text/xml")
+    log.info("call.transferred", call_sid=call_sid)
+    return Response(dial(target), media_type="text/xml")
 
 
 async def media(websocket: WebSocket) -> None:
@@ -213,6 +236,7 @@ async def stream_status(request: Request) -> Response:
 def twilio_routes() -> list[Route | WebSocketRoute]:
     return [
         Route("/twilio/voice", voice, methods=["POST"]),
+        Route("/twilio/after-stream", after_stream, methods=["POST"]),
         WebSocketRoute("/twilio/media", media),
         Route("/twilio/status", call_status, methods=["POST"]),
         Route("/twilio/stream-status", stream_status, methods=["POST"]),

@@ -17,6 +17,15 @@ from typing import Any
 from bridge.call.playback import Playback
 from bridge.call.recording import CallRecorder
 from bridge.call.records import CallEvent, EndReason, Turn
+from bridge.call.tools import (
+    TRANSFER_CALL,
+    Answer,
+    RunTool,
+    ToolDesk,
+    ToolPolicy,
+    Transfer,
+    error_output,
+)
 from bridge.call.transcript import TranscriptBuilder
 from bridge.codecs.g711 import pcm16_to_ulaw, ulaw_to_pcm16
 from bridge.codecs.resampler import StreamResampler
@@ -35,6 +44,7 @@ from bridge.protocols.realtime_events import (
     AssistantItemStarted,
     AudioDelta,
     AudioDone,
+    FunctionCallRequested,
     InputCommitted,
     InputTranscriptCompleted,
     InputTranscriptFailed,
@@ -70,6 +80,8 @@ class CallConfig:
     # What server VAD folds into audio_start_ms / audio_end_ms (reference §7.3).
     vad_padding_ms: int = 300
     vad_silence_ms: int = 500
+    # The built-in tools and the names of the HTTP/MCP tools this call's agent offers.
+    tools: ToolPolicy = field(default_factory=ToolPolicy)
 
 
 class Phase(Enum):
@@ -89,6 +101,24 @@ class EventReady:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallReady:
+    """Run this HTTP/MCP tool, then hand its result to :meth:`CallLogic.tool_finished`."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferReady:
+    """The caller has heard the agent's last words before a transfer: transfer the phone
+    leg to ``target`` (a name of the agent's), then :meth:`CallLogic.transfer_finished`."""
+
+    call_id: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something worth a log line; the session logs it with the call's context."""
 
@@ -98,7 +128,7 @@ class Notice:
 
 
 StoreWrite = TurnReady | EventReady
-Output = TurnReady | EventReady | Notice
+Output = TurnReady | EventReady | Notice | ToolCallReady | TransferReady
 
 
 class CallLogic:
@@ -146,6 +176,13 @@ class CallLogic:
         self._dtmf_at = started_at
         #: Keypresses dropped for coming faster than a person types.
         self.dtmf_dropped = 0
+        self._tools = ToolDesk(config.tools)
+        # Tool calls being run or waiting for their moment: call id -> (name, args, since).
+        self._tool_calls: dict[str, tuple[str, dict[str, Any], float]] = {}
+        # The model ended the call (hang up or transfer): done once its last words are heard.
+        self._leaving: EndReason | None = None
+        self._transfer: Transfer | None = None
+        self._transfer_asked = False
 
     # -- clocks -----------------------------------------------------------------------------
 
@@ -194,6 +231,7 @@ class CallLogic:
                     if self.recorder is not None:
                         self.recorder.mark_played(name)
                     self._pump(now)
+                    self._maybe_leave()
                 case DtmfReceived(digit=digit):
                     self._on_dtmf(digit, now)
                 case StreamStopped():
@@ -271,6 +309,8 @@ class CallLogic:
                     self._transcript.agent_started(item_id)
                 case ResponseDone(response_id=rid, status=status, reason=reason, transcripts=ts):
                     self._on_response_done(rid, status, reason, ts, now)
+                case FunctionCallRequested() as call:
+                    self._on_function_call(call, now)
                 case SessionCreated():
                     self._configure()
                 case SessionUpdated():
@@ -386,6 +426,79 @@ class CallLogic:
             self._discarded_responses.discard(rid)
         if status == "failed":
             self._notice("realtime.response_failed", "warning", reason=reason)
+        if self._tools.response_done(rid):
+            self.realtime.create_response()
+        self._maybe_leave()
+
+    # -- tools ------------------------------------------------------------------------------
+
+    def _on_function_call(self, call: FunctionCallRequested, now: float) -> None:
+        decision = self._tools.requested(call.response_id, call.call_id, call.name, call.arguments)
+        match decision:
+            case RunTool(call_id=call_id, name=name, arguments=arguments):
+                self._tool_calls[call_id] = (name, arguments, now)
+                self._outputs.append(ToolCallReady(call_id, name, arguments))
+            case Transfer(call_id=call_id, arguments=arguments):
+                self._tool_calls[call_id] = (TRANSFER_CALL, arguments, now)
+                self._transfer = decision
+                self._leaving = EndReason.TRANSFERRED
+                self._maybe_leave()
+            case Answer(call_id=call_id, name=name, arguments=arguments, ok=ok, output=output):
+                self._give(call_id, name, arguments, ok, output, 0, now)
+                if decision.hang_up:
+                    self._leaving = EndReason.AGENT_HANGUP
+                    self._maybe_leave()
+
+    def tool_finished(self, call_id: str, ok: bool, output: str, now: float) -> None:
+        """An HTTP/MCP tool from :class:`ToolCallReady` finished (``ok`` false: it failed or
+        timed out, and ``output`` says so to the model)."""
+        started = self._tool_calls.pop(call_id, None)
+        if started is None or self.phase is Phase.ENDED:
+            return
+        name, arguments, since = started
+        self._give(call_id, name, arguments, ok, output, round((now - since) * 1000), now)
+
+    def transfer_finished(self, ok: bool, detail: str, now: float) -> None:
+        """The phone leg was transferred (the call ends as ``transferred``), or the far end
+        refused (the model is told, and the call goes on)."""
+        transfer, self._transfer = self._transfer, None
+        if transfer is None or self.phase is Phase.ENDED:
+            return
+        _, arguments, since = self._tool_calls.pop(transfer.call_id, ("", {}, now))
+        ms = round((now - since) * 1000)
+        if ok:
+            self._event("tool_call", now, name=TRANSFER_CALL, arguments=arguments, ok=True, ms=ms)
+            self._event("transfer", now, target=transfer.target)
+            self._end(EndReason.TRANSFERRED)
+            return
+        self._leaving, self._transfer_asked = None, False
+        self._tools.transfer_failed(transfer.call_id)
+        message = f"the transfer to {transfer.target} failed ({detail}); tell the caller"
+        self._give(
+            transfer.call_id, TRANSFER_CALL, arguments, False, error_output(message), ms, now
+        )
+
+    def _give(
+        self, call_id: str, name: str, arguments: dict[str, Any], ok: bool, output: str, ms: int,
+        now: float,
+    ) -> None:  # fmt: skip
+        self.realtime.send_function_output(call_id, output)
+        self._event("tool_call", now, name=name, arguments=arguments, ok=ok, ms=ms)
+        self._notice("tool.called", "info" if ok else "warning", tool=name, ok=ok, ms=ms)
+        if self._tools.answered(call_id):
+            self.realtime.create_response()
+
+    def _maybe_leave(self) -> None:
+        """Hang up or transfer once the model has finished and its last audio was heard."""
+        if self._leaving is None or self.phase is not Phase.ACTIVE:
+            return
+        if self.realtime.response_in_flight or self._playback.is_playing:
+            return
+        if self._leaving is not EndReason.TRANSFERRED:
+            self._end(self._leaving)
+        elif self._transfer is not None and not self._transfer_asked:
+            self._transfer_asked = True
+            self._outputs.append(TransferReady(self._transfer.call_id, self._transfer.target))
 
     def _on_error(self, err: RealtimeError) -> None:
         if err.benign:

@@ -8,6 +8,8 @@ config back per dialect.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -34,6 +36,8 @@ __all__ = [
     "parse_max_tokens",
     "parse_modalities",
     "parse_noise_reduction",
+    "parse_tool_choice",
+    "parse_tools",
     "parse_transcription",
     "parse_turn_detection",
     "parse_voice",
@@ -377,3 +381,106 @@ def parse_modalities(
     if frozenset(value) not in allowed or len(set(value)) != len(value):
         raise InvalidRequest("invalid_value", f"Invalid value for '{param}': {value}.", param)
     return tuple(value)
+
+
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]+")
+_TOOL_NAME_MAX = 64
+_TOOL_KEYS = frozenset({"type", "name", "description", "parameters"})
+
+
+def parse_tools(value: Any, param: str, dialect: Dialect) -> list[dict[str, Any]]:
+    """``session.tools``: function tools, checked the way OpenAI checks them.
+
+    GA servers also take ``mcp`` tools; the fake has no MCP client, so it refuses them by
+    name rather than pretend. Codes and messages follow OpenAI's (``empty_string``,
+    ``string_above_max_length``, ``invalid_function_parameters``, ...).
+    """
+    if not isinstance(value, list):
+        raise _invalid_type(param, "an array", value)
+    kinds = ("function",) if dialect is Dialect.OPENAI_BETA else ("function", "mcp")
+    tools: list[dict[str, Any]] = []
+    for index, tool in enumerate(value):
+        where = f"{param}[{index}]"
+        if not isinstance(tool, dict):
+            raise _invalid_type(where, "an object", tool)
+        if "type" not in tool:
+            raise missing(f"{where}.type")
+        if choice(tool["type"], kinds, f"{where}.type") == "mcp":
+            raise InvalidRequest(
+                "invalid_value",
+                "The fake realtime server does not support 'mcp' tools.",
+                f"{where}.type",
+            )
+        obj = check_object(tool, where, _TOOL_KEYS)
+        if "name" not in obj:
+            raise missing(f"{where}.name")
+        name = _tool_name(obj["name"], f"{where}.name")
+        if obj.get("description") is not None:
+            string(obj["description"], f"{where}.description")
+        if "parameters" in obj:
+            _check_parameters(name, obj["parameters"], f"{where}.parameters")
+        tools.append(dict(obj))
+    return tools
+
+
+def parse_tool_choice(value: Any, param: str) -> str | dict[str, Any]:
+    """``tool_choice``: ``auto``, ``none``, ``required`` or one named function."""
+    if not isinstance(value, dict):
+        return choice(value, ("auto", "none", "required"), param)
+    obj = check_object(value, param, {"type", "name"})
+    if "type" not in obj:
+        raise missing(f"{param}.type")
+    choice(obj["type"], ("function",), f"{param}.type")
+    if "name" not in obj:
+        raise missing(f"{param}.name")
+    return {"type": "function", "name": _tool_name(obj["name"], f"{param}.name")}
+
+
+def _tool_name(value: Any, param: str) -> str:
+    name = string(value, param)
+    if not name:
+        raise InvalidRequest(
+            "empty_string",
+            f"Invalid '{param}': empty string. Expected a string with minimum length 1, but "
+            "got an empty string instead.",
+            param,
+        )
+    if len(name) > _TOOL_NAME_MAX:
+        raise InvalidRequest(
+            "string_above_max_length",
+            f"Invalid '{param}': string too long. Expected a string with maximum length "
+            f"{_TOOL_NAME_MAX}, but got a string with length {len(name)} instead.",
+            param,
+        )
+    if not _TOOL_NAME.fullmatch(name):
+        raise InvalidRequest(
+            "invalid_value",
+            f"Invalid '{param}': string does not match pattern. Expected a string that "
+            "matches the pattern '^[a-zA-Z0-9_-]+$'.",
+            param,
+        )
+    return name
+
+
+def _check_parameters(name: str, schema: Any, param: str) -> None:
+    """A function's ``parameters`` must be a JSON Schema of an object (``{}``: no arguments)."""
+
+    def refuse(reason: str) -> InvalidRequest:
+        return InvalidRequest(
+            "invalid_function_parameters", f"Invalid schema for function '{name}': {reason}", param
+        )
+
+    if not isinstance(schema, dict):
+        shown = json.dumps(schema)
+        raise refuse(f"{shown} is not of type 'object', 'boolean'.")
+    if not schema:
+        return
+    kind = schema.get("type")
+    if kind != "object":
+        raise refuse(f"schema must be a JSON Schema of 'type: \"object\"', got 'type: \"{kind}\"'.")
+    properties = schema.get("properties", {})
+    if not isinstance(properties, dict):
+        raise refuse(f"{json.dumps(properties)} is not of type 'object'.")
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        raise refuse(f"{json.dumps(required)} is not of type 'array' of strings.")

@@ -71,6 +71,13 @@ class FakeConversation:
     def get(self, item_id: str) -> ConversationItem | None:
         return self._items.get(item_id)
 
+    def find_call(self, call_id: str) -> ConversationItem | None:
+        """The newest ``function_call`` item with this ``call_id``, if any."""
+        for item in reversed(self._items.values()):
+            if item.type == "function_call" and item.extra.get("call_id") == call_id:
+                return item
+        return None
+
     def add(self, item: ConversationItem) -> None:
         """Append an item whose creation events the caller sends itself (model output)."""
         self._items[item.id] = item
@@ -175,6 +182,12 @@ class FakeConversation:
             for key in keys:
                 if not isinstance(raw.get(key), str):
                     raise missing(f"item.{key}")
+            if kind == "function_call_output" and self.find_call(raw["call_id"]) is None:
+                # OpenAI checks that the call exists; this is its error, param and all.
+                raise InvalidRequest(
+                    "invalid_tool_call_id",
+                    f"Tool call ID '{raw['call_id']}' not found in conversation.",
+                )
             item = ConversationItem(
                 item_id, kind, None, "completed", extra={k: raw[k] for k in keys}
             )

@@ -2,9 +2,10 @@
 
 It checks the handshake the way each provider does, validates ``session.update``, runs an
 energy voice detector on the appended audio, answers each caller turn with a scripted
-reply streamed as 100 ms audio deltas (faster than real time), cancels on barge-in and
-judges truncations, so the bridge's realtime client can be tested against something that
-behaves like the real servers. It is also the bridge's built-in ``local`` agent.
+reply streamed as 100 ms audio deltas (faster than real time), cancels on barge-in, judges
+truncations, and makes the function calls a script asks for (then waits for their outputs),
+so the bridge's realtime client can be tested against something that behaves like the real
+servers. It is also the bridge's built-in ``local`` agent.
 
 Use it as an async context manager::
 

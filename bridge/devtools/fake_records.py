@@ -16,6 +16,9 @@ __all__ = [
     "FakeFaults",
     "FakeSessionRecord",
     "Outgoing",
+    "ToolCallRecord",
+    "ToolFollowUp",
+    "ToolOutputRecord",
     "TruncateRecord",
 ]
 
@@ -56,6 +59,52 @@ class TruncateRecord:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """One ``function_call`` item the fake model produced.
+
+    ``arguments`` is the JSON text sent; ``declared`` whether ``session.tools`` named the
+    tool at the time (the fake calls scripted tools either way, so that a client's handling
+    of an unknown tool can be tested). ``at`` is the server's ``time.monotonic()``.
+    """
+
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str
+    declared: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutputRecord:
+    """One accepted ``function_call_output`` item from the client.
+
+    ``name`` is the tool's name, resolved from the ``function_call`` item with the same
+    ``call_id``; ``output`` the text given back. Outputs for an unknown ``call_id`` are
+    refused with an error (see ``errors_sent``) and not recorded here.
+    """
+
+    call_id: str
+    name: str
+    output: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFollowUp:
+    """A response the client asked for (``response.create``) after giving tool outputs.
+
+    ``call_ids`` are the calls whose outputs arrived since the previous response began, in
+    arrival order.
+    """
+
+    response_id: str
+    call_ids: tuple[str, ...]
+    at: float
+
+
 @dataclass(slots=True)
 class FakeSessionRecord:
     """Everything one accepted connection saw, for tests to inspect.
@@ -65,6 +114,11 @@ class FakeSessionRecord:
     holds ``time.monotonic()`` right after each ``speech_started`` was written.
     ``responses`` holds ``(response_id, status, reason)`` per ``response.done``;
     ``errors_sent`` the ``error`` object of each error event.
+
+    Tools: ``tools`` and ``tool_choice`` are what the last accepted ``session.update`` left
+    in effect; ``tool_calls`` the function calls the model made, ``tool_outputs`` the
+    client's answers to them, and ``responses_after_tools`` each ``response.create`` that
+    followed such answers.
     """
 
     dialect: str
@@ -78,6 +132,11 @@ class FakeSessionRecord:
     audio_chunks: dict[str, list[bytes]] = field(default_factory=dict)
     responses: list[tuple[str, str, str | None]] = field(default_factory=list)
     errors_sent: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: Any = "auto"
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    tool_outputs: list[ToolOutputRecord] = field(default_factory=list)
+    responses_after_tools: list[ToolFollowUp] = field(default_factory=list)
     closed: bool = False
 
     @property
@@ -88,6 +147,12 @@ class FakeSessionRecord:
     def client_events_of(self, event_type: str) -> list[dict[str, Any]]:
         """The recorded client events of one type, in order."""
         return [e for e in self.client_events if e.get("type") == event_type]
+
+    @property
+    def unanswered_calls(self) -> list[str]:
+        """The ``call_id`` s of the model's function calls that have no output yet."""
+        answered = {output.call_id for output in self.tool_outputs}
+        return [call.call_id for call in self.tool_calls if call.call_id not in answered]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,12 +6,19 @@ events, :meth:`~FakeResponse.step` the transcript and audio deltas that are due 
 little ahead of the audio), and :meth:`~FakeResponse.end_events` the closing events, either
 ``completed`` or cut short (``cancelled`` with the transcript spoken so far). The caller adds
 ``event_id`` and writes them out; it asks :meth:`~FakeResponse.next_due` when to call again.
+
+A response may also carry function calls (:class:`PlannedCall`). As on a real server they
+follow the spoken message, each as its own output item whose arguments stream as
+``response.function_call_arguments.delta`` events, and ``response.done`` lists every
+item. A response without speech holds only the calls and is finished as soon as it starts.
+Calls are made only by a response that completes: a cancelled one never gets to them.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +28,17 @@ from bridge.devtools.fake_config import Dialect, SessionConfig
 from bridge.devtools.fake_update import render_format
 from bridge.devtools.fake_vad import AudioFormat
 
-__all__ = ["CHUNK_MS", "DialectNames", "FakeResponse", "names_for", "to_output_format"]
+__all__ = [
+    "CHUNK_MS",
+    "DialectNames",
+    "FakeResponse",
+    "PlannedCall",
+    "names_for",
+    "to_output_format",
+]
 
 CHUNK_MS = 100
+_ARGUMENTS_CHUNK = 16  # characters per arguments delta: models stream a few tokens at a time
 _LEAD_MS = 100  # how far the transcript runs ahead of the end of the audio sent
 _WORD = re.compile(r"\S+\s*")
 
@@ -61,6 +76,19 @@ _BETA_NAMES = DialectNames(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedCall:
+    """A function call a response makes, with the ids the session gave it.
+
+    ``arguments`` is the JSON text the model writes.
+    """
+
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
 def names_for(dialect: Dialect) -> DialectNames:
     return _BETA_NAMES if dialect is Dialect.OPENAI_BETA else _GA_NAMES
 
@@ -78,7 +106,11 @@ def to_output_format(ulaw: bytes, fmt: AudioFormat) -> bytes:
 
 
 class FakeResponse:
-    """One response in flight: its ids, its paced deltas and its end events."""
+    """One response in flight: its ids, its paced deltas and its end events.
+
+    ``item_id`` is the spoken message's item, or ``None`` for a response that only calls
+    tools (``calls``); then ``text`` and ``audio`` are empty.
+    """
 
     def __init__(
         self,
@@ -86,18 +118,20 @@ class FakeResponse:
         dialect: Dialect,
         config: SessionConfig,
         response_id: str,
-        item_id: str,
+        item_id: str | None,
         conversation_id: str,
         text: str,
         audio: bytes,
         now: float,
         realtime_factor: float,
+        calls: Sequence[PlannedCall] = (),
     ) -> None:
         self.dialect = dialect
         self.names = names_for(dialect)
         self.config = config
         self.response_id = response_id
         self.item_id = item_id
+        self.calls = tuple(calls)
         self.conversation_id = conversation_id
         self.full_text = text
         fmt = config.output_format
@@ -132,11 +166,14 @@ class FakeResponse:
         return self._started + self._next_chunk * self._interval
 
     def start_events(self, previous_item_id: str | None) -> list[dict[str, Any]]:
-        """``response.created`` through ``response.content_part.added``."""
+        """``response.created`` through ``response.content_part.added`` (the message's)."""
         self._previous_item_id = previous_item_id
+        created = {"type": "response.created", "response": self._response("in_progress", None, [])}
+        if self.item_id is None:
+            return [created]
         item = self._item("in_progress", None)
         return [
-            {"type": "response.created", "response": self._response("in_progress", None, None)},
+            created,
             {
                 "type": "response.output_item.added",
                 "response_id": self.response_id,
@@ -170,11 +207,35 @@ class FakeResponse:
 
         ``status`` is ``completed`` or ``cancelled`` (``reason`` ``turn_detected`` or
         ``client_cancelled``); a cancelled item is ``incomplete`` and its transcript is what
-        was sent so far.
+        was sent so far. A completed response then makes its function calls.
         """
         transcript = self.full_text if status == "completed" else self.text_sent.rstrip()
-        item_status = "completed" if status == "completed" else "incomplete"
-        item = self._item(item_status, transcript)
+        events: list[dict[str, Any]] = []
+        output: list[dict[str, Any]] = []
+        previous = self._previous_item_id
+        if self.item_id is not None:
+            item_status = "completed" if status == "completed" else "incomplete"
+            item = self._item(item_status, transcript)
+            events.extend(self._message_end_events(item, transcript))
+            output.append(item)
+            previous = self.item_id
+        if status == "completed":
+            for call in self.calls:
+                done_item = self._call_item(call, "completed", call.arguments)
+                events.extend(self._call_events(call, len(output), previous, done_item))
+                output.append(done_item)
+                previous = call.item_id
+        details = None if reason is None else {"type": "cancelled", "reason": reason}
+        done: dict[str, Any] = {
+            "type": "response.done",
+            "response": self._response(status, details, output, transcript),
+        }
+        if self.dialect is Dialect.INWORLD:
+            done["usage"] = done["response"]["usage"]  # Inworld repeats it at the top level
+        events.append(done)
+        return events
+
+    def _message_end_events(self, item: dict[str, Any], transcript: str) -> list[dict[str, Any]]:
         part = {"type": "audio", "transcript": transcript}
         events: list[dict[str, Any]] = [
             self._part_ids(self.names.audio_done),
@@ -197,14 +258,53 @@ class FakeResponse:
                 "item": item,
             }
         )
-        details = None if reason is None else {"type": "cancelled", "reason": reason}
-        done: dict[str, Any] = {
-            "type": "response.done",
-            "response": self._response(status, details, item, transcript),
+        return events
+
+    def _call_events(
+        self,
+        call: PlannedCall,
+        index: int,
+        previous: str | None,
+        done_item: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """One function call: its item announced empty, its arguments streamed, then done."""
+        added_item = self._call_item(call, "in_progress", "")
+        ids = {
+            "response_id": self.response_id,
+            "item_id": call.item_id,
+            "output_index": index,
+            "call_id": call.call_id,
         }
-        if self.dialect is Dialect.INWORLD:
-            done["usage"] = done["response"]["usage"]  # Inworld repeats it at the top level
-        events.append(done)
+        events: list[dict[str, Any]] = [
+            {
+                "type": "response.output_item.added",
+                "response_id": self.response_id,
+                "output_index": index,
+                "item": added_item,
+            },
+            {"type": self.names.item_created, "previous_item_id": previous, "item": added_item},
+        ]
+        text = call.arguments
+        for start in range(0, len(text), _ARGUMENTS_CHUNK):
+            delta = text[start : start + _ARGUMENTS_CHUNK]
+            events.append({"type": "response.function_call_arguments.delta", **ids, "delta": delta})
+        arguments_done: dict[str, Any] = {"type": "response.function_call_arguments.done", **ids}
+        if self.dialect is not Dialect.INWORLD:  # Inworld leaves the name to the item
+            arguments_done["name"] = call.name
+        arguments_done["arguments"] = text
+        events.append(arguments_done)
+        if self.names.item_done is not None:
+            events.append(
+                {"type": self.names.item_done, "previous_item_id": previous, "item": done_item}
+            )
+        events.append(
+            {
+                "type": "response.output_item.done",
+                "response_id": self.response_id,
+                "output_index": index,
+                "item": done_item,
+            }
+        )
         return events
 
     # ------------------------------------------------------------ helpers
@@ -224,6 +324,17 @@ class FakeResponse:
             "content_index": 0,
         }
 
+    def _call_item(self, call: PlannedCall, status: str, arguments: str) -> dict[str, Any]:
+        return {
+            "id": call.item_id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": status,
+            "name": call.name,
+            "call_id": call.call_id,
+            "arguments": arguments,
+        }
+
     def _item(self, status: str, transcript: str | None) -> dict[str, Any]:
         content = (
             []
@@ -239,8 +350,9 @@ class FakeResponse:
             "content": content,
         }
 
-    def _usage(self, transcript: str) -> dict[str, Any]:
-        text_tokens = max(1, len(transcript) // 4)
+    def _usage(self, transcript: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+        arguments = sum(len(item.get("arguments", "")) for item in output)
+        text_tokens = max(1, (len(transcript) + arguments) // 4)
         audio_tokens = self.audio_bytes_sent * 10 // self._format.bytes_per_second  # ~10/s
         out_tokens = text_tokens + audio_tokens
         usage: dict[str, Any] = {
@@ -265,7 +377,7 @@ class FakeResponse:
         self,
         status: str,
         details: dict[str, Any] | None,
-        item: dict[str, Any] | None,
+        output: list[dict[str, Any]],
         transcript: str = "",
     ) -> dict[str, Any]:
         response: dict[str, Any] = {
@@ -273,7 +385,7 @@ class FakeResponse:
             "id": self.response_id,
             "status": status,
             "status_details": details,
-            "output": [] if item is None else [item],
+            "output": output,
             "conversation_id": self.conversation_id,
         }
         cfg = self.config
@@ -292,6 +404,6 @@ class FakeResponse:
                 max_output_tokens=cfg.max_output_tokens,
                 audio={"output": {"format": fmt, "voice": cfg.voice}},
             )
-        response["usage"] = None if status == "in_progress" else self._usage(transcript)
+        response["usage"] = None if status == "in_progress" else self._usage(transcript, output)
         response["metadata"] = None
         return response

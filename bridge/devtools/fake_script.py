@@ -3,13 +3,21 @@
 A :class:`FakeScript` is plain data. Each fake session walks it with its own cursor, so one
 script can serve many connections at once. Replies carry 8 kHz mu-law audio: a shipped
 clip, a file, or a synthetic voice-like signal (:func:`synthesize_voice`) that energy
-detectors and listeners notice as speech.
+detectors and listeners notice as speech. A reply may also call tools (:class:`ToolCall`):
+the model then waits for the client's ``function_call_output`` items and its next
+``response.create``, which the following reply answers::
+
+    FakeScript(replies=[
+        Reply(tool_calls=(ToolCall("check_availability", {"party": 4, "time": "20:00"}),)),
+        Reply("We have a table at eight."),
+    ])
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,7 @@ __all__ = [
     "MS_PER_CHARACTER",
     "FakeScript",
     "Reply",
+    "ToolCall",
     "demo_script",
     "load_script",
     "synthesize_voice",
@@ -35,6 +44,7 @@ MS_PER_CHARACTER = 70
 
 _SAMPLE_RATE = 8000
 _MIN_SYNTH_MS = 300
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
 def synthesize_voice(duration_ms: int, *, pitch_hz: float = 140.0, level: float = 0.3) -> bytes:
@@ -67,17 +77,58 @@ def synthesize_voice(duration_ms: int, *, pitch_hz: float = 140.0, level: float 
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call the fake model makes: the tool's ``name`` and its ``arguments``.
+
+    The arguments go on the wire as the JSON text :attr:`arguments_json`, as a model writes
+    them. Raises :class:`ConfigurationError` for a name no server would accept or arguments
+    that are not JSON.
+    """
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _TOOL_NAME.fullmatch(self.name):
+            raise ConfigurationError(f"tool name {self.name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
+        if not isinstance(self.arguments, dict):
+            raise ConfigurationError(f"arguments of tool {self.name!r} must be a dict")
+        try:
+            json.dumps(self.arguments)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"arguments of tool {self.name!r}: {exc}") from exc
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as the compact JSON text a model streams."""
+        return json.dumps(self.arguments, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
-    """One thing the fake agent says.
+    """One thing the fake agent says, and the tools it calls.
 
     ``audio`` is 8 kHz mu-law; when it is ``None`` a voice-like signal of ``duration_ms``
     (default :data:`MS_PER_CHARACTER` per character of ``text``) stands in for it. Call
     :meth:`render` to get the audio to stream.
+
+    ``tool_calls`` come in the same response, after the spoken message, one
+    ``function_call`` item each (several: parallel tool calls). A reply with tool calls and
+    no ``text``, ``audio`` or ``duration_ms`` says nothing: its response holds only the
+    calls (see :attr:`speaks`).
     """
 
-    text: str
+    text: str = ""
     audio: bytes | None = None
     duration_ms: int | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    @property
+    def speaks(self) -> bool:
+        """Whether the response carries an audio message (always, unless only tools)."""
+        if not self.tool_calls:
+            return True
+        return bool(self.text) or self.audio is not None or self.duration_ms is not None
 
     def render(self) -> bytes:
         """The reply's 8 kHz mu-law audio, synthesized when none was given."""
@@ -101,6 +152,11 @@ class FakeScript:
     ``replies`` answer the following responses in order, then :data:`GENERIC_REPLY`;
     ``caller_transcripts[n - 1]`` is reported as the transcript of the n-th committed caller
     turn, then ``"(caller turn n)"``.
+
+    Every response takes the next reply, whatever started it: a caller turn, or the
+    client's ``response.create``. So after a reply with tool calls, the reply that follows
+    it answers the ``response.create`` the client sends once it has given back the tools'
+    outputs, as long as the caller does not take a turn in between.
     """
 
     greeting: Reply | None = None
@@ -133,8 +189,10 @@ def load_script(path: str | Path) -> FakeScript:
     The file holds ``{"greeting": R, "replies": [R, ...], "caller_transcripts": [str, ...]}``.
     Each ``R`` is a string (the text, audio synthesized) or an object with ``text``,
     optional ``duration_ms``, and optionally ``clip`` (a shipped clip name; its text is the
-    default ``text``) or ``audio_file`` (raw 8 kHz mu-law, relative to the JSON file).
-    Raises :class:`ConfigurationError` when the file cannot be used.
+    default ``text``) or ``audio_file`` (raw 8 kHz mu-law, relative to the JSON file), and
+    optionally ``tool_calls``: ``[{"name": str, "arguments": {...}}, ...]`` (then ``text``
+    may be left out: the reply only calls tools). Raises :class:`ConfigurationError` when
+    the file cannot be used.
     """
     source = Path(path)
     try:
@@ -179,6 +237,23 @@ def _parse_reply(entry: Any, source: Path) -> Reply:
             audio = (source.parent / str(entry["audio_file"])).read_bytes()
     except (KeyError, OSError) as exc:
         raise ConfigurationError(f"fake script {source}: cannot load reply audio: {exc}") from exc
+    calls = _parse_tool_calls(entry.get("tool_calls", []), source)
+    if text is None and calls:
+        text = ""
     if not isinstance(text, str):
         raise ConfigurationError(f"fake script {source}: every reply needs a 'text' string")
-    return Reply(text, audio=audio, duration_ms=duration)
+    return Reply(text, audio=audio, duration_ms=duration, tool_calls=calls)
+
+
+def _parse_tool_calls(value: Any, source: Path) -> tuple[ToolCall, ...]:
+    if not isinstance(value, list):
+        raise ConfigurationError(f"fake script {source}: 'tool_calls' must be a list")
+    calls: list[ToolCall] = []
+    for entry in value:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigurationError(f"fake script {source}: each tool call needs a 'name' string")
+        try:
+            calls.append(ToolCall(entry["name"], entry.get("arguments", {})))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"fake script {source}: {exc}") from exc
+    return tuple(calls)

@@ -6,6 +6,10 @@ passing of time with :meth:`~FakeSession.advance`; it hands back what to write w
 and says when it next needs :meth:`~FakeSession.advance` with
 :meth:`~FakeSession.next_deadline`. Everything a test may want to check afterwards lands
 in its :class:`FakeSessionRecord`.
+
+Tool calls: a scripted reply's calls end its response; the session then waits, as a real
+server does, for the client's ``function_call_output`` items (each must name a call in the
+conversation) and its ``response.create``, which the script's next reply answers.
 """
 
 from __future__ import annotations
@@ -13,14 +17,24 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import secrets
+import string
 from typing import Any
 
 from bridge.devtools.fake_config import Dialect, InvalidRequest, default_config, missing
 from bridge.devtools.fake_items import ConversationItem, FakeConversation, transcription_events
 from bridge.devtools.fake_outbox import EventOutbox, rate_limits_event
-from bridge.devtools.fake_records import FakeFaults, FakeSessionRecord, Outgoing, TruncateRecord
-from bridge.devtools.fake_response import FakeResponse, to_output_format
-from bridge.devtools.fake_script import FakeScript
+from bridge.devtools.fake_records import (
+    FakeFaults,
+    FakeSessionRecord,
+    Outgoing,
+    ToolCallRecord,
+    ToolFollowUp,
+    ToolOutputRecord,
+    TruncateRecord,
+)
+from bridge.devtools.fake_response import FakeResponse, PlannedCall, to_output_format
+from bridge.devtools.fake_script import FakeScript, ToolCall
 from bridge.devtools.fake_update import apply_update, render_session
 from bridge.devtools.fake_vad import EnergyVad, SpeechStart, VadParams
 
@@ -32,6 +46,8 @@ _MIN_COMMIT_MS = 100
 _CONVERSATION_EVENTS = frozenset(
     {"conversation.item.create", "conversation.item.delete", "conversation.item.retrieve"}
 )
+_CALL_ID_ALPHABET = string.ascii_letters + string.digits
+_CALL_ID_LENGTH = 16  # OpenAI's look like call_Xz0z4X8aSYDdkTf2
 
 
 class FakeSession:
@@ -67,6 +83,7 @@ class FakeSession:
         self._late_transcripts: list[dict[str, Any]] = []
         self._responses_started = 0
         self._replies_used = 0
+        self._outputs_since_response: list[str] = []  # call ids, for ToolFollowUp
         self._caller_turns = 0
         self._buffer_bytes = 0
         self._speech_item: str | None = None
@@ -172,7 +189,7 @@ class FakeSession:
         elif kind == "conversation.item.truncate":
             self._truncate(event, now)
         elif kind in _CONVERSATION_EVENTS:
-            self._out.emit_all(self._conversation.handle(kind, event))
+            self._conversation_event(kind, event, now)
         elif kind is None:
             raise missing("type")
         else:
@@ -200,7 +217,22 @@ class FakeSession:
             audio_produced=self._responses_started > 0,
         )
         self._sync_vad()
+        self.record.tools = [dict(tool) for tool in self.config.tools]
+        self.record.tool_choice = self.config.tool_choice
         self._out.emit({"type": "session.updated", "session": self._render_session()})
+
+    def _conversation_event(self, kind: str, event: dict[str, Any], now: float) -> None:
+        events = self._conversation.handle(kind, event)
+        item = events[0]["item"] if kind == "conversation.item.create" else None
+        if item is not None and item["type"] == "function_call_output":
+            call_id = str(item["call_id"])
+            call = self._conversation.find_call(call_id)
+            name = str(call.extra.get("name", "")) if call is not None else ""
+            self.record.tool_outputs.append(
+                ToolOutputRecord(call_id, name, str(item["output"]), now)
+            )
+            self._outputs_since_response.append(call_id)
+        self._out.emit_all(events)
 
     # ------------------------------------------------------------ input audio and turns
 
@@ -306,7 +338,12 @@ class FakeSession:
             self._already_active(event.get("event_id"))
             return
         instructions = options.get("instructions")
-        self._start_response(greeting=isinstance(instructions, str) and bool(instructions))
+        answered = tuple(self._outputs_since_response)
+        response_id = self._start_response(
+            greeting=isinstance(instructions, str) and bool(instructions)
+        )
+        if answered:
+            self.record.responses_after_tools.append(ToolFollowUp(response_id, answered, now))
         self._pump(now)
 
     def _already_active(self, client_id: Any) -> None:
@@ -319,7 +356,8 @@ class FakeSession:
             client_id if isinstance(client_id, str) else None,
         )
 
-    def _start_response(self, *, greeting: bool) -> None:
+    def _start_response(self, *, greeting: bool) -> str:
+        """Start the next scripted reply; returns its response id."""
         script = self._script
         if greeting and self._responses_started == 0 and script.greeting is not None:
             reply = script.greeting
@@ -327,32 +365,47 @@ class FakeSession:
             reply = script.reply(self._replies_used)
             self._replies_used += 1
         self._responses_started += 1
+        self._outputs_since_response = []
         fmt = self.config.output_format
+        response_id = self._out.new_id("resp")
+        item_id = self._out.new_id("item") if reply.speaks else None
         response = FakeResponse(
             dialect=self.dialect,
             config=self.config,
-            response_id=self._out.new_id("resp"),
-            item_id=self._out.new_id("item"),
+            response_id=response_id,
+            item_id=item_id,
             conversation_id=f"conv_{self._tag}",
-            text=reply.text,
-            audio=to_output_format(reply.render(), fmt),
+            text=reply.text if reply.speaks else "",
+            audio=to_output_format(reply.render(), fmt) if reply.speaks else b"",
             now=self._out.now,
             realtime_factor=self._factor,
+            calls=[self._plan_call(call) for call in reply.tool_calls],
         )
         previous = self._conversation.last_id()
-        item = ConversationItem(response.item_id, "message", "assistant", "in_progress")
-        item.output_format = fmt
-        self._conversation.add(item)
+        if item_id is not None:
+            item = ConversationItem(item_id, "message", "assistant", "in_progress")
+            item.output_format = fmt
+            self._conversation.add(item)
+            self.record.audio_chunks[item_id] = []
         self._response = response
-        self.record.audio_chunks[response.item_id] = []
         self._out.emit_all(response.start_events(previous))
+        if response.finished:
+            self._pump(self._out.now)  # nothing to pace (only tool calls): end it now
+        return response_id
+
+    def _plan_call(self, call: ToolCall) -> PlannedCall:
+        call_id = "call_" + "".join(
+            secrets.choice(_CALL_ID_ALPHABET) for _ in range(_CALL_ID_LENGTH)
+        )
+        return PlannedCall(self._out.new_id("item"), call_id, call.name, call.arguments_json)
 
     def _pump(self, now: float) -> None:
         response = self._response
         if response is None:
             return
-        item = self._conversation.get(response.item_id)
-        chunks = self.record.audio_chunks[response.item_id]
+        item_id = response.item_id
+        item = self._conversation.get(item_id) if item_id is not None else None
+        chunks = self.record.audio_chunks.get(item_id, []) if item_id is not None else []
         for event, chunk in response.step(now):
             self._out.emit(event)
             if chunk:
@@ -367,16 +420,40 @@ class FakeSession:
         assert response is not None
         self._response = None
         events = response.end_events(status, reason)
-        item = self._conversation.get(response.item_id)
-        if item is not None:
-            item.status = "completed" if status == "completed" else "incomplete"
-            item.content = [dict(part) for part in events[-1]["response"]["output"][0]["content"]]
+        for rendered in events[-1]["response"]["output"]:
+            self._settle_item(response.response_id, rendered)
         self._out.emit_all(events)
         self.record.responses.append((response.response_id, status, reason))
         if self.dialect is not Dialect.INWORLD:
             self._out.emit(rate_limits_event())
         late, self._late_transcripts = self._late_transcripts, []
         self._out.emit_all(late)
+
+    def _settle_item(self, response_id: str, rendered: dict[str, Any]) -> None:
+        """Bring one output item of a finished response into the conversation."""
+        if rendered["type"] == "message":
+            item = self._conversation.get(rendered["id"])
+            if item is not None:
+                item.status = rendered["status"]
+                item.content = [dict(part) for part in rendered["content"]]
+            return
+        keys = ("name", "call_id", "arguments")
+        call = ConversationItem(
+            rendered["id"], "function_call", None, "completed", extra={k: rendered[k] for k in keys}
+        )
+        self._conversation.add(call)
+        declared = any(tool.get("name") == rendered["name"] for tool in self.config.tools)
+        self.record.tool_calls.append(
+            ToolCallRecord(
+                response_id,
+                rendered["id"],
+                rendered["call_id"],
+                rendered["name"],
+                rendered["arguments"],
+                declared,
+                self._out.now,
+            )
+        )
 
     def _response_cancel(self, event: dict[str, Any]) -> None:
         wanted = event.get("response_id")

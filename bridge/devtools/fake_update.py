@@ -29,6 +29,8 @@ from bridge.devtools.fake_config import (
     parse_max_tokens,
     parse_modalities,
     parse_noise_reduction,
+    parse_tool_choice,
+    parse_tools,
     parse_transcription,
     parse_turn_detection,
     parse_voice,
@@ -71,15 +73,16 @@ def apply_update(
     return updated
 
 
-def _apply_common(config: SessionConfig, obj: dict[str, Any], prefix: str) -> SessionConfig:
+def _apply_common(
+    dialect: Dialect, config: SessionConfig, obj: dict[str, Any], prefix: str
+) -> SessionConfig:
     if "instructions" in obj:
         config = replace(config, instructions=string(obj["instructions"], f"{prefix}.instructions"))
     if "tools" in obj:
-        if not isinstance(obj["tools"], list):
-            raise InvalidRequest("invalid_type", f"Invalid type for '{prefix}.tools'.", "tools")
-        config = replace(config, tools=list(obj["tools"]))
+        config = replace(config, tools=parse_tools(obj["tools"], f"{prefix}.tools", dialect))
     if "tool_choice" in obj:
-        config = replace(config, tool_choice=obj["tool_choice"])
+        tool_choice = parse_tool_choice(obj["tool_choice"], f"{prefix}.tool_choice")
+        config = replace(config, tool_choice=tool_choice)
     return config
 
 
@@ -94,7 +97,7 @@ def _apply_ga(
             "The fake realtime server only serves 'realtime' sessions.",
             "session.type",
         )
-    config = _apply_common(config, obj, "session")
+    config = _apply_common(dialect, config, obj, "session")
     if "output_modalities" in obj:
         allowed = _INWORLD_MODALITIES if dialect is Dialect.INWORLD else _GA_MODALITIES
         modalities = parse_modalities(
@@ -167,7 +170,7 @@ def _apply_ga_input(
 
 
 def _apply_beta(config: SessionConfig, obj: dict[str, Any], vad: VadParams) -> SessionConfig:
-    config = _apply_common(config, obj, "session")
+    config = _apply_common(Dialect.OPENAI_BETA, config, obj, "session")
     if "modalities" in obj:
         modalities = parse_modalities(obj["modalities"], "session.modalities", _BETA_MODALITIES)
         config = replace(config, output_modalities=modalities)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 # Everything outside XML 1.0's Char production: C0 controls but tab, newline and carriage
 # return; lone surrogates; U+FFFE and U+FFFF. No escape makes these legal, not even &#0;.
@@ -17,10 +17,16 @@ def xml_attr(value: str) -> str:
     return quoteattr(_NOT_XML.sub("", value))
 
 
-def connect_stream(stream_url: str, status_url: str, parameters: Mapping[str, str]) -> str:
+def connect_stream(
+    stream_url: str,
+    status_url: str,
+    parameters: Mapping[str, str],
+    action_url: str | None = None,
+) -> str:
     """``<Connect><Stream>``: a bidirectional media stream, with ``<Parameter>``s that come
     back in the stream's ``start.customParameters``. Nothing follows ``</Connect>``, so when
-    the bridge closes the socket the call ends."""
+    the bridge closes the socket the call ends; with ``action_url`` Twilio first asks that
+    URL what to do next (hang up, or dial a transfer target)."""
     params = "".join(
         f"\n      <Parameter name={xml_attr(name)} value={xml_attr(value)}/>"
         for name, value in parameters.items()
@@ -28,11 +34,26 @@ def connect_stream(stream_url: str, status_url: str, parameters: Mapping[str, st
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         "<Response>\n"
-        "  <Connect>\n"
+        f"  <Connect{'' if action_url is None else f' action={xml_attr(action_url)}'}>\n"
         f"    <Stream url={xml_attr(stream_url)} statusCallback={xml_attr(status_url)}"
         ' statusCallbackMethod="POST">'
         f"{params}\n"
         "    </Stream>\n"
         "  </Connect>\n"
         "</Response>\n"
+    )
+
+
+def hang_up() -> str:
+    return '<?xml version="1.0" encoding="UTF-8"?>\n<Response>\n  <Hangup/>\n</Response>\n'
+
+
+def dial(target: str) -> str:
+    """``<Dial>`` a phone number, or a SIP URI (``<Sip>``): a blind transfer."""
+    if target.startswith(("sip:", "sips:")):
+        inner = f"<Sip>{escape(_NOT_XML.sub('', target))}</Sip>"
+    else:
+        inner = f"<Number>{escape(_NOT_XML.sub('', target))}</Number>"
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Response>\n  <Dial>{inner}</Dial>\n</Response>\n'
     )

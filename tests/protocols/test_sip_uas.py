@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.protocols.sip.message import SipResponse, parse_message
+from bridge.protocols.sip.message import SipRequest, SipResponse, parse_message
 from bridge.protocols.sip.uas import (
     CallEnded,
     CallEstablished,
@@ -18,6 +18,7 @@ from bridge.protocols.sip.uas import (
     DtmfInfo,
     MediaChanged,
     SipServer,
+    TransferAnswered,
     UasConfig,
 )
 
@@ -422,4 +423,49 @@ def test_a_timer_the_caller_wants_the_bridge_to_refresh_is_left_out() -> None:
     ok = _timed_call(uas, "Supported: timer\r\nSession-Expires: 600;refresher=uas\r\n")
     assert ok.get("Session-Expires") is None and ok.get("Require") is None
     uas.tick(3600)
+    assert not any(isinstance(e, CallEnded) for e in uas.events)
+
+
+def _answer_request(data: bytes, status: int) -> bytes:
+    sent = parse_message(data)
+    assert isinstance(sent, SipRequest)
+    lines = [f"SIP/2.0 {status} Whatever"]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        lines.append(f"{name}: {sent.get(name)}")
+    return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def test_a_blind_transfer_is_a_refer_in_the_dialog_and_its_answer_an_event() -> None:
+    uas = Uas()
+    tag = uas.answered_call()
+    call_id = "1-7111@127.0.0.1"
+    uas.server.refer(call_id, "+15550001111", uas.now)
+    uas._collect()
+    [refer_data] = uas.requests_out
+    refer = parse_message(refer_data)
+    assert isinstance(refer, SipRequest) and refer.method == "REFER"
+    assert refer.get("Refer-To") == "<sip:+15550001111@127.0.0.1>"
+    assert refer.from_.tag == tag and refer.cseq.method == "REFER"
+    assert statuses(uas.tick(0.6)) == [] and len(uas.requests_out) == 2  # resent (Timer E)
+    uas.feed(_answer_request(refer_data, 202))
+    assert [e for e in uas.events if isinstance(e, TransferAnswered)] == [
+        TransferAnswered(call_id, 202)
+    ]
+    notify = request("NOTIFY", branch="z9hG4bK-n1", cseq=2, to_tag=tag, body="SIP/2.0 200 OK")
+    assert statuses(uas.feed(notify)) == [200]
+
+
+def test_a_refused_or_unanswered_refer_keeps_the_call() -> None:
+    uas = Uas()
+    uas.answered_call()
+    uas.server.refer("1-7111@127.0.0.1", "sip:desk@pbx.example.com", uas.now)
+    uas._collect()
+    refer = parse_message(uas.requests_out[0])
+    assert isinstance(refer, SipRequest) and refer.get("Refer-To") == "<sip:desk@pbx.example.com>"
+    uas.feed(_answer_request(uas.requests_out[0], 403))
+    uas.server.refer("1-7111@127.0.0.1", "+15550001111", uas.now)
+    uas._collect()
+    uas.tick(40)  # never answered: Timer F
+    answers = [e.status for e in uas.events if isinstance(e, TransferAnswered)]
+    assert answers == [403, 408]
     assert not any(isinstance(e, CallEnded) for e in uas.events)

@@ -22,6 +22,7 @@ __all__ = [
     "MediaChanged",
     "Network",
     "SipEvent",
+    "TransferAnswered",
     "UasConfig",
 ]
 
@@ -91,4 +92,15 @@ class MediaChanged:
     answer: sdp.Answer
 
 
-SipEvent: TypeAlias = CallOffered | CallEstablished | CallEnded | DtmfInfo | MediaChanged
+@dataclass(frozen=True, slots=True)
+class TransferAnswered:
+    """The caller's side answered the bridge's REFER: 2xx means it is placing the new call
+    (hang up now); anything else (408 when it never answered) means the call stays."""
+
+    call_id: str
+    status: int
+
+
+SipEvent: TypeAlias = (
+    CallOffered | CallEstablished | CallEnded | DtmfInfo | MediaChanged | TransferAnswered
+)

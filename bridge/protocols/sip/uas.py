@@ -36,6 +36,7 @@ from bridge.protocols.sip.events import (
     DtmfInfo,
     MediaChanged,
     SipEvent,
+    TransferAnswered,
     UasConfig,
 )
 from bridge.protocols.sip.message import (
@@ -57,7 +58,7 @@ from bridge.protocols.sip.transaction import (
     Timers,
 )
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY"
 USER_AGENT = "bridge"
 RETRY_AFTER_S = 5
 _DIGITS = "0123456789*#ABCD"
@@ -103,7 +104,8 @@ class SipServer:
         self._server_tx: dict[tuple[str, str, str], _Tx] = {}
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[SipEvent] = []
-        self._byes: list[NonInviteClientTransaction] = []
+        self._byes: list[NonInviteClientTransaction] = []  # our BYEs and REFERs
+        self._refers: dict[str, str] = {}  # branch of a REFER -> its call
         #: Datagrams dropped because they were not SIP at all.
         self.dropped = 0
 
@@ -182,6 +184,8 @@ class SipServer:
             bye.handle_timeout(now, self._out)
             if bye.done:
                 self._byes.remove(bye)
+                if (call_id := self._refers.pop(bye.branch, None)) is not None:
+                    self._events.append(TransferAnswered(call_id, 408))  # Timer F
 
     # -- the application's side -----------------------------------------------------------
 
@@ -246,7 +250,7 @@ class SipServer:
             self._receive_cancel(request, source, now)
         elif method == "OPTIONS":
             self._reply(request, source, 200, "OK", now, ("Accept", "application/sdp"))
-        elif method in ("BYE", "INFO", "UPDATE"):
+        elif method in ("BYE", "INFO", "UPDATE", "NOTIFY"):
             self._receive_in_dialog(request, call, source, now)
         else:
             self._reply(request, source, 405, "Method Not Allowed", now)
@@ -457,6 +461,8 @@ class SipServer:
         for bye in self._byes:
             if bye.branch == branch and response.status >= 200:
                 bye.done = True
+                if (call_id := self._refers.pop(branch or "", None)) is not None:
+                    self._events.append(TransferAnswered(call_id, response.status))
 
     # -- building -------------------------------------------------------------------------
 
@@ -539,6 +545,28 @@ class SipServer:
             self.dropped += 1
 
     def _send_bye(self, call: _Call, now: float) -> None:
+        self._send_in_dialog(call, "BYE", [], now)
+
+    def refer(self, call_id: str, target: str, now: float) -> None:
+        """Blind transfer (RFC 3515): ask the caller's side to call ``target`` (an E.164
+        number, sent as a SIP URI at the caller's host, or a SIP URI). Expect
+        :class:`TransferAnswered`; on 2xx, hang up (the caller's side places the new call)."""
+        call = self._calls.get(call_id)
+        if call is None or call.ended:
+            self._events.append(TransferAnswered(call_id, 481))
+            return
+        uri = target
+        if not target.startswith(("sip:", "sips:")):
+            host = call.source[0]
+            uri = f"sip:{target}@{f'[{host}]' if ':' in host else host}"
+        extra = [("Refer-To", f"<{uri}>"), ("Referred-By", self._contact())]
+        extra.append(("Contact", self._contact()))
+        branch = self._send_in_dialog(call, "REFER", extra, now)
+        self._refers[branch] = call_id
+
+    def _send_in_dialog(
+        self, call: _Call, method: str, extra: list[tuple[str, str]], now: float
+    ) -> str:
         call.local_cseq += 1
         branch = "z9hG4bK" + secrets.token_hex(10)
         host = self.config.advertise_host
@@ -556,17 +584,19 @@ class SipServer:
             ("From", local_from),
             ("To", call.invite.get("From") or ""),
             ("Call-ID", call.call_id),
-            ("CSeq", f"{call.local_cseq} BYE"),
+            ("CSeq", f"{call.local_cseq} {method}"),
             ("User-Agent", USER_AGENT),
+            *extra,
         ]
         headers += [("Route", route) for route in call.invite.get_all("Record-Route")]
-        data = serialize(SipRequest("BYE", uri, tuple(headers)))
+        data = serialize(SipRequest(method, uri, tuple(headers)))
         self._byes.append(
             NonInviteClientTransaction(
                 branch, data, call.source, now, self._reliable, self.config.timers
             )
         )
         self._out.append((data, call.source))
+        return branch
 
     def _forget_if_done(self, call: _Call) -> None:
         # Otherwise the timers forget it once its INVITE transaction has ended.
@@ -639,5 +669,6 @@ __all__ = [
     "MediaChanged",
     "SipEvent",
     "SipServer",
+    "TransferAnswered",
     "UasConfig",
 ]
