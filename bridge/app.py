@@ -13,17 +13,22 @@ import hmac
 import os
 from collections.abc import AsyncIterator
 
+import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bridge.adapters.agents_watch import AgentsWatcher
 from bridge.adapters.background import BackgroundTasks
-from bridge.adapters.realtime_target import resolve_target
+from bridge.adapters.realtime_target import RealtimeTarget, resolve_target
 from bridge.adapters.twilio_auth import TwilioAuth
+from bridge.agent_hub import AgentHub
+from bridge.agents.registry import default_agents, load_agents
 from bridge.codecs.clips import clip_text, load_clip
 from bridge.metrics import BridgeMetrics
+from bridge.outbound import close_outbound_client, outbound_routes
 from bridge.protocols.dialects import SessionConfig
 from bridge.review.api import review_api_routes
 from bridge.review.pages import review_page_routes
@@ -75,7 +80,13 @@ async def store_unavailable(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The bridge for ``settings``. Nothing is opened until the app's lifespan starts."""
+    """The bridge for ``settings``. Nothing is opened until the app's lifespan starts.
+    A bad agents file (``BRIDGE_AGENTS``) is refused here, with what is wrong and where."""
+    agents = (
+        load_agents(settings.agents_path, settings)
+        if settings.agents_path is not None
+        else default_agents(settings)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -91,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
             keeper = asyncio.create_task(leases.keep(), name="lease-keeper")
             stack.callback(keeper.cancel)
             stack.push_async_callback(app.state.background.cancel_all)
+            stack.push_async_callback(close_outbound_client, app)
             local_url = None
             greeting = settings.greeting
             if settings.effective_provider is Provider.LOCAL:
@@ -105,16 +117,46 @@ def create_app(settings: Settings) -> Starlette:
                 log.info("local_agent.started", url=local_url)
             target = resolve_target(settings, local_url)
             app.state.store = store
+            session_config = SessionConfig(
+                instructions=settings.instructions,
+                voice=settings.voice,
+                audio_format=settings.audio_format.value,
+                transcription=True,
+                model=settings.realtime_model,
+            )
+            tool_client = httpx.AsyncClient(follow_redirects=False)
+            stack.push_async_callback(tool_client.aclose)
+            targets = {target.provider: target}
+
+            def target_for(provider: Provider) -> RealtimeTarget:
+                if provider not in targets:
+                    other = settings.model_copy(update={"provider": provider})
+                    targets[provider] = resolve_target(other, local_url)
+                return targets[provider]
+
+            hub = AgentHub(
+                agents,
+                session_config,
+                targets=target_for,
+                client=tool_client,
+                tool_secret=(
+                    settings.tool_secret.get_secret_value().encode()
+                    if settings.tool_secret
+                    else None
+                ),
+                default_greeting=greeting,
+            )
+            if settings.agents_path is not None:
+                watcher = AgentsWatcher(settings.agents_path, settings, hub.update)
+                watching = asyncio.create_task(watcher.run(), name="agents-watch")
+                stack.callback(watching.cancel)
+                if watcher.install_sighup(asyncio.get_running_loop()):
+                    stack.callback(watcher.remove_sighup)
             app.state.session_deps = SessionDeps(
                 store=store,
                 target=target,
-                session_config=SessionConfig(
-                    instructions=settings.instructions,
-                    voice=settings.voice,
-                    audio_format=settings.audio_format.value,
-                    transcription=True,
-                    model=settings.realtime_model,
-                ),
+                session_config=session_config,
+                agent_hub=hub,
                 greeting=greeting,
                 token_secret=app.state.token_secret,
                 apology=load_clip("apology"),
@@ -156,6 +198,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *twilio_routes(),
             *review_api_routes(),
+            *outbound_routes(),
             *review_page_routes(),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

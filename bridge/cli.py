@@ -277,6 +277,58 @@ def _fuzz(args: argparse.Namespace, settings: Settings) -> int:
     return run_command(args)
 
 
+def _call(args: argparse.Namespace, settings: Settings) -> int:
+    """``bridge call TO``: have Twilio dial TO; when the callee answers, Twilio requests this
+    bridge's voice webhook (at BRIDGE_PUBLIC_URL) and the callee talks to the agent."""
+    from urllib.parse import urlsplit
+
+    from bridge.adapters.twilio_rest import TwilioRestError, create_call, is_e164, new_client
+    from bridge.outbound import voice_webhook_url
+
+    def fail(message: str) -> int:
+        print(f"bridge call: {message}", file=sys.stderr)
+        return 1
+
+    from_ = args.from_ or settings.outbound_from or None
+    if from_ is None:
+        return fail("--from is required: BRIDGE_OUTBOUND_FROM, the default caller ID, is unset")
+    for flag, number in (("TO", args.to), ("--from", from_)):
+        if not is_e164(number):
+            return fail(f"{flag} must be an E.164 number: + and 7 to 15 digits, e.g. +15557650000")
+    account_sid = settings.twilio_account_sid or ""
+    token = settings.twilio_auth_token
+    auth_token = token.get_secret_value() if token is not None else ""
+    if not account_sid or not auth_token:
+        return fail("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set to place calls")
+    if _is_loopback(urlsplit(settings.public_base).hostname or ""):
+        print(
+            f"bridge call: warning: BRIDGE_PUBLIC_URL is {settings.public_base}; Twilio cannot "
+            "reach a loopback address, so the answered call will find no bridge",
+            file=sys.stderr,
+        )
+
+    async def place() -> str:
+        async with new_client(settings.twilio_api_base) as client:
+            return await create_call(
+                client,
+                settings.twilio_api_base,
+                account_sid,
+                auth_token,
+                to=args.to,
+                from_=from_,
+                url=voice_webhook_url(settings, args.agent),
+                status_callback=settings.public_http_url("/twilio/status"),
+                machine_detection=args.machine_detection,
+            )
+
+    try:
+        sid = asyncio.run(place())
+    except TwilioRestError as exc:
+        return fail(str(exc))
+    print(sid)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bridge.devtools.fake_realtime import add_fake_realtime_arguments
 
@@ -362,6 +414,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_fuzz_arguments(fuzz)
     fuzz.set_defaults(func=_fuzz)
+
+    call = sub.add_parser(
+        "call", help="place an outbound call through Twilio; the callee talks to the agent"
+    )
+    call.add_argument("to", metavar="TO", help="the number to call, E.164 (+15557650000)")
+    call.add_argument(
+        "--from", dest="from_", metavar="FROM", help="caller ID (default: BRIDGE_OUTBOUND_FROM)"
+    )
+    call.add_argument("--agent", metavar="NAME", help="the agent the callee talks to")
+    call.add_argument(
+        "--machine-detection",
+        choices=("Enable", "DetectMessageEnd"),
+        default=None,
+        metavar="MODE",
+        help="Twilio answering-machine detection: Enable or DetectMessageEnd",
+    )
+    call.set_defaults(func=_call)
     return parser
 
 
