@@ -329,3 +329,60 @@ async def test_sip_transfer_sends_a_refer_to_the_named_target_then_hangs_up(
         "reception"
     ]
     assert "Traceback" not in outcome.log
+
+
+async def test_a_reload_during_a_live_call_leaves_that_call_as_it_was(
+    bridge_factory: StartBridge, tmp_path: Path
+) -> None:
+    script = FakeScript(
+        replies=[Reply("One moment.", duration_ms=800), Reply("Here you are.", duration_ms=800)],
+        caller_transcripts=["First question.", "Second question."],
+    )
+    async with tool_service() as service, fake_server("openai", script=script) as fake:
+        path = agents_file(tmp_path, service.url)
+        bridge = bridge_factory(provider_env(fake, "openai", BRIDGE_AGENTS=str(path)))
+        live = asyncio.create_task(
+            simulate_call(
+                bridge.url,
+                auth_token=AUTH_TOKEN,
+                review_token=REVIEW_TOKEN,
+                caller_utterances=[load_clip("caller_1"), load_clip("caller_2")],
+                max_duration_s=25,
+            )
+        )
+        for _ in range(100):  # the live call's session is configured
+            if fake.sessions and fake.sessions[0].client_events:
+                break
+            await asyncio.sleep(0.1)
+        text = path.read_text()
+        path.write_text(
+            text.replace(
+                "You are the front desk of Bella Cucina.", "You are the night desk."
+            ).replace('"slow_lookup", "broken_lookup", ', "")
+        )
+        for _ in range(50):
+            if "agents.reloaded" in bridge.log():
+                break
+            await asyncio.sleep(0.1)
+        first = await live
+        second = await simulate_call(
+            bridge.url,
+            auth_token=AUTH_TOKEN,
+            review_token=REVIEW_TOKEN,
+            caller_utterances=[load_clip("caller_1")],
+            max_duration_s=20,
+        )
+    assert "agents.reloaded" in bridge.log()
+    updates = [[e for e in s.client_events if e["type"] == "session.update"] for s in fake.sessions]
+    # The live call kept its agent: one configuration, the old instructions and tools,
+    # and it was answered to the end.
+    assert len(updates[0]) == 1
+    assert updates[0][0]["session"]["instructions"].startswith("You are the front desk")
+    assert len(updates[0][0]["session"]["tools"]) == 5
+    assert first.call_record is not None and len(first.call_record["turns"]) == 4
+    # The next call has the new agent.
+    assert updates[1][0]["session"]["instructions"] == "You are the night desk."
+    assert {t["name"] for t in updates[1][0]["session"]["tools"]} == {
+        "check_availability", "end_call", "transfer_call",
+    }  # fmt: skip
+    assert second.call_record is not None and second.call_record["agent"] == "front-desk"
