@@ -38,6 +38,7 @@ from bridge.call.call_logic import (
     TransferReady,
     TurnReady,
 )
+from bridge.call.limits import LimitPolicy
 from bridge.call.recording import CallRecorder
 from bridge.call.records import CallStatus, EndReason
 from bridge.call.tools import ToolPolicy
@@ -210,6 +211,7 @@ class CallSession:
                 vad_padding_ms=300 if dialect.name != "inworld" else 0,
                 vad_silence_ms=500 if dialect.name != "inworld" else 0,
                 tools=agent.policy,
+                limits=LimitPolicy(agent.max_duration_s, agent.silence_timeout_s),
             )
             logic = CallLogic(self.driver.leg, realtime, config, started_at, self._recorder)
             self.log.info(
@@ -284,6 +286,10 @@ class CallSession:
         and a dead call must not keep a paid model session open."""
         while True:
             await asyncio.sleep(1.0)
+            logic.tick(self._loop.time())  # the agent's time and silence limits
+            self._after(logic)
+            if logic.end_reason is not None:
+                raise _CallOver
             if self._loop.time() - self.driver.last_activity > self.deps.idle_timeout_s:
                 self.log.warning("phone.idle", idle_s=self.deps.idle_timeout_s)
                 logic.end(EndReason.TIMEOUT)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from bridge.call.limits import ARE_YOU_THERE, TIME_UP, CallLimits, LimitAction, LimitPolicy
 from bridge.call.playback import Playback
 from bridge.call.recording import CallRecorder
 from bridge.call.records import CallEvent, EndReason, Turn
@@ -39,7 +40,7 @@ from bridge.protocols.phone import (
     StreamStopped,
     UnknownEvent,
 )
-from bridge.protocols.realtime import RealtimeConnection
+from bridge.protocols.realtime import RealtimeConnection, ResponseState
 from bridge.protocols.realtime_events import (
     AssistantItemStarted,
     AudioDelta,
@@ -82,6 +83,7 @@ class CallConfig:
     vad_silence_ms: int = 500
     # The built-in tools and the names of the HTTP/MCP tools this call's agent offers.
     tools: ToolPolicy = field(default_factory=ToolPolicy)
+    limits: LimitPolicy = field(default_factory=LimitPolicy)
 
 
 class Phase(Enum):
@@ -177,6 +179,7 @@ class CallLogic:
         #: Keypresses dropped for coming faster than a person types.
         self.dtmf_dropped = 0
         self._tools = ToolDesk(config.tools)
+        self._limits = CallLimits(config.limits, started_at)
         # Tool calls being run or waiting for their moment: call id -> (name, args, since).
         self._tool_calls: dict[str, tuple[str, dict[str, Any], float]] = {}
         # The model ended the call (hang up or transfer): done once its last words are heard.
@@ -231,6 +234,7 @@ class CallLogic:
                     if self.recorder is not None:
                         self.recorder.mark_played(name)
                     self._pump(now)
+                    self._limits.agent_heard(now)
                     self._maybe_leave()
                 case DtmfReceived(digit=digit):
                     self._on_dtmf(digit, now)
@@ -290,10 +294,12 @@ class CallLogic:
                 case SpeechStarted(item_id=item_id, audio_start_ms=start):
                     at = self._input_to_stream(start, self.config.vad_padding_ms, now)
                     self._transcript.caller_started(item_id, min(at, self.stream_ms(now)))
+                    self._limits.voice(now)
                     self._barge_in(now)
                 case SpeechStopped(item_id=item_id, audio_end_ms=end):
                     at = self._input_to_stream(end, -self.config.vad_silence_ms, now)
                     self._transcript.caller_stopped(item_id, min(at, self.stream_ms(now)))
+                    self._limits.voice(now)
                 case InputCommitted(item_id=item_id):
                     self._transcript.caller_started(item_id, self.stream_ms(now))
                 case InputTranscriptCompleted(item_id=item_id, transcript=transcript):
@@ -488,11 +494,32 @@ class CallLogic:
         if self._tools.answered(call_id):
             self.realtime.create_response()
 
+    # -- limits -----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Call about once a second: the agent's time and silence limits."""
+        if self.phase is not Phase.ACTIVE:
+            return
+        busy = self._playback.is_playing or self.realtime.response_state is not ResponseState.IDLE
+        match self._limits.due(now, busy):
+            case LimitAction.SAY_GOODBYE:
+                self._notice("call.time_limit", limit_s=self.config.limits.max_duration_s)
+                self._leaving = self._leaving or EndReason.TIMEOUT
+                self.realtime.create_response(instructions=TIME_UP)
+            case LimitAction.PROMPT:
+                self._notice("call.caller_silent", silent_s=self.config.limits.silence_timeout_s)
+                self.realtime.create_response(instructions=ARE_YOU_THERE)
+            case LimitAction.END:
+                self._notice("call.limit_ended")
+                self._end(self._leaving or EndReason.TIMEOUT)
+            case None:
+                pass
+
     def _maybe_leave(self) -> None:
         """Hang up or transfer once the model has finished and its last audio was heard."""
         if self._leaving is None or self.phase is not Phase.ACTIVE:
             return
-        if self.realtime.response_in_flight or self._playback.is_playing:
+        if self.realtime.response_state is not ResponseState.IDLE or self._playback.is_playing:
             return
         if self._leaving is not EndReason.TRANSFERRED:
             self._end(self._leaving)

@@ -14,6 +14,7 @@ from bridge.call.call_logic import (
     ToolCallReady,
     TransferReady,
 )
+from bridge.call.limits import ARE_YOU_THERE, TIME_UP, LimitPolicy
 from bridge.call.records import EndReason
 from bridge.call.tools import ToolPolicy
 from bridge.protocols.dialects import SessionConfig
@@ -27,12 +28,11 @@ POLICY = ToolPolicy(
 
 
 class ToolHarness(RtpHarness):
-    def __init__(self, policy: ToolPolicy = POLICY) -> None:
+    def __init__(self, policy: ToolPolicy = POLICY, limits: LimitPolicy | None = None) -> None:
         super().__init__()
         session = SessionConfig(instructions="Be brief.", voice=None, audio_format="pcmu")
-        self.logic = CallLogic(
-            self.leg, self.realtime, CallConfig(session=session, tools=policy), self.now
-        )
+        config = CallConfig(session=session, tools=policy, limits=limits or LimitPolicy())
+        self.logic = CallLogic(self.leg, self.realtime, config, self.now)
         self.model(type="session.created", event_id="e1", session={})
         self.realtime.data_to_send()
         self.ready: list[Any] = []
@@ -194,3 +194,63 @@ def test_tools_the_agent_does_not_offer_are_refused_even_if_built_in() -> None:
     assert output == {"error": "there is no tool named 'end_call'"}
     h.tick(100)
     assert h.logic.end_reason is None
+
+
+def creates(sent: list[dict[str, Any]]) -> list[str | None]:
+    return [
+        e.get("response", {}).get("instructions") for e in sent if e["type"] == "response.create"
+    ]
+
+
+def test_at_the_time_limit_the_agent_says_goodbye_and_the_call_ends_once_it_is_heard() -> None:
+    h = ToolHarness(limits=LimitPolicy(max_duration_s=60))
+    h.tick(59_000)
+    h.logic.tick(h.now)
+    assert creates(h.sent_to_model()) == []
+    h.tick(1_000)
+    h.logic.tick(h.now)
+    assert creates(h.sent_to_model()) == [TIME_UP]
+    h.model(type="response.created", event_id="e3", response={"id": "bye", "output": []})
+    h.agent_says(500, item="item_bye", resp="bye")
+    h.done("bye")
+    h.tick(200)
+    h.logic.tick(h.now)
+    assert h.logic.end_reason is None  # still saying goodbye
+    h.tick(500)
+    assert h.logic.end_reason is EndReason.TIMEOUT
+
+
+def test_a_silent_caller_is_prompted_once_then_the_call_ends() -> None:
+    h = ToolHarness(limits=LimitPolicy(silence_timeout_s=10))
+    for _ in range(9):
+        h.tick(1_000)
+        h.logic.tick(h.now)
+    assert creates(h.sent_to_model()) == []
+    h.tick(1_000)
+    h.logic.tick(h.now)
+    assert creates(h.sent_to_model()) == [ARE_YOU_THERE]
+    h.model(type="response.created", event_id="e3", response={"id": "p", "output": []})
+    h.agent_says(1000, item="item_p", resp="p")
+    h.done("p")
+    for _ in range(10):  # the prompt plays (1 s), then 9 s of silence: not yet
+        h.tick(1_000)
+        h.logic.tick(h.now)
+    assert h.logic.end_reason is None
+    h.tick(1_000)
+    h.logic.tick(h.now)
+    assert h.logic.end_reason is EndReason.TIMEOUT
+
+
+def test_a_caller_who_speaks_is_not_hung_up_on() -> None:
+    h = ToolHarness(limits=LimitPolicy(silence_timeout_s=5))
+    for second in range(30):
+        if second % 4 == 0:
+            h.model(
+                type="input_audio_buffer.speech_started",
+                event_id="s",
+                audio_start_ms=0,
+                item_id="u",
+            )
+        h.tick(1_000)
+        h.logic.tick(h.now)
+    assert creates(h.sent_to_model()) == [] and h.logic.end_reason is None
