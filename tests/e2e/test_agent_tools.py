@@ -386,3 +386,53 @@ async def test_a_reload_during_a_live_call_leaves_that_call_as_it_was(
         "check_availability", "end_call", "transfer_call",
     }  # fmt: skip
     assert second.call_record is not None and second.call_record["agent"] == "front-desk"
+
+
+async def test_a_tool_from_an_mcp_server_is_offered_and_called_during_a_call(
+    bridge_factory: StartBridge, tmp_path: Path
+) -> None:
+    from tests.adapters.test_mcp_tools import TOKEN, serve
+
+    script = FakeScript(
+        replies=[
+            Reply(
+                tool_calls=(ToolCall("check_availability", {"date": "2026-12-24", "people": 4}),)
+            ),
+            Reply("Eight o'clock is free.", duration_ms=1000),
+        ],
+        caller_transcripts=["Any table on Christmas Eve?"],
+    )
+    async with serve() as mcp, fake_server("openai", script=script) as fake:
+        path = tmp_path / "agents.toml"
+        path.write_text(
+            f"""
+[agents.default]
+instructions = "You book tables."
+tools = ["mcp:calendar"]
+
+[mcp.calendar]
+url = "{mcp.url}"
+headers = {{ Authorization = "Bearer {TOKEN}" }}
+"""
+        )
+        bridge = bridge_factory(provider_env(fake, "openai", BRIDGE_AGENTS=str(path)))
+        result = await simulate_call(
+            bridge.url,
+            auth_token=AUTH_TOKEN,
+            review_token=REVIEW_TOKEN,
+            caller_utterances=[load_clip("caller_1")],
+            max_duration_s=20,
+        )
+    session = fake.sessions[0]
+    declared = {tool["name"]: tool for tool in session.tools}
+    assert "check_availability" in declared  # the server's own tools, with their schemas
+    assert "people" in declared["check_availability"]["parameters"]["properties"]
+    [output] = session.tool_outputs
+    assert output.name == "check_availability"
+    assert "2026-12-24" in output.output and '"error"' not in output.output
+    assert set(mcp.gate.authorizations) == {f"Bearer {TOKEN}"}  # the configured header, always
+    assert result.call_record is not None
+    assert [t["text"] for t in result.call_record["turns"]][-1] == "Eight o'clock is free."
+    [event] = [e for e in result.call_record["events"] if e["type"] == "tool_call"]
+    assert (event["name"], event["ok"]) == ("check_availability", True)
+    assert TOKEN not in bridge.log()
