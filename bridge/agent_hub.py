@@ -115,8 +115,10 @@ class AgentHub:
     def update(self, agents: Agents) -> None:
         """A new agents snapshot (a reload): new calls use it; live calls keep theirs."""
         self.agents = agents
+        # Fresh sources: each server's tool list is fetched again (a reload is how an
+        # operator says the tools changed); live calls keep the runners they hold.
         self._mcp = {
-            name: self._mcp.get(name) or McpToolSource(name, str(server.url), server.headers)
+            name: McpToolSource(name, str(server.url), server.headers)
             for name, server in agents.mcp.items()
         }
 
