@@ -6,8 +6,9 @@ operator would notice: the scenario's verdict (exit code 0 means every expected 
 came, with the checked contents), the call record in ``/api/calls`` and the bridge's
 per-call RTP statistics (the ``sip.rtp_stats`` log line).
 
-Most tests share one bridge; those that need other settings (a digest account, a call
-limit, a tiny RTP port range) start their own. SIPp gets its own SIP and media ports for
+Most tests share one bridge and the transfer tests another, whose agent may transfer
+callers; those that need other settings (a digest account, a call limit, a tiny RTP port
+range) start their own. SIPp gets its own SIP and media ports for
 every run and is always killed by its PID.
 """
 
@@ -30,7 +31,8 @@ import pytest
 import pytest_asyncio
 
 from bridge.codecs.clips import load_clip
-from bridge.devtools.fake_script import FakeScript, Reply
+from bridge.devtools.fake_realtime import FakeRealtimeServer
+from bridge.devtools.fake_script import FakeScript, Reply, ToolCall
 from bridge.devtools.ports import free_port
 
 from .conftest import REVIEW_TOKEN, RunningBridge, fake_server, provider_env, run_bridge
@@ -602,3 +604,128 @@ async def _wait_for_live_call(
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"the first call never started:\n{bridge.log()[-3000:]}")
+
+
+# -- transfer -------------------------------------------------------------------------------
+
+AGENT_NUMBER = "+15557650000"
+RECEPTION = "+15550001111"
+TRANSFER_SAYS = "Let me put you through."
+REFUSED_SAYS = "Sorry, reception is busy."
+
+
+def _transfer_script() -> FakeScript:
+    # Each call walks the script from its start: the first reply transfers; the second is
+    # spoken only when the transfer was refused and the model was told.
+    return FakeScript(
+        replies=[
+            Reply(
+                TRANSFER_SAYS,
+                duration_ms=800,
+                tool_calls=(ToolCall("transfer_call", {"target": "reception"}),),
+            ),
+            Reply(REFUSED_SAYS, duration_ms=800),
+        ],
+        caller_transcripts=["Reception, please."],
+    )
+
+
+def _transfer_agents(path: Path) -> Path:
+    path.write_text(
+        f"""
+[agents.front-desk]
+numbers = ["{AGENT_NUMBER}"]
+instructions = "You are the front desk; callers who ask for reception are put through."
+tools = ["transfer_call"]
+transfer_targets = {{ reception = "{RECEPTION}" }}
+"""
+    )
+    return path
+
+
+@dataclass
+class TransferBridge(SipBridge):
+    fake: FakeRealtimeServer
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def transfer_sip(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TransferBridge]:
+    """A bridge whose agent for AGENT_NUMBER may transfer callers to reception."""
+    home = tmp_path_factory.mktemp("sipp-transfer-bridge")
+    sip_port = _free_ports(1)
+    rtp_low = _free_ports(2, even=True)
+    async with fake_server("openai", script=_transfer_script()) as fake:
+        env = provider_env(
+            fake,
+            "openai",
+            **_sip_env(
+                sip_port,
+                f"{rtp_low}-{rtp_low + 20}",
+                BRIDGE_AGENTS=str(_transfer_agents(home / "agents.toml")),
+            ),
+        )
+        with run_bridge(home, env) as bridge:
+            yield TransferBridge(bridge, sip_port, fake)
+
+
+async def _transfer_call(transfer_sip: TransferBridge, scenario: str, cwd: Path) -> SippRun:
+    # The caller asks for reception, then stays quiet while the agent answers.
+    (cwd / "caller.ulaw").write_bytes(load_clip("caller_1") + b"\xff" * 12000)
+    return await run_sipp(transfer_sip.sip_port, scenario, cwd, "-s", AGENT_NUMBER, timeout_s=15)
+
+
+def _refer(run: SippRun) -> str:
+    (refer,) = [m for m in run.received() if m.startswith("REFER ")]
+    return refer
+
+
+async def test_a_transfer_accepted_by_the_callers_pbx_ends_the_call_with_bye(
+    transfer_sip: TransferBridge, tmp_path: Path
+) -> None:
+    since = transfer_sip.log_offset()
+    run = await _transfer_call(transfer_sip, "refer_accepted.xml", tmp_path)
+    assert run.returncode == 0, run.explain() + transfer_sip.bridge.log()[since:][-3000:]
+
+    # RFC 3515: the target as a SIP URI at the caller's host, and who asked for it.
+    refer = _refer(run)
+    assert re.search(rf"^Refer-To:\s*<sip:\{RECEPTION}@127\.0\.0\.1>\s*$", refer, re.M), refer
+    assert re.search(r"^Referred-By:\s*\S", refer, re.M), refer
+    # The bridge left the call, and still took the PBX's report on the new call.
+    assert [m for m in run.received() if m.startswith("BYE ")], run.messages[-5000:]
+    assert run.responses(200, "2 NOTIFY"), run.messages[-5000:]
+
+    record = await call_record(transfer_sip.bridge, run.call_id_prefix)
+    assert record["agent"] == "front-desk"
+    assert (record["status"], record["end_reason"]) == ("completed", "transferred")
+    transfers = [e for e in record["events"] if e["type"] == "transfer"]
+    assert [e["target"] for e in transfers] == ["reception"], record["events"]
+    assert [t["text"] for t in record["turns"] if t["role"] == "agent"] == [TRANSFER_SAYS]
+    assert_no_errors(transfer_sip.bridge, since)
+
+
+async def test_a_transfer_refused_by_the_callers_pbx_is_told_to_the_model_and_the_call_goes_on(
+    transfer_sip: TransferBridge, tmp_path: Path
+) -> None:
+    since = transfer_sip.log_offset()
+    run = await _transfer_call(transfer_sip, "refer_refused.xml", tmp_path)
+    assert run.returncode == 0, run.explain() + transfer_sip.bridge.log()[since:][-3000:]
+    refer = _refer(run)
+    assert re.search(rf"^Refer-To:\s*<sip:\{RECEPTION}@127\.0\.0\.1>\s*$", refer, re.M), refer
+    # The caller hung up; the bridge never did.
+    assert not [m for m in run.received() if m.startswith("BYE ")], run.messages[-5000:]
+
+    record = await call_record(transfer_sip.bridge, run.call_id_prefix)
+    assert record["agent"] == "front-desk"
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert not [e for e in record["events"] if e["type"] == "transfer"], record["events"]
+    tools = [e for e in record["events"] if e["type"] == "tool_call"]
+    assert [(e["name"], e["ok"]) for e in tools] == [("transfer_call", False)], tools
+    assert tools[0]["arguments"] == {"target": "reception"}
+    # The model was told why, and its next words were spoken.
+    (output,) = transfer_sip.fake.sessions[-1].tool_outputs
+    assert "603" in output.output, output
+    assert [t["text"] for t in record["turns"] if t["role"] == "agent"] == [
+        TRANSFER_SAYS,
+        REFUSED_SAYS,
+    ]
+    assert_no_errors(transfer_sip.bridge, since)
