@@ -245,7 +245,8 @@ class TwilioMediaStream:
             self._require_streaming(event)
             dtmf = _require_dict(msg, "dtmf", event)
             digit = dtmf.get("digit")
-            if digit not in DTMF_DIGITS:
+            # Checked as text first: a list or object is unhashable, and no digit.
+            if type(digit) is not str or digit not in DTMF_DIGITS:
                 raise _invalid("'dtmf' digit is not one of 0-9, *, #, A-D")
             self._events.append(DtmfReceived(digit))
         elif event == "stop":

@@ -103,7 +103,7 @@ def test_the_largest_number_is_accepted() -> None:
     assert stream.events_received() == [MediaReceived(b"\x00\x00\x00", MAX_NUMBER, 1)]
 
 
-@pytest.mark.parametrize("digit", ["\ud800", "12", "x", "", "\uff11", 1])
+@pytest.mark.parametrize("digit", ["\ud800", "12", "x", "", "\uff11", 1, [], {"k": 1}, None])
 def test_a_dtmf_digit_must_be_a_keypad_key(digit: object) -> None:
     frame = json.dumps({"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": digit}})
     error = _refused(started(), frame)
