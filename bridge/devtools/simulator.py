@@ -86,6 +86,10 @@ class SimulationResult:
     clears: list[ClearRecord] = field(default_factory=list)
     barge_ins: list[BargeInRecord] = field(default_factory=list)
     marks_echoed: int = 0
+    # Loop times: the last mark echoed (the last agent audio "played") and when the bridge
+    # closed the stream, to see how soon after its last words a call was hung up.
+    last_mark_at: float | None = None
+    closed_at: float | None = None
     close_code: int | None = None
     call_record: dict[str, Any] | None = None
     closed_by_bridge: bool = False
@@ -177,6 +181,7 @@ class _Stream:
         for name in names:
             await self.send("mark", f'"mark":{{"name":{json.dumps(name)}}}')
             self.result.marks_echoed += 1
+            self.result.last_mark_at = asyncio.get_running_loop().time()
 
     async def send_start(self, call_sid: str, params: Mapping[str, str]) -> None:
         await self.ws.send('{"event":"connected","protocol":"Call","version":"1.0.0"}')
@@ -196,11 +201,14 @@ class _Stream:
 
     async def read(self) -> None:
         """Handle the bridge's messages until the socket closes."""
-        async for message in self.ws:
-            if isinstance(message, str):
-                await self._handle(message)
-            else:
-                self.result.protocol_problems.append("binary frame from the bridge")
+        try:
+            async for message in self.ws:
+                if isinstance(message, str):
+                    await self._handle(message)
+                else:
+                    self.result.protocol_problems.append("binary frame from the bridge")
+        finally:
+            self.result.closed_at = asyncio.get_running_loop().time()
 
     async def _handle(self, text: str) -> None:
         problems = self.result.protocol_problems

@@ -221,6 +221,8 @@ async def test_end_call_on_twilio_hangs_up_once_the_goodbye_was_heard(
     voiced = sum(1 for n in range(0, len(heard), 160) if heard[n : n + 160] != SILENCE)
     assert voiced >= 1200 // 20 - 2
     assert bye.call_record is not None and bye.call_record["end_reason"] == "agent_hangup"
+    assert bye.last_mark_at is not None and bye.closed_at is not None
+    assert 0 <= bye.closed_at - bye.last_mark_at < 2.0  # hung up after the last mark came back
     # Twilio then asks the <Connect> action what next: hang up.
     assert "<Hangup/>" in answer and forged == 403
     assert "Traceback" not in bridge.log()
