@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime, tzinfo
 
 from bridge.call.records import CallEvent, Role, Turn
+from bridge.review.timeline import event_label
 from bridge.storage.base import CallRecord, CallSummary
 
 _COLUMNS = ("STARTED", "FROM", "TO", "STATUS", "END REASON", "DURATION", "TURNS", "CALL SID")
@@ -54,7 +55,8 @@ def format_call(record: CallRecord, *, tz: tzinfo | None = None) -> str:
         f"Call {_clean(record.call_sid)}",
         f"  from     {_clean(record.from_number)}",
         f"  to       {_clean(record.to_number)}",
-        f"  agent    {_clean(record.provider)} / {_clean(record.model)}",
+        f"  agent    {_clean(record.agent)}",
+        f"  model    {_clean(record.provider)} / {_clean(record.model)}",
         f"  stream   {_clean(record.stream_sid)}",
         f"  started  {_when(record.started_at, tz)}",
         f"  ended    {ended}",
@@ -100,6 +102,9 @@ def _turn_lines(turn: Turn) -> Iterator[str]:
 def _event_line(event: CallEvent) -> str:
     if event.type == "dtmf" and "digit" in event.data:
         what = f"keypress {_clean(str(event.data['digit']))}"
+    elif event.type in {"tool_call", "transfer"}:
+        # Worded as on the call page, so a row reads the same wherever it is looked up.
+        what = _clean(event_label(event))
     else:
         what = _clean(event.type.replace("_", "-"))
         details = " ".join(f"{_clean(key)}={_clean(str(v))}" for key, v in event.data.items())

@@ -7,9 +7,11 @@ are shared by the list page. Templates only lay out what this module decided.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from bridge.call.records import CallEvent, CallStatus, EndReason, Role, Turn
 from bridge.storage.base import CallRecord
@@ -29,7 +31,7 @@ STATUS_LABELS = {
 END_REASON_LABELS = {
     EndReason.CALLER_HANGUP: "caller hung up",
     EndReason.AGENT_HANGUP: "agent hung up",
-    EndReason.TRANSFERRED: "transferred",
+    EndReason.TRANSFERRED: "transferred to a person",
     EndReason.TIMEOUT: "timed out",
     EndReason.PROVIDER_ERROR: "model provider error",
     EndReason.BRIDGE_SHUTDOWN: "bridge shut down",
@@ -43,6 +45,11 @@ _EVENT_LABELS = {
 }
 
 _SPACES = re.compile(r"\s+")
+
+#: A tool call's arguments come from the model and can be long (a whole note, a list of
+#: items): the row shows the first few, each cut short, and the JSON API has them in full.
+ARGUMENT_CHARS = 60
+ARGUMENTS_SHOWN = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,7 @@ class EventRow:
     at: str
     at_ms: int
     label: str
+    failed: bool = False
 
     @property
     def kind(self) -> str:
@@ -163,13 +171,67 @@ def format_started(value: datetime) -> str:
 
 
 def event_label(event: CallEvent) -> str:
-    """A short human label: ``pressed 1 (DTMF)``, ``caller talked over the agent``, …"""
+    """A short human label: ``pressed 1 (DTMF)``, ``caller talked over the agent``,
+    ``called check_availability (date: 2026-12-24) — ok, 120 ms``, …"""
     if event.type == "dtmf":
         digit = event.data.get("digit")
         return "keypad" if digit is None else f"pressed {digit} (DTMF)"
+    if event.type == "tool_call":
+        return tool_call_label(event.data)
+    if event.type == "transfer":
+        target = event.data.get("target")
+        return "transferred" if target is None else f"transferred to {target}"
     label = _EVENT_LABELS.get(event.type, event.type.replace("_", " "))
     details = ", ".join(f"{key} {value}" for key, value in event.data.items())
     return f"{label}: {details}" if details else label
+
+
+def tool_call_label(data: dict[str, Any]) -> str:
+    """``called check_availability (date: 2026-12-24, people: 4) — ok, 120 ms``; a tool
+    that failed or timed out reads ``— failed, 5003 ms``. Fields missing from an older or
+    partial record are left out rather than guessed."""
+    label = f"called {data.get('name') or 'a tool'}"
+    arguments = format_arguments(data.get("arguments"))
+    if arguments:
+        label += f" ({arguments})"
+    outcome = []
+    ok = data.get("ok")
+    if isinstance(ok, bool):
+        outcome.append("ok" if ok else "failed")
+    ms = data.get("ms")
+    if isinstance(ms, int) and not isinstance(ms, bool):
+        outcome.append(f"{ms} ms")
+    return f"{label} — {', '.join(outcome)}" if outcome else label
+
+
+def format_arguments(arguments: object) -> str:
+    """A tool call's arguments on one short line: ``date: 2026-12-24, people: 4``.
+
+    Strings are shown as they are, anything else as compact JSON; each key and value is cut
+    to ``ARGUMENT_CHARS`` and only the first ``ARGUMENTS_SHOWN`` arguments are listed.
+    """
+    if arguments is None or arguments == {}:
+        return ""
+    if not isinstance(arguments, dict):
+        return _short(arguments)
+    shown = [
+        f"{_short(key)}: {_short(value)}"
+        for key, value in list(arguments.items())[:ARGUMENTS_SHOWN]
+    ]
+    if len(arguments) > ARGUMENTS_SHOWN:
+        shown.append("…")
+    return ", ".join(shown)
+
+
+def _short(value: object) -> str:
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = normalise_spaces(text)
+    if len(text) > ARGUMENT_CHARS:
+        return text[: ARGUMENT_CHARS - 1].rstrip() + "…"
+    return text
 
 
 def end_label(record: CallRecord) -> str:
@@ -201,4 +263,7 @@ def _turn_row(turn: Turn, previous: Turn | None) -> TurnRow:
 
 
 def _event_row(event: CallEvent) -> EventRow:
-    return EventRow(event.type, format_offset(event.at_ms), event.at_ms, event_label(event))
+    failed = event.type == "tool_call" and event.data.get("ok") is False
+    return EventRow(
+        event.type, format_offset(event.at_ms), event.at_ms, event_label(event), failed=failed
+    )

@@ -307,3 +307,62 @@ async def test_a_sip_call_reads_like_any_other_and_says_it_came_over_sip(
     order = [html.index(text) for text in ("Is the shop open?", "Until six today.", "pressed 7")]
     assert order == sorted(order)
     assert "SIP Call-ID" not in (await reader.get("/calls/CAbooking")).text
+
+
+async def test_tool_calls_and_a_transfer_on_the_call_page(
+    reader: httpx.AsyncClient, page_store: CallStore
+) -> None:
+    started = datetime(2026, 12, 20, 18, 0, tzinfo=UTC)
+    sid = "CAtransfer"
+    await page_store.create_call(
+        NewCall(sid, "MZtransfer", "+14155550123", "+14155550199", "openai", "gpt-realtime",
+                started, agent="front-desk")
+    )  # fmt: skip
+    for turn in (
+        Turn(1, Role.CALLER, "A table for four on Christmas Eve?", 1000, 3000),
+        Turn(2, Role.AGENT, "Let me check.", 3400, 4200),
+        Turn(3, Role.AGENT, "Putting you through to reception.", 11_000, 12_500),
+    ):
+        await page_store.append_turn(sid, turn)
+    for event in (
+        CallEvent("tool_call", 4300, {"name": "check_availability",
+                                      "arguments": {"date": "2026-12-24", "people": 4},
+                                      "ok": True, "ms": 120}),
+        CallEvent("tool_call", 9500, {"name": "note",
+                                      "arguments": {"html": "<b>x</b>", "long": "y" * 200},
+                                      "ok": False, "ms": 5003}),
+        CallEvent("tool_call", 13_000, {"name": "transfer_call",
+                                        "arguments": {"target": "reception"},
+                                        "ok": True, "ms": 850}),
+        CallEvent("transfer", 13_000, {"target": "reception"}),
+    ):  # fmt: skip
+        await page_store.append_event(sid, event)
+    await page_store.finish_call(
+        sid, CallStatus.COMPLETED, EndReason.TRANSFERRED, started + timedelta(seconds=14)
+    )
+
+    html = (await reader.get(f"/calls/{sid}")).text
+    assert "<dt>Agent</dt><dd>front-desk</dd>" in html
+    assert "<dt>End reason</dt><dd>transferred to a person</dd>" in html
+    assert "Call ended: transferred to a person" in html
+    assert (
+        '<li class="event tool_call"><span>called check_availability (date: 2026-12-24, '
+        "people: 4) — ok, 120 ms</span> <time>0:04.3</time></li>"
+    ) in html
+    # The model's arguments are text: escaped, and a long one cut short.
+    assert "<b>x</b>" not in html
+    assert (
+        '<li class="event tool_call failed"><span>called note (html: &lt;b&gt;x&lt;/b&gt;, '
+        f"long: {'y' * 59}…) — failed, 5003 ms</span> <time>0:09.5</time></li>"
+    ) in html
+    assert (
+        '<li class="event transfer"><span>transferred to reception</span> <time>0:13.0</time></li>'
+    ) in html
+    order = [html.index(text) for text in (
+        "Christmas Eve", "Let me check.", "called check_availability", "called note",
+        "Putting you through", "called transfer_call", "transferred to reception",
+        "Call ended: transferred",
+    )]  # fmt: skip
+    assert order == sorted(order)
+    # Calls from before agents had names read as the default agent.
+    assert "<dt>Agent</dt><dd>default</dd>" in (await reader.get("/calls/CAbooking")).text

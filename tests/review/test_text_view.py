@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 from bridge.call.records import CallEvent, CallStatus, EndReason, Role, Turn
@@ -113,7 +114,8 @@ def test_show_conversation_with_cut_off_agent_and_events() -> None:
         "Call CA0001",
         "  from     +15551230000",
         "  to       +15557650000",
-        "  agent    openai / gpt-realtime",
+        "  agent    default",
+        "  model    openai / gpt-realtime",
         "  stream   MZ0001",
         "  started  2026-11-21 10:00:00+00:00",
         "  ended    2026-11-21 10:02:13+00:00 (2m13s)",
@@ -165,3 +167,40 @@ def test_terminal_control_characters_are_neutralised() -> None:
     text = format_call(record(turns, []), tz=UTC) + format_call_list([call], tz=UTC)
     assert "\x1b" not in text and "\r" not in text
     assert "hi\\u001b[2J there X" in text
+
+
+def test_show_tool_calls_and_a_transfer() -> None:
+    turns = [
+        Turn(1, Role.CALLER, "A table for four on Christmas Eve?", 1000, 3000),
+        Turn(2, Role.AGENT, "Let me check.", 3400, 4200),
+        Turn(3, Role.AGENT, "Putting you through to reception.", 11_000, 12_500),
+    ]
+    events = [
+        CallEvent("tool_call", 4300, {"name": "check_availability",
+                                      "arguments": {"date": "2026-12-24", "people": 4},
+                                      "ok": True, "ms": 120}),
+        CallEvent("tool_call", 9500, {"name": "note", "arguments": {"text": "<b>x</b>\x1b[2J"},
+                                      "ok": False, "ms": 5003}),
+        CallEvent("tool_call", 13_000, {"name": "transfer_call",
+                                        "arguments": {"target": "reception"},
+                                        "ok": True, "ms": 850}),
+        CallEvent("transfer", 13_000, {"target": "reception"}),
+    ]  # fmt: skip
+    call = replace(
+        record(turns, events, T0 + timedelta(seconds=14)),
+        agent="front-desk",
+        end_reason=EndReason.TRANSFERRED,
+    )
+    header, conversation = format_call(call, tz=UTC).split("\n\n")
+    assert "  agent    front-desk" in header.splitlines()
+    assert "  status   completed, transferred" in header.splitlines()
+    assert conversation.splitlines() == [
+        "[  1.00s] caller: A table for four on Christmas Eve?",
+        "[  3.40s] agent:  Let me check.",
+        "[  4.30s] -- called check_availability (date: 2026-12-24, people: 4) — ok, 120 ms",
+        # Arguments come from the model: shown as text, never as terminal control codes.
+        "[  9.50s] -- called note (text: <b>x</b>\\u001b[2J) — failed, 5003 ms",
+        "[ 11.00s] agent:  Putting you through to reception.",
+        "[ 13.00s] -- called transfer_call (target: reception) — ok, 850 ms",
+        "[ 13.00s] -- transferred to reception",
+    ]

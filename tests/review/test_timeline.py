@@ -8,6 +8,7 @@ import pytest
 
 from bridge.call.records import CallEvent, CallStatus, EndReason, Role, Turn
 from bridge.review.timeline import (
+    END_REASON_LABELS,
     MODEL_SAID,
     NOT_HEARD,
     EventRow,
@@ -15,6 +16,7 @@ from bridge.review.timeline import (
     build_timeline,
     end_label,
     event_label,
+    format_arguments,
     format_duration,
     format_offset,
     format_started,
@@ -199,3 +201,83 @@ def test_end_labels() -> None:
     live = record([], status=CallStatus.IN_PROGRESS, end_reason=None)
     assert end_label(live) == "Call still in progress"
     assert build_timeline(live) == []
+
+
+def test_every_end_reason_has_a_label() -> None:
+    assert set(END_REASON_LABELS) == set(EndReason)
+    transferred = record([], end_reason=EndReason.TRANSFERRED)
+    assert end_label(transferred) == "Call ended: transferred to a person"
+    assert end_label(record([], end_reason=EndReason.AGENT_HANGUP)) == "Call ended: agent hung up"
+
+
+def tool_call(at_ms: int, name: str, arguments: dict[str, object], ok: bool, ms: int) -> CallEvent:
+    return CallEvent("tool_call", at_ms, {"name": name, "arguments": arguments, "ok": ok, "ms": ms})
+
+
+def test_tool_calls_and_a_transfer_read_in_time_order() -> None:
+    rows = build_timeline(
+        record(
+            [
+                Turn(1, Role.CALLER, "A table for four on Christmas Eve?", 1000, 3000),
+                Turn(2, Role.AGENT, "Let me check.", 3400, 4200),
+                Turn(3, Role.AGENT, "Putting you through to reception.", 11_000, 12_500),
+            ],
+            [
+                # Written as the call logic writes them: the transfer_call tool call, then
+                # the transfer itself, both at the moment the phone leg moved.
+                tool_call(13_000, "transfer_call", {"target": "reception"}, True, 850),
+                CallEvent("transfer", 13_000, {"target": "reception"}),
+                tool_call(4300, "check_availability", {"date": "2026-12-24", "people": 4},
+                          True, 120),
+                tool_call(9500, "check_availability", {"date": "2026-12-25"}, False, 5003),
+            ],
+            end_reason=EndReason.TRANSFERRED,
+        )
+    )  # fmt: skip
+    events = [row for row in rows if isinstance(row, EventRow)]
+    assert [(row.kind, row.at) for row in rows] == [
+        ("turn", "0:01.0"),
+        ("turn", "0:03.4"),
+        ("event", "0:04.3"),
+        ("event", "0:09.5"),
+        ("turn", "0:11.0"),
+        ("event", "0:13.0"),
+        ("event", "0:13.0"),
+    ]
+    assert [(row.type, row.label, row.failed) for row in events] == [
+        ("tool_call", "called check_availability (date: 2026-12-24, people: 4) — ok, 120 ms",
+         False),
+        ("tool_call", "called check_availability (date: 2026-12-25) — failed, 5003 ms", True),
+        ("tool_call", "called transfer_call (target: reception) — ok, 850 ms", False),
+        ("transfer", "transferred to reception", False),
+    ]  # fmt: skip
+
+
+def test_tool_call_labels_are_compact() -> None:
+    assert event_label(tool_call(0, "end_call", {}, True, 0)) == "called end_call — ok, 0 ms"
+    # Values other than strings appear as compact JSON; markup is left to the template to
+    # escape (the label is plain text).
+    label = event_label(
+        tool_call(0, "note", {"text": "<b>x</b>", "vip": True, "items": [1, 2], "x": None}, True, 7)
+    )
+    assert label == "called note (text: <b>x</b>, vip: true, items: [1,2], x: null) — ok, 7 ms"
+    # A record missing fields says only what it knows.
+    assert event_label(CallEvent("tool_call", 0, {"name": "lookup"})) == "called lookup"
+    assert event_label(CallEvent("tool_call", 0)) == "called a tool"
+    assert event_label(CallEvent("transfer", 0)) == "transferred"
+
+
+def test_long_arguments_are_cut() -> None:
+    long = "A note that goes on and on about the party, the cake, the candles and the band."
+    text = format_arguments({"note": long})
+    assert text.startswith("note: A note that goes on") and text.endswith("…")
+    assert len(text) == len("note: ") + 60
+    # Newlines and runs of spaces fold into one line.
+    assert format_arguments({"address": "1 Main St\n\n  Springfield"}) == (
+        "address: 1 Main St Springfield"
+    )
+    many = {f"k{n}": n for n in range(9)}
+    assert format_arguments(many) == "k0: 0, k1: 1, k2: 2, k3: 3, k4: 4, k5: 5, …"
+    assert format_arguments({f"k{n}": n for n in range(6)}).endswith("k5: 5")
+    # Whatever the model sent when it was not an object still shows, cut short.
+    assert format_arguments("x" * 100) == "x" * 59 + "…"
