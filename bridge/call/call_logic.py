@@ -421,11 +421,15 @@ class CallLogic:
         items = [i for i, r in self._item_response.items() if r == rid] if rid else []
         items += [i for i in transcripts if i not in items]
         at = self.stream_ms(now)
+        cut_response = rid is not None and rid in self._discarded_responses
         for item_id in items:
             self._item_response.pop(item_id, None)
-            if item_id in self._discarded_items:
+            if item_id in self._discarded_items or cut_response:
                 heard = min(self._playback.played_ms(item_id), self._playback.received_ms(item_id))
                 self._write_turn(self._transcript.agent_cut(item_id, heard, at))
+                if cut_response and heard <= 0:
+                    # Not a word of it reached the caller: the model must not remember it.
+                    self.realtime.delete_item(item_id)
             else:
                 self._write_turn(self._transcript.agent_done(item_id, at))
         if rid is not None:

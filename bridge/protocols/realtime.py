@@ -486,6 +486,12 @@ class RealtimeConnection:
             {"item_id": item_id, "content_index": 0, "audio_end_ms": max(0, int(audio_end_ms))},
         )
 
+    def delete_item(self, item_id: str) -> None:
+        """Remove an item the caller never heard (the later items of a cut response) from
+        the model's conversation. Expect ``conversation.item.deleted``, or a benign error
+        when the server has already dropped it."""
+        self._send("conversation.item.delete", {"item_id": item_id})
+
     def send_function_output(self, call_id: str, output: str) -> None:
         """Give a tool's result back for ``call_id``; then :meth:`create_response` so the
         model can speak about it (once every call of the response has its output)."""

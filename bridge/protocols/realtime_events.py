@@ -201,6 +201,7 @@ _BENIGN_CODES = frozenset(
         "conversation_already_has_active_response",
         "input_audio_buffer_commit_empty",
         "item_truncate_invalid_item_id",
+        "item_delete_invalid_item_id",  # an unheard item the server had dropped already
     }
 )
 # Some servers send code null (Inworld) or codes of their own (xAI): match the wording too.

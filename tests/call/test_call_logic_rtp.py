@@ -159,3 +159,34 @@ def test_a_bye_ends_the_call_as_a_caller_hang_up() -> None:
     h.leg.stop()
     h._collect()
     assert h.logic.end_reason is not None and h.logic.end_reason.value == "caller_hangup"
+
+
+def test_a_cut_response_keeps_what_was_heard_and_its_unheard_items_are_deleted() -> None:
+    h = RtpHarness()
+    h.agent_says(2000, item="item_a", resp="resp_a")
+    # The same response goes on with a second item, queued behind the first.
+    h.model(
+        type="response.output_item.added",
+        event_id="e4",
+        response_id="resp_a",
+        item={"id": "item_b", "type": "message", "role": "assistant"},
+    )
+    h.model(
+        type="response.output_audio.delta",
+        event_id="e5",
+        response_id="resp_a",
+        item_id="item_b",
+        delta=base64.b64encode(bytes(range(1, 161)) * 5).decode(),
+    )
+    h.tick(400)
+    h.model(type="input_audio_buffer.speech_started", event_id="e9", audio_start_ms=0, item_id="u1")
+    h.model(
+        type="response.done",
+        event_id="e10",
+        response={"id": "resp_a", "status": "cancelled", "output": []},
+    )
+    sent = [json.loads(text) for text in h.realtime.data_to_send()]
+    truncated = [e["item_id"] for e in sent if e["type"] == "conversation.item.truncate"]
+    deleted = [e["item_id"] for e in sent if e["type"] == "conversation.item.delete"]
+    assert truncated == ["item_a"]  # heard in part: kept, cut at what was heard
+    assert deleted == ["item_b"]  # never heard: gone from the model's memory
