@@ -178,6 +178,10 @@ class AgentHub:
             instructions=agent.instructions or self._base.instructions,
             voice=agent.voice or self._base.voice,
             tools=tuple(builtin_tools(policy)) + tuple(specs),
+            transcription_model=agent.transcription_model or self._base.transcription_model,
+            transcription_language=(
+                agent.transcription_language or self._base.transcription_language
+            ),
         )
         target = None
         if self._targets is not None and agent.provider is not None:

@@ -21,6 +21,8 @@ tools = ["check_availability", "end_call", "transfer_call", "mcp:calendar"]
 transfer_targets = { reception = "+15550001111" }
 max_duration_s = 600
 silence_timeout_s = 15
+transcription_language = "pt-BR"
+transcription_model = "gpt-4o-transcribe"
 
 [agents.default]
 instructions = "Messages only."
@@ -55,6 +57,8 @@ async def test_a_call_gets_its_numbers_agent_with_tools_targets_and_limits() -> 
     assert call.policy.external == frozenset({"check_availability"})
     assert call.transfer_targets == {"reception": "+15550001111"}
     assert (call.max_duration_s, call.silence_timeout_s) == (600, 15)
+    assert call.session.transcription_language == "pt-BR"
+    assert call.session.transcription_model == "gpt-4o-transcribe"
 
 
 async def test_other_numbers_get_the_default_agent_and_an_outbound_call_its_named_one() -> None:

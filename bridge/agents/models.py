@@ -165,6 +165,12 @@ class Agent(BaseModel):
     max_duration_s: int | None = Field(default=None, gt=0)
     # Caller silent this long: one prompt; silent as long again: the call ends.
     silence_timeout_s: float | None = Field(default=None, gt=0)
+    # What transcribes the caller for this agent (the provider's default when unset): the
+    # language as a BCP 47 tag ("de", "pt-BR"), and the model (on Azure, its deployment).
+    transcription_language: str | None = Field(
+        default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+    )
+    transcription_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:/-]{1,100}$")
 
     @property
     def builtin_tools(self) -> tuple[str, ...]:

@@ -234,6 +234,9 @@ class SessionConfig:
     #: Function tools offered to the model: ``{"type": "function", "name", "description",
     #: "parameters"}`` each, the same shape in every dialect.
     tools: tuple[dict[str, Any], ...] = ()
+    #: The agent's own transcription model and language; ``None``: the dialect's.
+    transcription_model: str | None = None
+    transcription_language: str | None = None
 
     def __post_init__(self) -> None:
         if self.audio_format not in BYTES_PER_MS:
@@ -252,9 +255,10 @@ def build_session_update(dialect: Dialect, config: SessionConfig) -> dict[str, A
     voice = config.voice or dialect.default_voice
     transcription: dict[str, Any] | None = None
     if config.transcription:
-        transcription = {"model": dialect.transcription_model}
-        if dialect.transcription_language is not None:
-            transcription["language"] = dialect.transcription_language
+        transcription = {"model": config.transcription_model or dialect.transcription_model}
+        language = config.transcription_language or dialect.transcription_language
+        if language is not None:
+            transcription["language"] = language
     noise = {"type": dialect.noise_reduction} if dialect.noise_reduction is not None else None
     turn = _thaw(dialect.turn_detection)
 

@@ -167,6 +167,11 @@ _TOOL = '[tools.check]\ndescription = "d"\nurl = "https://example.com/check"\n'
             id="bad-number",
         ),
         pytest.param(
+            '[agents.front-desk]\ntranscription_language = "German"\n',
+            "agents.front-desk.transcription_language",
+            id="bad-language",
+        ),
+        pytest.param(
             '[agents.front-desk]\nnumbers = ["+1555765000012345678"]\n',
             "agents.front-desk.numbers[0]: '+1555765000012345678' is not an E.164 number",
             id="number-too-long",

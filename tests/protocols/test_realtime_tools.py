@@ -153,3 +153,31 @@ def test_the_output_goes_back_with_the_same_call_id_then_a_response() -> None:
     assert out[1]["type"] == "response.create"
     with pytest.raises(LocalProtocolError):
         conn.send_function_output("call_abc", "x" * (MAX_TOOL_OUTPUT_CHARS + 1))
+
+
+@pytest.mark.parametrize(
+    ("dialect", "where"),
+    [
+        ("openai", ("audio", "input", "transcription")),
+        ("azure", ("audio", "input", "transcription")),
+        ("inworld", ("audio", "input", "transcription")),
+        ("openai-beta", ("input_audio_transcription",)),
+    ],
+)
+def test_an_agents_transcription_model_and_language_replace_the_dialects(
+    dialect: str, where: tuple[str, ...]
+) -> None:
+    conn = RealtimeConnection(DIALECTS[dialect], "pcmu")
+    config = SessionConfig(
+        "Sprich Deutsch.",
+        None,
+        "pcmu",
+        transcription_model="my-whisper-deployment",
+        transcription_language="de",
+    )
+    conn.send_session_update(config)
+    [update] = [json.loads(text) for text in conn.data_to_send()]
+    value: Any = update["session"]
+    for key in where:
+        value = value[key]
+    assert value == {"model": "my-whisper-deployment", "language": "de"}
