@@ -41,14 +41,12 @@ class ToolRunner:
         http: Mapping[str, HttpTool],
         mcp: Mapping[str, tuple[McpToolSource, float]],
         client: httpx.AsyncClient | None,
-        default_secret: bytes | None,
     ) -> None:
         self.call_sid = call_sid
         self.agent = agent
         self._http = http
         self._mcp = mcp
         self._client = client
-        self._default_secret = default_secret
 
     @property
     def names(self) -> frozenset[str]:
@@ -56,11 +54,12 @@ class ToolRunner:
 
     async def run(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
         if (tool := self._http.get(name)) is not None and self._client is not None:
+            # Loading the agents file gave a tool without a secret BRIDGE_TOOL_SECRET's.
             secret = tool.secret.get_secret_value().encode() if tool.secret else None
             return await call_http_tool(
                 self._client,
                 url=str(tool.url),
-                secret=secret or self._default_secret,
+                secret=secret,
                 timeout_s=tool.timeout_s,
                 call_sid=self.call_sid,
                 agent=self.agent,
@@ -100,13 +99,11 @@ class AgentHub:
         base_session: SessionConfig,
         targets: Callable[[Provider], RealtimeTarget] | None = None,
         client: httpx.AsyncClient | None = None,
-        tool_secret: bytes | None = None,
         default_greeting: str | None = None,
     ) -> None:
         self._base = base_session
         self._targets = targets
         self._client = client
-        self._secret = tool_secret
         self._default_greeting = default_greeting
         self._mcp: dict[str, McpToolSource] = {}
         self.agents = agents
@@ -165,7 +162,7 @@ class AgentHub:
                         "parameters": spec.parameters,
                     }
                 )
-        runner = ToolRunner(call_sid, agent.name, http, mcp, self._client, self._secret)
+        runner = ToolRunner(call_sid, agent.name, http, mcp, self._client)
         policy = ToolPolicy(
             end_call="end_call" in agent.tools,
             transfer_targets=tuple(agent.transfer_targets)
@@ -197,6 +194,3 @@ class AgentHub:
             max_duration_s=agent.max_duration_s,
             silence_timeout_s=agent.silence_timeout_s,
         )
-
-    async def close(self) -> None:
-        self._mcp.clear()

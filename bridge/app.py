@@ -139,11 +139,6 @@ def create_app(settings: Settings) -> Starlette:
                 session_config,
                 targets=target_for,
                 client=tool_client,
-                tool_secret=(
-                    settings.tool_secret.get_secret_value().encode()
-                    if settings.tool_secret
-                    else None
-                ),
                 default_greeting=greeting,
             )
             if settings.agents_path is not None:

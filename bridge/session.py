@@ -34,14 +34,13 @@ from bridge.call.call_logic import (
     CallLogic,
     EventReady,
     Notice,
-    ToolCallReady,
     TransferReady,
     TurnReady,
 )
 from bridge.call.limits import LimitPolicy
 from bridge.call.recording import CallRecorder
 from bridge.call.records import CallStatus, EndReason
-from bridge.call.tools import ToolPolicy
+from bridge.call.tools import ToolCallReady, ToolPolicy
 from bridge.errors import ProviderError, RemoteProtocolError
 from bridge.metrics import BridgeMetrics
 from bridge.protocols.dialects import SessionConfig

@@ -21,7 +21,7 @@ from bridge.call.records import CallEvent, EndReason, Turn
 from bridge.call.tools import (
     TRANSFER_CALL,
     Answer,
-    RunTool,
+    ToolCallReady,
     ToolDesk,
     ToolPolicy,
     Transfer,
@@ -100,15 +100,6 @@ class TurnReady:
 @dataclass(frozen=True, slots=True)
 class EventReady:
     event: CallEvent
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallReady:
-    """Run this HTTP/MCP tool, then hand its result to :meth:`CallLogic.tool_finished`."""
-
-    call_id: str
-    name: str
-    arguments: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,9 +436,9 @@ class CallLogic:
     def _on_function_call(self, call: FunctionCallRequested, now: float) -> None:
         decision = self._tools.requested(call.response_id, call.call_id, call.name, call.arguments)
         match decision:
-            case RunTool(call_id=call_id, name=name, arguments=arguments):
+            case ToolCallReady(call_id=call_id, name=name, arguments=arguments):
                 self._tool_calls[call_id] = (name, arguments, now)
-                self._outputs.append(ToolCallReady(call_id, name, arguments))
+                self._outputs.append(decision)
             case Transfer(call_id=call_id, arguments=arguments):
                 self._tool_calls[call_id] = (TRANSFER_CALL, arguments, now)
                 self._transfer = decision

@@ -19,7 +19,7 @@ __all__ = [
     "END_CALL",
     "TRANSFER_CALL",
     "Answer",
-    "RunTool",
+    "ToolCallReady",
     "ToolDesk",
     "ToolPolicy",
     "Transfer",
@@ -77,8 +77,8 @@ def builtin_tools(policy: ToolPolicy) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True, slots=True)
-class RunTool:
-    """The session must run HTTP/MCP tool ``name`` and hand back its result."""
+class ToolCallReady:
+    """Run HTTP/MCP tool ``name``, then hand its result to ``CallLogic.tool_finished``."""
 
     call_id: str
     name: str
@@ -107,7 +107,7 @@ class Transfer:
     arguments: dict[str, Any]
 
 
-Decision = RunTool | Answer | Transfer
+Decision = ToolCallReady | Answer | Transfer
 
 
 def error_output(message: str) -> str:
@@ -154,7 +154,7 @@ class ToolDesk:
                 error_output(f"unknown transfer target {target!r}; choose one of: {choices}"),
             )
         if name in self.policy.external:
-            return RunTool(call_id, name, args)
+            return ToolCallReady(call_id, name, args)
         return Answer(call_id, name, args, False, error_output(f"there is no tool named {name!r}"))
 
     def answered(self, call_id: str) -> bool:

@@ -104,7 +104,7 @@ class SipServer:
         self._server_tx: dict[tuple[str, str, str], _Tx] = {}
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[SipEvent] = []
-        self._byes: list[NonInviteClientTransaction] = []  # our BYEs and REFERs
+        self._requests: list[NonInviteClientTransaction] = []  # our BYEs and REFERs
         self._refers: dict[str, str] = {}  # branch of a REFER -> its call
         #: Datagrams dropped because they were not SIP at all.
         self.dropped = 0
@@ -154,7 +154,7 @@ class SipServer:
 
     def next_deadline(self) -> float | None:
         deadlines = [tx.next_deadline() for tx in self._transactions()]
-        deadlines += [bye.resend_at for bye in self._byes]
+        deadlines += [request.resend_at for request in self._requests]
         deadlines += [c.expires_at for c in self._calls.values() if not c.ended]
         pending = [d for d in deadlines if d is not None]
         return min(pending) if pending else None
@@ -180,11 +180,11 @@ class SipServer:
                 self._send_bye(call, now)
             if invite_tx.terminated and (call.ended or not call.established):
                 del self._calls[call.call_id]
-        for bye in list(self._byes):
-            bye.handle_timeout(now, self._out)
-            if bye.done:
-                self._byes.remove(bye)
-                if (call_id := self._refers.pop(bye.branch, None)) is not None:
+        for request in list(self._requests):
+            request.handle_timeout(now, self._out)
+            if request.done:
+                self._requests.remove(request)
+                if (call_id := self._refers.pop(request.branch, None)) is not None:
                     self._events.append(TransferAnswered(call_id, 408))  # Timer F
 
     # -- the application's side -----------------------------------------------------------
@@ -458,9 +458,9 @@ class SipServer:
             branch = response.top_via.branch
         except SipParseError:
             return
-        for bye in self._byes:
-            if bye.branch == branch and response.status >= 200:
-                bye.done = True
+        for request in self._requests:
+            if request.branch == branch and response.status >= 200:
+                request.done = True
                 if (call_id := self._refers.pop(branch or "", None)) is not None:
                     self._events.append(TransferAnswered(call_id, response.status))
 
@@ -590,7 +590,7 @@ class SipServer:
         ]
         headers += [("Route", route) for route in call.invite.get_all("Record-Route")]
         data = serialize(SipRequest(method, uri, tuple(headers)))
-        self._byes.append(
+        self._requests.append(
             NonInviteClientTransaction(
                 branch, data, call.source, now, self._reliable, self.config.timers
             )
