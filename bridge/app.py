@@ -22,12 +22,13 @@ from starlette.routing import Route
 
 from bridge.adapters.agents_watch import AgentsWatcher
 from bridge.adapters.background import BackgroundTasks
-from bridge.adapters.realtime_target import RealtimeTarget, resolve_target
+from bridge.adapters.realtime_target import RealtimeTarget, resolve_fallback, resolve_target
 from bridge.adapters.twilio_auth import TwilioAuth
 from bridge.agent_hub import AgentHub
 from bridge.agents.registry import default_agents, load_agents
 from bridge.codecs.clips import clip_text, load_clip
 from bridge.metrics import BridgeMetrics
+from bridge.openai_webhook import openai_routes, openai_webhook_key, start_openai_sip
 from bridge.outbound import close_outbound_client, outbound_routes
 from bridge.protocols.dialects import SessionConfig
 from bridge.review.api import review_api_routes
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> Starlette:
         if settings.agents_path is not None
         else default_agents(settings)
     )
+    openai_key = openai_webhook_key(settings)  # None: POST /openai/webhook answers 404
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,6 +118,7 @@ def create_app(settings: Settings) -> Starlette:
                 greeting = greeting or clip_text("demo_greeting")
                 log.info("local_agent.started", url=local_url)
             target = resolve_target(settings, local_url)
+            fallback = resolve_fallback(settings)
             app.state.store = store
             session_config = SessionConfig(
                 instructions=settings.instructions,
@@ -157,12 +160,15 @@ def create_app(settings: Settings) -> Starlette:
                 apology=load_clip("apology"),
                 metrics=app.state.metrics,
                 idle_timeout_s=settings.idle_timeout_s,
+                fallback=fallback,
                 recordings=(
                     RecordingFiles(settings.resolved_recordings_dir)
                     if settings.recordings
                     else None
                 ),
             )
+            if openai_key is not None:
+                start_openai_sip(app, settings, openai_key, stack)
             if settings.sip_listen:
                 from bridge.sip_session import SipEndpoint
 
@@ -194,6 +200,7 @@ def create_app(settings: Settings) -> Starlette:
             *twilio_routes(),
             *review_api_routes(),
             *outbound_routes(),
+            *openai_routes(),
             *review_page_routes(),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -44,7 +44,12 @@ class AuthenticationError(BridgeError):
 
 
 class ProviderError(BridgeError):
-    """The realtime provider was unreachable or refused the session."""
+    """The realtime provider was unreachable or refused the session. ``status`` is the HTTP
+    status of a refused handshake (429: a rate or concurrency limit), if there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ConfigurationError(BridgeError):

@@ -31,5 +31,25 @@ class BridgeMetrics:
             "bridge_media_bad_input", "Media sockets closed for bad input", registry=self.registry
         )
 
+        self.provider_errors = Counter(
+            "bridge_provider_errors",
+            "Model sessions lost or refused, by provider and kind (unreachable, dropped, "
+            "expired, limit, refused)",
+            ["provider", "kind"],
+            registry=self.registry,
+        )
+        self.reconnects = Counter(
+            "bridge_realtime_reconnects",
+            "Fresh model sessions opened mid-call, by why (dropped, expired, rollover, ...)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "bridge_realtime_fallbacks",
+            "Calls moved to the fallback provider",
+            ["from_provider", "to_provider"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

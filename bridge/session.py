@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ from bridge.call.call_logic import (
     CallLogic,
     EventReady,
     Notice,
+    RolloverReady,
     TransferReady,
     TurnReady,
 )
@@ -43,7 +44,7 @@ from bridge.call.records import CallStatus, EndReason
 from bridge.call.tools import ToolCallReady, ToolPolicy
 from bridge.errors import ProviderError, RemoteProtocolError
 from bridge.metrics import BridgeMetrics
-from bridge.protocols.dialects import SessionConfig
+from bridge.protocols.dialects import Dialect, SessionConfig
 from bridge.protocols.phone import PhoneLeg
 from bridge.protocols.realtime import RealtimeConnection
 from bridge.storage.base import CallStore, NewCall
@@ -56,6 +57,18 @@ TRANSCRIPT_GRACE_S = 1.5  # after hang-up, how long the last caller words may ta
 # How long a finished call waits for its record to be written (the store may be failing over).
 RECORD_CLOSE_TIMEOUT_S = 15.0
 APOLOGY_MARK = "apology"
+# When a model session is lost: tries of the same provider, each after this long (all within
+# about a second), then the fallback provider's.
+RETRY_DELAYS_S = (0.0, 0.25, 0.75)
+FALLBACK_DELAYS_S = (0.0, 0.5)
+# A mid-call connect waits this long at most: the caller is waiting.
+RECONNECT_TIMEOUT_S = 3.0
+# A provider whose sessions keep failing soon after they open (it accepts, then drops) is not
+# asked again after this many in a row: the fallback, or the apology, beats dead air.
+SHORT_SESSION_S = 5.0
+MAX_QUICK_FAILURES = 3
+# Model sessions one call may open in all, whatever happens: a bound, not a policy.
+MAX_MODEL_SESSIONS = 100
 
 
 class _CallOver(Exception):
@@ -83,6 +96,8 @@ class SessionDeps:
     # Twilio calls whose stream ended for a transfer: call SID -> where the <Connect>
     # action's answer dials.
     pending_transfers: dict[str, str] = field(default_factory=dict)
+    # BRIDGE_FALLBACK_PROVIDER: where a call goes when its provider cannot serve it.
+    fallback: RealtimeTarget | None = None
     admission: StreamAdmission = field(init=False)
 
     def __post_init__(self) -> None:
@@ -138,12 +153,18 @@ class CallSession:
         call: NewCall,
         log: Any,
         agent: Agent | None = None,
+        *,
+        call_agent: CallAgent | None = None,
+        media: bool = True,
     ) -> None:
         self.deps = deps
         self.driver = driver
         self.call = call
         self.log = log
         self.agent = agent
+        # Prepared already (OpenAI SIP: the accept needed it); media=False: see CallConfig.
+        self._prepared = call_agent
+        self._media = media
         self._call_agent: CallAgent | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._loop = asyncio.get_running_loop()
@@ -151,6 +172,13 @@ class CallSession:
         self._record = CallRecordWriter(deps.store, call.call_sid, log)
         self._recording: RecordingWriter | None = None
         self._recorder: CallRecorder | None = None
+        # The model leg as it stands: its socket, whom it goes to, how many were opened.
+        self._socket: RealtimeSocket | None = None
+        self._target: RealtimeTarget = deps.target
+        self._primary: RealtimeTarget = deps.target
+        self._sessions_opened = 0
+        self._session_began = 0.0
+        self._quick_failures = 0
 
     async def run(self, *, create_record: bool) -> None:
         """Serve the call to its end. ``create_record``: the store does not hold the call yet
@@ -184,6 +212,8 @@ class CallSession:
             self.log.info("call.ended", status=status.value, end_reason=reason.value)
 
     async def _prepare_agent(self) -> CallAgent:
+        if self._prepared is not None:
+            return self._prepared
         hub, deps = self.deps.agent_hub, self.deps
         if hub is not None and self.agent is not None:
             return await hub.prepare(self.agent, self.call.call_sid)
@@ -192,53 +222,77 @@ class CallSession:
     async def _serve(self) -> tuple[CallStatus, EndReason]:
         started_at = self._loop.time()
         agent = self._call_agent = await self._prepare_agent()
-        target = agent.target or self.deps.target
-        url, headers = target.endpoint()
-        try:
-            socket = await RealtimeSocket.open(url, headers)
-        except ProviderError as exc:
-            self.log.error("realtime.unreachable", error=str(exc))
+        self._primary = agent.target or self.deps.target
+        opened = await self._connect(self._plan(self._primary, retry=True), "call_start")
+        if opened is None:
             await self._apologize(round((self._loop.time() - started_at) * 1000))
             return CallStatus.FAILED, EndReason.PROVIDER_ERROR
-        async with socket:
-            dialect = target.dialect
-            realtime = RealtimeConnection(dialect, agent.session.audio_format)
-            config = CallConfig(
-                session=agent.session,
-                greeting=agent.greeting,
-                server_cancels=dialect.server_cancels_on_speech,
-                vad_padding_ms=300 if dialect.name != "inworld" else 0,
-                vad_silence_ms=500 if dialect.name != "inworld" else 0,
-                tools=agent.policy,
-                limits=LimitPolicy(agent.max_duration_s, agent.silence_timeout_s),
+        self._socket, self._target = opened
+        try:
+            return await self._serve_opened(agent, started_at)
+        finally:
+            if self._socket is not None:
+                await self._socket.close()
+
+    def _call_config(self, agent: CallAgent, target: RealtimeTarget) -> CallConfig:
+        """The call's configuration for a session with ``target``. The agent's voice and
+        transcription model are its provider's names; another provider gets its defaults."""
+        dialect: Dialect = target.dialect
+        session = agent.session
+        if target is not self._primary:
+            same = dialect.name == self._primary.dialect.name
+            session = replace(
+                session,
+                model=target.model,
+                voice=session.voice if same else None,
+                transcription_model=session.transcription_model if same else None,
             )
-            logic = CallLogic(self.driver.leg, realtime, config, started_at, self._recorder)
-            self.log.info(
-                "call.started",
-                provider=target.provider.value,
-                dialect=dialect.name,
-                agent=agent.name,
-            )
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    self._tasks = tg
-                    tg.create_task(self._read_phone(logic))
-                    tg.create_task(self._read_model(logic, socket))
-                    tg.create_task(self.driver.write())
-                    tg.create_task(self._write_model(logic, socket))
-                    tg.create_task(self._watch_idle(logic))
-            except* _CallOver:
-                pass
-            except* Exception as group:
-                # A bug, not the caller's fault: end this call cleanly, keep the server up.
-                self.log.error("call.internal_error", exc_info=group.exceptions[0])
-                logic.end(EndReason.UNKNOWN)
-            self._tasks = None
-            self.deps.metrics.barge_ins.inc(logic.barge_ins)
-            if logic.end_reason is EndReason.CALLER_HANGUP and logic.awaiting_caller_text:
-                await self._await_last_words(logic, socket)
-            logic.finish(self._loop.time())
-            self._drain(logic)
+        return CallConfig(
+            session=session,
+            greeting=agent.greeting,
+            server_cancels=dialect.server_cancels_on_speech,
+            # What server VAD folds into its speech times; semantic VAD folds in nothing.
+            vad_padding_ms=int(dialect.turn_detection.get("prefix_padding_ms", 0)),
+            vad_silence_ms=int(dialect.turn_detection.get("silence_duration_ms", 0)),
+            tools=agent.policy,
+            limits=LimitPolicy(agent.max_duration_s, agent.silence_timeout_s),
+            media=self._media,
+        )
+
+    async def _serve_opened(
+        self, agent: CallAgent, started_at: float
+    ) -> tuple[CallStatus, EndReason]:
+        target = self._target
+        dialect = target.dialect
+        realtime = RealtimeConnection(dialect, agent.session.audio_format)
+        config = self._call_config(agent, target)
+        logic = CallLogic(self.driver.leg, realtime, config, started_at, self._recorder)
+        logic.wall_offset = time.time() - self._loop.time()
+        if target is not self._primary:  # the primary could not be reached at all
+            self._note_fallback(logic, self._primary, target, served=False)
+        self.log.info(
+            "call.started", provider=target.provider.value, dialect=dialect.name, agent=agent.name
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
+                tg.create_task(self._read_phone(logic))
+                tg.create_task(self._model_leg(logic))
+                tg.create_task(self.driver.write())
+                tg.create_task(self._write_model(logic))
+                tg.create_task(self._watch_idle(logic))
+        except* _CallOver:
+            pass
+        except* Exception as group:
+            # A bug, not the caller's fault: end this call cleanly, keep the server up.
+            self.log.error("call.internal_error", exc_info=group.exceptions[0])
+            logic.end(EndReason.UNKNOWN)
+        self._tasks = None
+        self.deps.metrics.barge_ins.inc(logic.barge_ins)
+        if logic.end_reason is EndReason.CALLER_HANGUP and logic.awaiting_caller_text:
+            await self._await_last_words(logic)
+        logic.finish(self._loop.time())
+        self._drain(logic)
         if self.driver.bad_input is not None:
             # The far end sent something no real call sends: the call cannot be served.
             return CallStatus.FAILED, EndReason.UNKNOWN
@@ -248,37 +302,188 @@ class CallSession:
             return CallStatus.FAILED, reason
         return CallStatus.COMPLETED, reason
 
+    # -- the model leg: one socket at a time, replaced when it fails ------------------------
+
+    def _plan(
+        self, current: RealtimeTarget, *, retry: bool
+    ) -> list[tuple[RealtimeTarget, Sequence[float]]]:
+        """Whom to try, in order, with the delay before each try: ``current`` again (unless
+        it refused or is over its limits), then the other provider, if there is one."""
+        plan: list[tuple[RealtimeTarget, Sequence[float]]] = []
+        if retry:
+            plan.append((current, RETRY_DELAYS_S))
+        other = self.deps.fallback if current is self._primary else self._primary
+        if other is not None and other is not current:
+            plan.append((other, FALLBACK_DELAYS_S))
+        return plan
+
+    async def _connect(
+        self, plan: list[tuple[RealtimeTarget, Sequence[float]]], why: str
+    ) -> tuple[RealtimeSocket, RealtimeTarget] | None:
+        """The first socket that opens, going down ``plan``; ``None`` when none did."""
+        timeout = RECONNECT_TIMEOUT_S if why != "call_start" else 10.0
+        for target, delays in plan:
+            for delay in delays:
+                if self._sessions_opened >= MAX_MODEL_SESSIONS:
+                    self.log.error("realtime.too_many_sessions", sessions=self._sessions_opened)
+                    return None
+                if delay:
+                    await asyncio.sleep(delay)
+                url, headers = target.endpoint()
+                try:
+                    socket = await RealtimeSocket.open(url, headers, timeout_s=timeout)
+                except ProviderError as exc:
+                    limited = exc.status == 429
+                    kind = "limit" if limited else "unreachable"
+                    self.deps.metrics.provider_errors.labels(target.provider.value, kind).inc()
+                    self.log.error(
+                        "realtime.provider_limit" if limited else "realtime.unreachable",
+                        provider=target.provider.value,
+                        error=str(exc),
+                    )
+                    if limited:
+                        break  # over its limits: more tries only add to the caller's wait
+                    continue
+                self._sessions_opened += 1
+                self._session_began = self._loop.time()
+                return socket, target
+        return None
+
+    async def _model_leg(self, logic: CallLogic) -> None:
+        """Read the model's socket; when it is lost, put a fresh session in its place."""
+        while True:
+            socket = self._socket
+            assert socket is not None
+            lost = await self._read_model(logic, socket)
+            if socket is not self._socket:
+                continue  # replaced on purpose (a rollover): read the new one
+            if not self._media:
+                # OpenAI's SIP sideband closes when the call ends there (the caller hung
+                # up); no other session could take over a call whose audio is OpenAI's.
+                failed = lost != "dropped"
+                logic.end(EndReason.PROVIDER_ERROR if failed else EndReason.CALLER_HANGUP)
+                raise _CallOver
+            await self._replace_model(logic, lost)
+
+    async def _read_model(self, logic: CallLogic, socket: RealtimeSocket) -> str:
+        """Feed the model's events to ``logic`` until the socket ends or the session fails;
+        returns why (``dropped``, ``expired``, ``limit``, ``refused``). Raises ``_CallOver``
+        when the call ends."""
+        try:
+            async for text in socket.frames():
+                if socket is not self._socket:
+                    return "replaced"
+                logic.receive_realtime(text, self._loop.time())
+                self._after(logic)
+                if logic.end_reason is not None:
+                    raise _CallOver
+                if logic.model_failure is not None:
+                    return logic.model_failure.kind
+        except RemoteProtocolError as exc:
+            self.log.error("realtime.protocol_error", error=str(exc))
+        if logic.end_reason is not None:
+            raise _CallOver
+        if socket is self._socket:
+            self.log.warning("realtime.closed", close_code=socket.close_code)
+        return "dropped"
+
+    async def _replace_model(self, logic: CallLogic, lost: str) -> None:
+        """The model session is gone (``lost`` says how): carry the call on in a fresh one,
+        or, when none can be had, end it with the apology."""
+        target = self._target
+        provider = target.provider.value
+        failure = logic.model_failure
+        self.deps.metrics.provider_errors.labels(provider, lost).inc()
+        if lost == "limit":
+            self.log.error(
+                "realtime.provider_limit",
+                provider=provider,
+                code=failure.code if failure else None,
+                error=failure.message if failure else None,
+            )
+        began = self._loop.time()
+        logic.model_lost(began)
+        self._after(logic)
+        short = began - self._session_began < SHORT_SESSION_S
+        self._quick_failures = self._quick_failures + 1 if short and lost != "expired" else 0
+        # A provider that refused the call, is over its limits or keeps failing at once is
+        # not asked again.
+        retry = lost in ("dropped", "expired") and self._quick_failures < MAX_QUICK_FAILURES
+        opened = await self._connect(self._plan(target, retry=retry), lost)
+        if logic.end_reason is not None:
+            if opened is not None:
+                await opened[0].close()
+            raise _CallOver
+        if opened is None:
+            self.log.error("realtime.gave_up", provider=provider, reason=lost)
+            logic.end(EndReason.PROVIDER_ERROR)
+            raise _CallOver
+        await self._switch(logic, *opened, lost, began)
+
+    async def _roll_over(self, logic: CallLogic) -> None:
+        """Move to a fresh session of the same provider before this one's limit."""
+        began = self._loop.time()
+        opened = await self._connect([(self._target, (0.0,))], "rollover")
+        if opened is None or logic.end_reason is not None:
+            if opened is not None:
+                await opened[0].close()
+            return  # the old session serves on; at its limit it is replaced like a drop
+        await self._switch(logic, *opened, "rollover", began)
+
+    async def _switch(
+        self,
+        logic: CallLogic,
+        socket: RealtimeSocket,
+        target: RealtimeTarget,
+        reason: str,
+        began: float,
+    ) -> None:
+        old, previous = self._socket, self._target
+        self._socket, self._target = socket, target
+        agent = self._call_agent
+        assert agent is not None
+        config = self._call_config(agent, target) if target is not previous else None
+        now = self._loop.time()
+        realtime = RealtimeConnection(target.dialect, agent.session.audio_format)
+        logic.switch_model(realtime, now, config)
+        gap_ms = round((now - began) * 1000)
+        logic.note_event("reconnect", now, reason=reason, provider=target.provider.value)
+        self.deps.metrics.reconnects.labels(reason).inc()
+        self.log.info(
+            "realtime.reconnected", reason=reason, provider=target.provider.value, ms=gap_ms
+        )
+        if target is not previous:
+            self._note_fallback(logic, previous, target, served=logic.has_turns)
+        self._after(logic)
+        if old is not None:
+            await old.close()
+
+    def _note_fallback(
+        self, logic: CallLogic, old: RealtimeTarget, new: RealtimeTarget, *, served: bool
+    ) -> None:
+        """The call moved to another provider: in the record, the metrics and the log."""
+        moved = {"from": old.provider.value, "to": new.provider.value}
+        logic.note_event("provider_fallback", self._loop.time(), **moved, from_served=served)
+        self.deps.metrics.fallbacks.labels(moved["from"], moved["to"]).inc()
+        self.log.warning("realtime.fallback", from_provider=moved["from"], to_provider=moved["to"])
+
     # -- the call ---------------------------------------------------------------------------
 
     async def _read_phone(self, logic: CallLogic) -> None:
         await self.driver.read(logic, lambda: self._after(logic))
         raise _CallOver
 
-    async def _read_model(self, logic: CallLogic, socket: RealtimeSocket) -> None:
-        try:
-            async for text in socket.frames():
-                logic.receive_realtime(text, self._loop.time())
-                self._after(logic)
-                if logic.end_reason is not None:
-                    raise _CallOver
-        except RemoteProtocolError as exc:
-            self.log.error("realtime.protocol_error", error=str(exc))
-        if logic.end_reason is None:
-            self.log.error("realtime.closed", close_code=socket.close_code)
-            logic.end(EndReason.PROVIDER_ERROR)
-        raise _CallOver
-
-    async def _write_model(self, logic: CallLogic, socket: RealtimeSocket) -> None:
-        try:
-            while True:
-                await self._model_ready.wait()
-                self._model_ready.clear()
+    async def _write_model(self, logic: CallLogic) -> None:
+        while True:
+            await self._model_ready.wait()
+            self._model_ready.clear()
+            socket = self._socket
+            try:
                 for text in logic.realtime.data_to_send():
-                    await socket.send(text)
-        except ProviderError:
-            self.log.error("realtime.closed", close_code=socket.close_code)
-            logic.end(EndReason.PROVIDER_ERROR)
-            raise _CallOver from None
+                    if socket is not None:
+                        await socket.send(text)
+            except ProviderError:
+                pass  # the reader sees the socket end and puts a fresh session in its place
 
     async def _watch_idle(self, logic: CallLogic) -> None:
         """A phone leg carries media every 20 ms for the whole call; a silent one is dead,
@@ -310,8 +515,10 @@ class CallSession:
                 self._record.turn(output.turn)
             elif isinstance(output, EventReady):
                 self._record.event(output.event)
-            elif self._tasks is not None:  # a tool to run, a transfer to make
-                if isinstance(output, ToolCallReady):
+            elif self._tasks is not None:  # a tool to run, a transfer to make, a rollover
+                if isinstance(output, RolloverReady):
+                    self._tasks.create_task(self._roll_over(logic))
+                elif isinstance(output, ToolCallReady):
                     self._tasks.create_task(self._run_tool(logic, output))
                 else:
                     self._tasks.create_task(self._transfer(logic, output))
@@ -344,8 +551,11 @@ class CallSession:
         if logic.end_reason is not None:
             raise _CallOver
 
-    async def _await_last_words(self, logic: CallLogic, socket: RealtimeSocket) -> None:
+    async def _await_last_words(self, logic: CallLogic) -> None:
         """The caller hung up mid-sentence: give its transcription a moment to arrive."""
+        socket = self._socket
+        if socket is None:
+            return
         logic.realtime.flush_audio()
         for text in logic.realtime.data_to_send():
             with contextlib.suppress(Exception):

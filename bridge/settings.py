@@ -23,6 +23,7 @@ class Provider(StrEnum):
     OPENAI_BETA = "openai-beta"
     AZURE = "azure"
     INWORLD = "inworld"
+    XAI = "xai"
     LOCAL = "local"
 
 
@@ -58,8 +59,20 @@ class Settings(BaseSettings):
     provider: Provider | None = Field(None, validation_alias=_env("BRIDGE_PROVIDER"))
     realtime_url: str | None = Field(None, validation_alias=_env("BRIDGE_REALTIME_URL"))
     realtime_model: str | None = Field(None, validation_alias=_env("BRIDGE_REALTIME_MODEL"))
+    # A second provider (its key set like the first's) for calls the first cannot serve.
+    fallback_provider: Provider | None = Field(
+        None, validation_alias=_env("BRIDGE_FALLBACK_PROVIDER")
+    )
+    fallback_realtime_url: str | None = Field(
+        None, validation_alias=_env("BRIDGE_FALLBACK_REALTIME_URL")
+    )
+    fallback_realtime_model: str | None = Field(
+        None, validation_alias=_env("BRIDGE_FALLBACK_REALTIME_MODEL")
+    )
     openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
     inworld_api_key: SecretStr | None = Field(None, validation_alias=_env("INWORLD_API_KEY"))
+    # Used only when BRIDGE_PROVIDER=xai: the automatic choice never picks xAI.
+    xai_api_key: SecretStr | None = Field(None, validation_alias=_env("XAI_API_KEY"))
     azure_openai_api_key: SecretStr | None = Field(
         None, validation_alias=_env("AZURE_OPENAI_API_KEY")
     )
@@ -114,6 +127,18 @@ class Settings(BaseSettings):
     # The caller ID when a request names none: a Twilio number, E.164 (blank counts as unset).
     outbound_from: str | None = Field(
         None, pattern=r"^(\+[1-9][0-9]{6,14})?$", validation_alias=_env("BRIDGE_OUTBOUND_FROM")
+    )
+    # OpenAI's SIP connector (CONTRACT.md): POST /openai/webhook is off while the secret is
+    # unset; call control and the sideband go to OPENAI_API_BASE with OPENAI_API_KEY.
+    openai_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=_env("OPENAI_WEBHOOK_SECRET")
+    )
+    openai_api_base: str = Field(
+        "https://api.openai.com", pattern=r"^https?://", validation_alias=_env("OPENAI_API_BASE")
+    )
+    # Concurrent OpenAI SIP calls; the next is rejected (SIP 503). Each costs a model session.
+    openai_sip_max_calls: int = Field(
+        200, ge=1, validation_alias=_env("BRIDGE_OPENAI_SIP_MAX_CALLS")
     )
 
     @model_validator(mode="after")

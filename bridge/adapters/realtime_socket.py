@@ -26,22 +26,23 @@ class RealtimeSocket:
         self._conn = conn
 
     @classmethod
-    async def open(cls, url: str, headers: Mapping[str, str]) -> RealtimeSocket:
+    async def open(
+        cls, url: str, headers: Mapping[str, str], timeout_s: float = CONNECT_TIMEOUT_S
+    ) -> RealtimeSocket:
         """Connect, or raise ``ProviderError`` saying why (never the credentials)."""
         try:
             conn = await connect(
                 url,
                 additional_headers=dict(headers),
-                open_timeout=CONNECT_TIMEOUT_S,
+                open_timeout=timeout_s,
                 max_size=MAX_FRAME_BYTES,
                 compression=None,
                 ping_interval=20,
                 ping_timeout=20,
             )
         except websockets.InvalidStatus as exc:
-            raise ProviderError(
-                f"realtime handshake refused: HTTP {exc.response.status_code}"
-            ) from exc
+            status = exc.response.status_code
+            raise ProviderError(f"realtime handshake refused: HTTP {status}", status) from exc
         except (OSError, TimeoutError, websockets.WebSocketException) as exc:
             raise ProviderError(f"realtime server unreachable: {type(exc).__name__}") from exc
         return cls(conn)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bridge.errors import ConfigurationError
 from bridge.protocols.dialects import DIALECTS, Dialect, realtime_endpoint
+from bridge.protocols.openai_sip import sideband_url
 from bridge.settings import Provider, Settings
 
 _DIALECT_OF = {
@@ -14,6 +15,7 @@ _DIALECT_OF = {
     Provider.OPENAI_BETA: "openai-beta",
     Provider.AZURE: "azure",
     Provider.INWORLD: "inworld",
+    Provider.XAI: "xai",
     Provider.LOCAL: "openai",
 }
 
@@ -29,9 +31,16 @@ class RealtimeTarget:
     model: str | None
     url_override: str | None
     azure_endpoint: str | None
+    #: OpenAI's SIP sideband: the call whose session to join (``?call_id=``, no model: the
+    #: accept chose it); ``url_override`` is then OPENAI_API_BASE.
+    call_id: str | None = None
 
     def endpoint(self) -> tuple[str, dict[str, str]]:
         """URL and headers for a new connection (Inworld wants a fresh session key each time)."""
+        if self.call_id is not None:
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            base = self.url_override or "https://api.openai.com"
+            return sideband_url(base, self.call_id), headers
         session_key = uuid.uuid4().hex if self.dialect.name == "inworld" else None
         return realtime_endpoint(
             self.dialect,
@@ -56,6 +65,7 @@ def resolve_target(settings: Settings, local_url: str | None = None) -> Realtime
         Provider.OPENAI_BETA: settings.openai_api_key,
         Provider.AZURE: settings.azure_openai_api_key,
         Provider.INWORLD: settings.inworld_api_key,
+        Provider.XAI: settings.xai_api_key,
         Provider.LOCAL: None,
     }[provider]
     if provider is not Provider.LOCAL and key is None and settings.realtime_url is None:
@@ -71,3 +81,24 @@ def resolve_target(settings: Settings, local_url: str | None = None) -> Realtime
         url_override=override,
         azure_endpoint=settings.azure_openai_endpoint,
     )
+
+
+def resolve_fallback(settings: Settings) -> RealtimeTarget | None:
+    """The ``BRIDGE_FALLBACK_PROVIDER`` target (with its own URL and model overrides), or
+    ``None`` when no fallback is set. Its key must be set as for a first provider."""
+    provider = settings.fallback_provider
+    if provider is None:
+        return None
+    if provider is Provider.LOCAL:
+        raise ConfigurationError("BRIDGE_FALLBACK_PROVIDER cannot be local")
+    other = settings.model_copy(
+        update={
+            "provider": provider,
+            "realtime_url": settings.fallback_realtime_url,
+            "realtime_model": settings.fallback_realtime_model,
+        }
+    )
+    try:
+        return resolve_target(other)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"fallback provider: {exc}") from exc

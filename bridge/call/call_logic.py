@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from bridge.call.far_playout import FarPlayout
 from bridge.call.limits import ARE_YOU_THERE, TIME_UP, CallLimits, LimitAction, LimitPolicy
 from bridge.call.playback import Playback
 from bridge.call.recording import CallRecorder
-from bridge.call.records import CallEvent, EndReason, Turn
+from bridge.call.records import CallEvent, EndReason, Role, Turn
 from bridge.call.tools import (
     TRANSFER_CALL,
     Answer,
@@ -27,7 +28,7 @@ from bridge.call.tools import (
     Transfer,
     error_output,
 )
-from bridge.call.transcript import TranscriptBuilder
+from bridge.call.transcript import INAUDIBLE, TranscriptBuilder
 from bridge.codecs.g711 import pcm16_to_ulaw, ulaw_to_pcm16
 from bridge.codecs.resampler import StreamResampler
 from bridge.protocols.dialects import SessionConfig
@@ -49,6 +50,8 @@ from bridge.protocols.realtime_events import (
     InputCommitted,
     InputTranscriptCompleted,
     InputTranscriptFailed,
+    OutputAudioStarted,
+    OutputAudioStopped,
     RealtimeError,
     ResponseDone,
     SessionCreated,
@@ -57,6 +60,7 @@ from bridge.protocols.realtime_events import (
     SpeechStopped,
     TranscriptDelta,
     TranscriptDone,
+    provider_limit,
 )
 
 # Inbound audio that arrives before the model session is configured is held, at most this
@@ -64,6 +68,12 @@ from bridge.protocols.realtime_events import (
 _EARLY_AUDIO_FRAMES = 100
 # 60 ms of 24 kHz PCM16 silence: more than the resampler's look-ahead.
 _RESAMPLER_DRAIN_BYTES = 60 * 48
+# A fresh model session is told the call so far as text items, newest first, up to this many
+# characters (about a thousand tokens): enough for the thread of a conversation.
+RESEED_CHARS = 4000
+# Roll over to a fresh session from this long before the provider's limit, at the first quiet
+# moment; for short limits, from a third of the limit before it.
+ROLLOVER_MARGIN_S = 180.0
 # Keypresses: each becomes a model item, a response request and a record event, so a flood
 # would cost the model, the store and other calls' writes. A person types an account number
 # in a burst of a dozen keys at a few keys a second; beyond that, keys are dropped.
@@ -84,6 +94,10 @@ class CallConfig:
     # The built-in tools and the names of the HTTP/MCP tools this call's agent offers.
     tools: ToolPolicy = field(default_factory=ToolPolicy)
     limits: LimitPolicy = field(default_factory=LimitPolicy)
+    # False: the provider carries the call's audio itself and the model leg is a control
+    # channel (OpenAI's SIP sideband). The session was configured when the call was
+    # accepted; turns are timed by their words; the provider handles barge-in.
+    media: bool = True
 
 
 class Phase(Enum):
@@ -112,6 +126,26 @@ class TransferReady:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloverReady:
+    """The model session nears its provider's limit and the call is quiet: open a fresh
+    session now and hand it over with :meth:`CallLogic.switch_model`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFailure:
+    """Why the model session can serve the call no longer.
+
+    ``kind``: ``"expired"`` (its time is up: a fresh session of the same provider will do),
+    ``"limit"`` (a rate, quota or concurrency limit: the provider will not take more now) or
+    ``"refused"`` (bad key, configuration refused: it never will).
+    """
+
+    kind: str
+    code: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something worth a log line; the session logs it with the call's context."""
 
@@ -121,7 +155,7 @@ class Notice:
 
 
 StoreWrite = TurnReady | EventReady
-Output = TurnReady | EventReady | Notice | ToolCallReady | TransferReady
+Output = TurnReady | EventReady | Notice | ToolCallReady | TransferReady | RolloverReady
 
 
 class CallLogic:
@@ -159,6 +193,8 @@ class CallLogic:
         self._discarded_items: set[str] = set()
         self._discarded_responses: set[str] = set()
         self._item_response: dict[str, str | None] = {}
+        # Agent items of the current model session: only these can be truncated there.
+        self._session_items: set[str] = set()
         # The call clock: the phone leg's media timestamps, advanced by wall time between frames.
         self._started_at = started_at
         self._clock_ts: int | None = None
@@ -177,6 +213,23 @@ class CallLogic:
         self._leaving: EndReason | None = None
         self._transfer: Transfer | None = None
         self._transfer_asked = False
+        self._far = FarPlayout(enabled=not config.media)
+        if not config.media:  # configured already: no session.update, greet at once
+            self.phase = Phase.ACTIVE
+            self._greet()
+        # The turns as last written, by seq: what a fresh model session is re-seeded with.
+        self._kept: dict[int, Turn] = {}
+        self._reseed = False
+        #: Set when the model session failed in a way that ends it (see ModelFailure); the
+        #: session replaces it or, failing that, ends the call.
+        self.model_failure: ModelFailure | None = None
+        # The model session's end, in loop time (from its expires_at or the dialect's limit).
+        self._session_deadline: float | None = None
+        self._session_opened_at = started_at
+        self._rollover_asked = False
+        self._lost = False
+        #: Seconds to add to loop time to get Unix time (the session sets it).
+        self.wall_offset = 0.0
 
     # -- clocks -----------------------------------------------------------------------------
 
@@ -200,10 +253,15 @@ class CallLogic:
 
     def _write_turn(self, turn: Turn | None) -> None:
         if turn is not None:
+            self._kept[turn.seq] = turn
             self._outputs.append(TurnReady(turn))
 
     def _event(self, type_: str, now: float, **data: Any) -> None:
         self._outputs.append(EventReady(CallEvent(type_, self.stream_ms(now), data)))
+
+    def note_event(self, type_: str, now: float, **data: Any) -> None:
+        """Record an event the session saw (a reconnect, a fallback) in the call record."""
+        self._event(type_, now, **data)
 
     def _notice(self, name: str, level: str = "info", **fields: Any) -> None:
         self._outputs.append(Notice(name, level, fields))
@@ -227,6 +285,9 @@ class CallLogic:
                     self._pump(now)
                     self._limits.agent_heard(now)
                     self._maybe_leave()
+                    if not self._playback.is_playing:  # the agent's turn has just ended
+                        idle = self.realtime.response_state is ResponseState.IDLE
+                        self._check_rollover(now, not idle)
                 case DtmfReceived(digit=digit):
                     self._on_dtmf(digit, now)
                 case StreamStopped():
@@ -275,8 +336,12 @@ class CallLogic:
                     self._on_audio(rid, item_id, audio, now)
                 case TranscriptDelta(item_id=item_id, delta=delta):
                     self._transcript.agent_delta(item_id, delta)
+                    if not self.config.media:
+                        self._transcript.agent_words(item_id, self.stream_ms(now))
                 case TranscriptDone(item_id=item_id, transcript=transcript):
                     self._transcript.agent_text(item_id, transcript)
+                    if not self.config.media:
+                        self._transcript.agent_words(item_id, self.stream_ms(now))
                 case AudioDone(item_id=item_id):
                     if item_id not in self._discarded_items:
                         self._drain_resampler(item_id)
@@ -286,7 +351,8 @@ class CallLogic:
                     at = self._input_to_stream(start, self.config.vad_padding_ms, now)
                     self._transcript.caller_started(item_id, min(at, self.stream_ms(now)))
                     self._limits.voice(now)
-                    self._barge_in(now)
+                    if self.config.media:
+                        self._barge_in(now)
                 case SpeechStopped(item_id=item_id, audio_end_ms=end):
                     at = self._input_to_stream(end, -self.config.vad_silence_ms, now)
                     self._transcript.caller_stopped(item_id, min(at, self.stream_ms(now)))
@@ -301,6 +367,7 @@ class CallLogic:
                     self._write_turn(self._transcript.caller_text(item_id, "", self.stream_ms(now)))
                 case AssistantItemStarted(response_id=rid, item_id=item_id):
                     self._item_response[item_id] = rid
+                    self._session_items.add(item_id)
                     if rid is not None and rid in self._discarded_responses:
                         self._discarded_items.add(item_id)
                     self._transcript.agent_started(item_id)
@@ -308,7 +375,14 @@ class CallLogic:
                     self._on_response_done(rid, status, reason, ts, now)
                 case FunctionCallRequested() as call:
                     self._on_function_call(call, now)
-                case SessionCreated():
+                case OutputAudioStarted():
+                    self._far.started()
+                case OutputAudioStopped():
+                    self._far.stopped()
+                    self._limits.agent_heard(now)
+                    self._maybe_leave()
+                case SessionCreated(expires_at=expires_at):
+                    self._session_created(expires_at, now)
                     self._configure()
                 case SessionUpdated():
                     self._greet()
@@ -317,11 +391,22 @@ class CallLogic:
                 case _:
                     pass
 
+    def _session_created(self, expires_at: int | None, now: float) -> None:
+        limit = self.realtime.dialect.session_limit_s
+        deadline = self._session_opened_at + limit if limit else None
+        if expires_at is not None and expires_at - self.wall_offset > now:
+            deadline = expires_at - self.wall_offset  # the server's own word wins
+        self._session_deadline = deadline
+
     def _configure(self) -> None:
         if self.phase is not Phase.AWAITING_SESSION:
             return
         self.realtime.send_session_update(self.config.session)
         self.phase = Phase.ACTIVE
+        if self._reseed:
+            self._reseed = False
+            self._reseed_context()
+            self._maybe_leave()  # a goodbye heard before the old session went: leave now
         early, self._early_audio = self._early_audio, []
         for ulaw, ts in early:
             self._to_model_audio(ulaw, ts)
@@ -384,7 +469,7 @@ class CallLogic:
                 self.recorder.clear()
         if cut.item_id is not None:
             heard = min(cut.played_ms, cut.received_ms)
-            if cut.received_ms > cut.played_ms:
+            if cut.received_ms > cut.played_ms and cut.item_id in self._session_items:
                 self.realtime.truncate(cut.item_id, int(heard))
             self._discarded_items.add(cut.item_id)
             self._write_turn(self._transcript.agent_cut(cut.item_id, heard, self.stream_ms(now)))
@@ -407,6 +492,7 @@ class CallLogic:
         transcripts: dict[str, str],
         now: float,
     ) -> None:
+        self._far.response_done(now)
         for item_id, text in transcripts.items():
             self._transcript.agent_text(item_id, text)
         items = [i for i, r in self._item_response.items() if r == rid] if rid else []
@@ -492,10 +578,14 @@ class CallLogic:
     # -- limits -----------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Call about once a second: the agent's time and silence limits."""
+        """Call about once a second: the agent's time and silence limits, and the model
+        session's own limit (a rollover between turns)."""
         if self.phase is not Phase.ACTIVE:
             return
+        if self._leaving is not None and self._far.give_up(now):
+            self._maybe_leave()  # the goodbye's end was never reported: it has been heard
         busy = self._playback.is_playing or self.realtime.response_state is not ResponseState.IDLE
+        self._check_rollover(now, busy)
         match self._limits.due(now, busy):
             case LimitAction.SAY_GOODBYE:
                 self._notice("call.time_limit", limit_s=self.config.limits.max_duration_s)
@@ -510,11 +600,109 @@ class CallLogic:
             case None:
                 pass
 
+    def _deadline_left(self, now: float) -> float:
+        return (self._session_deadline or now) - now
+
+    def _check_rollover(self, now: float, busy: bool) -> None:
+        if self.phase is Phase.ACTIVE and self._rollover_due(now, busy):
+            self._rollover_asked = True
+            self._notice("realtime.rollover_due", seconds_left=round(self._deadline_left(now)))
+            self._outputs.append(RolloverReady())
+
+    def _rollover_due(self, now: float, busy: bool) -> bool:
+        if not self.config.media:
+            return False  # a sideband's session is the call's: a fresh one cannot take over
+        if self._session_deadline is None or self._rollover_asked or self._leaving is not None:
+            return False
+        lifetime = self._session_deadline - self._session_opened_at
+        margin = min(ROLLOVER_MARGIN_S, lifetime / 3)
+        if self._deadline_left(now) > margin:
+            return False
+        # A quiet moment: the agent is not talking and the caller is not mid-sentence.
+        return not busy and not self._transcript.caller_speaking and not self._tool_calls
+
+    # -- a fresh model session --------------------------------------------------------------
+
+    def switch_model(
+        self, realtime: RealtimeConnection, now: float, config: CallConfig | None = None
+    ) -> None:
+        """Carry the call on over ``realtime``, a freshly opened session that replaces one
+        lost, failed or about to expire (``config``: for another provider's dialect).
+
+        What the old session had sent still plays, so the caller hears its sentence to the
+        end of what arrived; it is not asked for again. The new session is configured the
+        same way on its ``session.created`` and re-seeded with the turns kept so far; caller
+        audio meanwhile waits as it does at the start of a call.
+        """
+        self.model_lost(now)
+        if self.phase is Phase.ENDED:
+            return
+        if config is not None:
+            self.config = config
+        self._tools = ToolDesk(self.config.tools)
+        self.realtime = realtime
+        self.model_failure = None
+        self._session_deadline = None
+        self._session_opened_at = now
+        self._rollover_asked = False
+        self._reseed = True
+        self._lost = False
+
+    def model_lost(self, now: float) -> None:
+        """The model session is gone: what it sent still plays out, its turns are written
+        as far as they arrived, and caller audio waits for the next session. Idempotent."""
+        if self.phase is Phase.ENDED or self._lost:
+            return
+        self._lost = True
+        item = self._playback.end_stream()
+        if item is not None:
+            self._drain_resampler(item)
+        self._pump(now)
+        at = self.stream_ms(now)
+        for item_id in list(self._item_response):
+            if item_id not in self._discarded_items:
+                received = self._playback.received_ms(item_id)
+                self._write_turn(self._transcript.agent_cut(item_id, received, at))
+            # The old session's items are unknown to the new one: never truncate them there.
+            self._discarded_items.add(item_id)
+        self._item_response.clear()
+        self._discarded_responses.clear()
+        self._session_items.clear()
+        if self._tool_calls:
+            # Their call ids belong to the lost session: the new one cannot take the outputs.
+            self._notice("tool.orphaned", "warning", calls=len(self._tool_calls))
+            self._tool_calls.clear()
+        self.phase = Phase.AWAITING_SESSION
+        self._input_origin_ms = None  # the new session's input timeline starts at zero
+
+    def _reseed_context(self) -> None:
+        """Tell the fresh session the call so far, newest turns first up to a budget."""
+        chosen: list[Turn] = []
+        budget = RESEED_CHARS
+        newest = sorted(self._kept.values(), key=lambda t: t.seq, reverse=True)
+        for turn in newest:
+            if turn.text == INAUDIBLE or not turn.text:
+                continue
+            if len(turn.text) > budget:
+                break
+            budget -= len(turn.text)
+            chosen.append(turn)
+        for turn in reversed(chosen):
+            role = "user" if turn.role is Role.CALLER else "assistant"
+            self.realtime.add_context(role, turn.text)
+        last = newest[0] if newest else None
+        unanswered = last is not None and last.role is Role.CALLER and last.text != INAUDIBLE
+        if unanswered and self._leaving is None:
+            # The caller spoke last and was never answered: answer now, not after they repeat.
+            self.realtime.create_response()
+
     def _maybe_leave(self) -> None:
         """Hang up or transfer once the model has finished and its last audio was heard."""
         if self._leaving is None or self.phase is not Phase.ACTIVE:
             return
         if self.realtime.response_state is not ResponseState.IDLE or self._playback.is_playing:
+            return
+        if self._far.busy:
             return
         if self._leaving is not EndReason.TRANSFERRED:
             self._end(self._leaving)
@@ -535,8 +723,11 @@ class CallLogic:
             param=err.param,
             caused_by=err.caused_by,
         )
-        if err.fatal:
-            self._end(EndReason.PROVIDER_ERROR)
+        if err.fatal and self.model_failure is None:
+            kind = "expired" if err.code == "session_expired" else "refused"
+            if provider_limit(err.code, err.message):
+                kind = "limit"
+            self.model_failure = ModelFailure(kind, err.code, err.message)
 
     # -- the end ----------------------------------------------------------------------------
 
@@ -548,6 +739,11 @@ class CallLogic:
     def end(self, reason: EndReason) -> None:
         """The call is over for a reason found outside the protocols (socket closed, …)."""
         self._end(reason)
+
+    @property
+    def has_turns(self) -> bool:
+        """Whether anything was said on the call yet (a turn of either side)."""
+        return bool(self._kept)
 
     @property
     def awaiting_caller_text(self) -> bool:

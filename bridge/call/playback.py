@@ -87,6 +87,14 @@ class Playback:
         if self._receiving == item_id:
             self._receiving = None
 
+    def end_stream(self) -> str | None:
+        """The model stopped sending mid-item (its session was lost): queue what was
+        received of it to play out. Returns that item, if one was arriving."""
+        item_id = self._receiving
+        if item_id is not None:
+            self.finish_item(item_id)
+        return item_id
+
     def release(self) -> list[OutboundChunk]:
         """Chunks to send to Twilio now, each followed by its mark, keeping the lead bounded."""
         out: list[OutboundChunk] = []

@@ -109,6 +109,14 @@ class TranscriptBuilder:
         return out
 
     @property
+    def caller_speaking(self) -> bool:
+        """A caller turn has started and not yet stopped."""
+        return any(
+            t.start_ms is not None and t.end_ms is None and not t.written
+            for t in self._caller.values()
+        )
+
+    @property
     def awaiting_caller_text(self) -> bool:
         return any(not t.written and t.start_ms is not None for t in self._caller.values())
 
@@ -131,6 +139,15 @@ class TranscriptBuilder:
         turn = self._agent_turn(item_id)
         if turn.start_ms is None:
             turn.start_ms = at_ms
+
+    def agent_words(self, item_id: str, at_ms: int) -> None:
+        """Words of the item arrived at ``at_ms``, on a call whose audio the bridge never
+        sees (OpenAI's SIP connector): the turn starts with its first words and lasts at
+        least until its latest, the nearest the bridge can tell when it was spoken."""
+        turn = self._agent_turn(item_id)
+        if turn.start_ms is None:
+            turn.start_ms = at_ms
+        turn.received_ms = max(turn.received_ms, float(at_ms - turn.start_ms))
 
     def agent_delta(self, item_id: str, delta: str) -> None:
         self._agent_turn(item_id).deltas.append(delta)

@@ -4,6 +4,7 @@
     python -m bridge.devtools.bench load [--calls 20] [--seconds 20]
     python -m bridge.devtools.bench store [--calls 500] [--postgres URL]
     python -m bridge.devtools.bench sip [--calls 50] [--seconds 20] [--json]
+    python -m bridge.devtools.bench reconnect [--calls 20] [--json]
     python -m bridge.devtools.bench            # micro with defaults, then load with 10 calls
 
 ``micro`` times the pure call path against a naive pass-through measured in the same run
@@ -13,7 +14,10 @@
 database driver and the review queries on a seeded log (:mod:`bridge.devtools.bench_store`);
 ``sip`` runs concurrent SIP calls against a ``bridge serve`` with its SIP listener, reports the
 jitter of its outbound RTP and its CPU per call-second, then runs ``load`` with the same calls
-for the Twilio figure beside it (:mod:`bridge.devtools.bench_sip`).
+for the Twilio figure beside it (:mod:`bridge.devtools.bench_sip`); ``reconnect`` places
+calls one at a time against a ``bridge serve``, half of them losing their model session
+between the caller's question and the answer, and reports the caller's wait for the answer
+in both kinds and what the reconnect adds to it (:mod:`bridge.devtools.bench_reconnect`).
 Figures depend on the machine: compare ratios, and
 compare runs on the same machine only.
 """
@@ -30,6 +34,7 @@ from collections.abc import Sequence
 
 from bridge.devtools.bench_load import format_load, run_load
 from bridge.devtools.bench_micro import format_micro, run_micro
+from bridge.devtools.bench_reconnect import format_reconnect, reconnect_json, run_reconnect
 from bridge.devtools.bench_sip import format_sip_bench, run_sip_bench, sip_bench_json
 from bridge.devtools.bench_store import format_store, run_store_bench
 
@@ -67,7 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
     sip.add_argument(
         "--timeout", type=float, default=None, help="bound on each run (default: generous)"
     )
+    reconnect = sub.add_parser(
+        "reconnect", help="the caller's wait for an answer when the model session drops"
+    )
+    reconnect.add_argument("--calls", type=int, default=20, help="calls per mode")
+    reconnect.add_argument("--json", action="store_true", help="print the report as JSON")
+    reconnect.add_argument(
+        "--timeout", type=float, default=None, help="bound on the whole run (default: generous)"
+    )
     return parser
+
+
+def _reconnect(args: argparse.Namespace) -> int:
+    if args.calls < 1:
+        print("bench: reconnect needs --calls >= 1", file=sys.stderr)
+        return 2
+    report = run_reconnect(args.calls, args.timeout)
+    if args.json:
+        print(json.dumps(reconnect_json(report), indent=2))
+    else:
+        print(format_reconnect(report))
+    # Unanswered calls fail the run; a missed aim is a figure to read, not a failure.
+    return 1 if report.failures else 0
 
 
 def _sip(args: argparse.Namespace) -> int:
@@ -96,10 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sip" and args.json:
         return _sip(args)  # stdout is the JSON document alone
+    if args.command == "reconnect" and args.json:
+        return _reconnect(args)
     print(_machine())
     print()
     if args.command == "sip":
         return _sip(args)
+    if args.command == "reconnect":
+        return _reconnect(args)
     if args.command == "store":
         if args.calls < 1 or args.turns < 1:
             print("bench: store needs --calls >= 1 and --turns >= 1", file=sys.stderr)

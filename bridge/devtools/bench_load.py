@@ -85,7 +85,7 @@ def _bridge_env(url: str, fake_url: str, db: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("BRIDGE_", "TWILIO_", "OPENAI_", "INWORLD_", "AZURE_"))
+        if not k.startswith(("BRIDGE_", "TWILIO_", "OPENAI_", "INWORLD_", "AZURE_", "XAI_"))
     }
     env.update(
         BRIDGE_PUBLIC_URL=url,

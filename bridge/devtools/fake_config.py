@@ -1,6 +1,6 @@
 """Session configuration of the fake realtime server: the config, its defaults, field checks.
 
-The three dialects share one :class:`SessionConfig`. The field parsers here check one value
+The dialects share one :class:`SessionConfig`. The field parsers here check one value
 each the way a real server does and raise :class:`InvalidRequest` naming the ``param``;
 ``fake_update`` assembles them into whole ``session.update`` validation and renders the
 config back per dialect.
@@ -20,6 +20,7 @@ __all__ = [
     "BETA_TOP_LEVEL",
     "GA_TOP_LEVEL",
     "INWORLD_TOP_LEVEL",
+    "XAI_TOP_LEVEL",
     "Dialect",
     "InvalidRequest",
     "SessionConfig",
@@ -41,6 +42,7 @@ __all__ = [
     "parse_transcription",
     "parse_turn_detection",
     "parse_voice",
+    "previous_item_id",
     "string",
 ]
 
@@ -49,6 +51,12 @@ class Dialect(StrEnum):
     OPENAI = "openai"
     OPENAI_BETA = "openai-beta"
     INWORLD = "inworld"
+    XAI = "xai"
+
+
+def previous_item_id(dialect: Dialect, previous: str | None) -> str | None:
+    """The ``previous_item_id`` a dialect writes: xAI always sends null."""
+    return None if dialect is Dialect.XAI else previous
 
 
 class InvalidRequest(Exception):
@@ -110,6 +118,7 @@ _INWORLD_STT = _names(
     assemblyai/universal-streaming-english soniox/stt-rt-v4"""
 )
 _INWORLD_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
+_XAI_RATES = (8000, 16000, 21050, 24000, 32000, 44100, 48000)
 GA_TOP_LEVEL = frozenset(
     _names(
         """type model instructions output_modalities audio tools tool_choice max_output_tokens
@@ -117,6 +126,11 @@ GA_TOP_LEVEL = frozenset(
     )
 )
 INWORLD_TOP_LEVEL = GA_TOP_LEVEL | {"temperature", "providerData"}
+# xAI's hybrid session: voice and turn_detection at the top, no type, no model, and only
+# the extras its guide lists (reasoning, resumption, replace are accepted, not acted on).
+XAI_TOP_LEVEL = frozenset(
+    _names("instructions voice turn_detection tools audio reasoning resumption replace")
+)
 BETA_TOP_LEVEL = frozenset(
     _names(
         """model modalities instructions voice input_audio_format output_audio_format
@@ -140,6 +154,10 @@ def default_config(dialect: Dialect, vad: VadParams, model: str | None = None) -
             turn_detection=TurnDetection("semantic_vad", eagerness="medium"),
             transcription={"model": "inworld/inworld-stt-1"},  # the cascade always transcribes
             output_modalities=("audio", "text"),
+        )
+    if dialect is Dialect.XAI:
+        return SessionConfig(
+            model=model or "grok-voice-latest", voice="Eve", turn_detection=server_vad
         )
     if dialect is Dialect.OPENAI_BETA:
         return SessionConfig(
@@ -268,7 +286,7 @@ def parse_ga_format(value: Any, param: str, dialect: Dialect) -> AudioFormat:
     if kind == "audio/pcmu":
         return PCMU
     rate = integer(obj.get("rate", 24000), f"{param}.rate", 1)
-    rates = _INWORLD_RATES if dialect is Dialect.INWORLD else (24000,)
+    rates = {Dialect.INWORLD: _INWORLD_RATES, Dialect.XAI: _XAI_RATES}.get(dialect, (24000,))
     if rate not in rates:
         raise InvalidRequest(
             "invalid_value",
@@ -296,6 +314,8 @@ def parse_turn_detection(
         raise _invalid_type(param, "an object", value)
     if "type" not in value:
         raise missing(f"{param}.type")
+    if dialect is Dialect.XAI:
+        return _xai_turn_detection(value, param, vad)
     kind = choice(value["type"], ("server_vad", "semantic_vad"), f"{param}.type")
     allowed = {"type", "create_response", "interrupt_response"}
     if kind == "server_vad":
@@ -332,15 +352,57 @@ def parse_turn_detection(
     return td
 
 
+def _xai_turn_detection(value: dict[str, Any], param: str, vad: VadParams) -> TurnDetection:
+    """xAI's server VAD: no semantic_vad, no create/interrupt flags, threshold 0.1-0.9."""
+    choice(value["type"], ("server_vad",), f"{param}.type")
+    keys = {"type", "threshold", "silence_duration_ms", "prefix_padding_ms", "idle_timeout_ms"}
+    obj = check_object(value, param, keys)
+    td = TurnDetection(
+        "server_vad", silence_duration_ms=vad.silence_ms, prefix_padding_ms=vad.prefix_padding_ms
+    )
+    if "threshold" in obj:
+        td = replace(td, threshold=number(obj["threshold"], f"{param}.threshold", 0.1, 0.9))
+    if "silence_duration_ms" in obj:
+        silence = integer(obj["silence_duration_ms"], f"{param}.silence_duration_ms")
+        td = replace(td, silence_duration_ms=silence)
+    if "prefix_padding_ms" in obj:
+        pad = integer(obj["prefix_padding_ms"], f"{param}.prefix_padding_ms")
+        td = replace(td, prefix_padding_ms=pad)
+    if obj.get("idle_timeout_ms") is not None:
+        idle = integer(obj["idle_timeout_ms"], f"{param}.idle_timeout_ms", 1)
+        td = replace(td, idle_timeout_ms=idle)
+    return td
+
+
 def parse_transcription(value: Any, param: str, dialect: Dialect) -> dict[str, Any] | None:
     if value is None:
         return None
+    if dialect is Dialect.XAI:
+        return _xai_transcription(value, param)
     obj = check_object(value, param, {"model", "language", "prompt"})
     models = _INWORLD_STT if dialect is Dialect.INWORLD else _OPENAI_STT
     result = {"model": choice(obj.get("model"), models, f"{param}.model")}
     for key in ("language", "prompt"):
         if obj.get(key) is not None:
             result[key] = string(obj[key], f"{param}.{key}")
+    return result
+
+
+def _xai_transcription(value: Any, param: str) -> dict[str, Any]:
+    # xAI names its language field language_hint; its model names are not documented, so
+    # any non-empty name is taken.
+    obj = check_object(value, param, {"model", "language_hint", "keyterms"})
+    model = string(obj.get("model"), f"{param}.model")
+    if not model:
+        raise InvalidRequest("invalid_value", f"Invalid '{param}.model': empty.", f"{param}.model")
+    result: dict[str, Any] = {"model": model}
+    if obj.get("language_hint") is not None:
+        result["language_hint"] = string(obj["language_hint"], f"{param}.language_hint")
+    if obj.get("keyterms") is not None:
+        terms = obj["keyterms"]
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise _invalid_type(f"{param}.keyterms", "an array of strings", terms)
+        result["keyterms"] = list(terms)
     return result
 
 
@@ -354,6 +416,12 @@ def parse_noise_reduction(value: Any, param: str) -> dict[str, Any] | None:
 def parse_voice(value: Any, param: str, dialect: Dialect) -> str | dict[str, Any]:
     if dialect is Dialect.INWORLD:
         return string(value, param)
+    if dialect is Dialect.XAI:
+        # A preset (Eve, Ara, Rex, Sal, Leo) or a custom voice's id: any non-empty name.
+        voice = string(value, param)
+        if not voice:
+            raise InvalidRequest("invalid_value", f"Invalid '{param}': empty.", param)
+        return voice
     if dialect is Dialect.OPENAI and isinstance(value, dict):
         return {"id": string(check_object(value, param, {"id"}).get("id"), f"{param}.id")}
     return choice(value, _GA_VOICES if dialect is Dialect.OPENAI else _BETA_VOICES, param)
@@ -386,18 +454,22 @@ def parse_modalities(
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]+")
 _TOOL_NAME_MAX = 64
 _TOOL_KEYS = frozenset({"type", "name", "description", "parameters"})
+_TOOL_KINDS = {
+    Dialect.OPENAI_BETA: ("function",),
+    Dialect.XAI: ("function", "web_search", "x_search", "file_search"),
+}
 
 
 def parse_tools(value: Any, param: str, dialect: Dialect) -> list[dict[str, Any]]:
     """``session.tools``: function tools, checked the way OpenAI checks them.
 
-    GA servers also take ``mcp`` tools; the fake has no MCP client, so it refuses them by
-    name rather than pretend. Codes and messages follow OpenAI's (``empty_string``,
-    ``string_above_max_length``, ``invalid_function_parameters``, ...).
+    GA servers also take ``mcp`` tools, xAI its built-in searches; the fake has neither, so
+    it refuses them by name rather than pretend. Codes and messages follow OpenAI's
+    (``empty_string``, ``string_above_max_length``, ``invalid_function_parameters``, ...).
     """
     if not isinstance(value, list):
         raise _invalid_type(param, "an array", value)
-    kinds = ("function",) if dialect is Dialect.OPENAI_BETA else ("function", "mcp")
+    kinds = _TOOL_KINDS.get(dialect, ("function", "mcp"))
     tools: list[dict[str, Any]] = []
     for index, tool in enumerate(value):
         where = f"{param}[{index}]"
@@ -405,10 +477,11 @@ def parse_tools(value: Any, param: str, dialect: Dialect) -> list[dict[str, Any]
             raise _invalid_type(where, "an object", tool)
         if "type" not in tool:
             raise missing(f"{where}.type")
-        if choice(tool["type"], kinds, f"{where}.type") == "mcp":
+        kind = choice(tool["type"], kinds, f"{where}.type")
+        if kind != "function":
             raise InvalidRequest(
                 "invalid_value",
-                "The fake realtime server does not support 'mcp' tools.",
+                f"The fake realtime server does not support '{kind}' tools.",
                 f"{where}.type",
             )
         obj = check_object(tool, where, _TOOL_KEYS)

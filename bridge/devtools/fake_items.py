@@ -12,7 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.devtools.fake_config import Dialect, InvalidRequest, choice, integer, missing
+from bridge.devtools.fake_config import (
+    Dialect,
+    InvalidRequest,
+    choice,
+    integer,
+    missing,
+    previous_item_id,
+)
 from bridge.devtools.fake_vad import AudioFormat
 
 __all__ = ["ConversationItem", "FakeConversation", "transcription_events"]
@@ -86,6 +93,7 @@ class FakeConversation:
         """Append a finished item; returns its creation events for the dialect."""
         self._items[item.id] = item
         rendered = item.render()
+        previous = previous_item_id(self._dialect, previous)
         if self._dialect is Dialect.OPENAI_BETA:
             return [
                 {
@@ -93,6 +101,10 @@ class FakeConversation:
                     "previous_item_id": previous,
                     "item": rendered,
                 }
+            ]
+        if self._dialect is Dialect.XAI:  # xAI never finalizes an item with .done
+            return [
+                {"type": "conversation.item.added", "previous_item_id": previous, "item": rendered}
             ]
         return [
             {"type": "conversation.item.added", "previous_item_id": previous, "item": rendered},
@@ -217,11 +229,15 @@ def transcription_events(
     """The input transcription events of one committed caller turn.
 
     A delta first except for ``whisper`` models (they only complete); ``usage`` as each
-    dialect reports it (GA tokens, beta duration, Inworld none).
+    dialect reports it (GA tokens, beta duration, Inworld none). xAI sends no deltas but
+    ``.updated`` events, each with the whole transcript so far, then ``.completed``.
     """
     ids = {"item_id": item_id, "content_index": 0}
     events: list[dict[str, Any]] = []
-    if not model.startswith("whisper"):
+    if dialect is Dialect.XAI:
+        kind = "conversation.item.input_audio_transcription.updated"
+        events.extend({"type": kind, **ids, "transcript": part} for part in _cumulative(text))
+    elif not model.startswith("whisper"):
         kind = "conversation.item.input_audio_transcription.delta"
         events.append({"type": kind, **ids, "delta": text})
     done: dict[str, Any] = {
@@ -242,3 +258,11 @@ def transcription_events(
         done["usage"] = {"type": "duration", "seconds": seconds}
     events.append(done)
     return events
+
+
+def _cumulative(text: str) -> list[str]:
+    """The transcript as it grows: its first half of words, then all of it (one step for a
+    single word), as a streaming recognizer revises toward its final text."""
+    words = _WORD.findall(text)
+    half = "".join(words[: len(words) // 2]).rstrip()
+    return [half, text] if half else [text]

@@ -18,8 +18,9 @@ from bridge.devtools.fake_records import (
 
 __all__ = ["EventOutbox", "rate_limits_event"]
 
-# Inworld documents that error.code may be null; its fake sends null for runtime errors so
-# that clients learn to match on the message, as the reference tells them to.
+# Inworld documents that error.code may be null, and xAI's codes are its own; their fakes
+# send null for runtime errors so that clients learn to match on the message, as the
+# reference tells them to.
 _INWORLD_NULL_CODES = frozenset(
     {
         "conversation_already_has_active_response",
@@ -28,6 +29,7 @@ _INWORLD_NULL_CODES = frozenset(
         "invalid_value",
     }
 )
+_MESSAGE_MATCHED = frozenset({Dialect.INWORLD, Dialect.XAI})
 _NOISE = ("ping", "rate_limits.updated", "conversation.vendor_extension")
 _NOISE_EVERY = 3
 
@@ -106,7 +108,7 @@ class EventOutbox:
         client_id: str | None = None,
     ) -> None:
         """Queue an ``error`` event (``invalid_request_error``) and record it."""
-        if self._dialect is Dialect.INWORLD and code in _INWORLD_NULL_CODES:
+        if self._dialect in _MESSAGE_MATCHED and code in _INWORLD_NULL_CODES:
             code = None
         error = {
             "type": "invalid_request_error",

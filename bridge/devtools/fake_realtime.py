@@ -1,4 +1,4 @@
-"""A local realtime-API server (OpenAI GA, OpenAI beta or Inworld) over a real WebSocket.
+"""A local realtime-API server (OpenAI GA, OpenAI beta, Inworld or xAI) over a real WebSocket.
 
 It checks the handshake the way each provider does, validates ``session.update``, runs an
 energy voice detector on the appended audio, answers each caller turn with a scripted
@@ -86,6 +86,8 @@ class FakeRealtimeServer:
         faults: FakeFaults | None = None,
         vad: VadParams | None = None,
         realtime_factor: float = 4.0,
+        session_limit_s: float | None = None,
+        continue_script: bool = False,
     ) -> None:
         try:
             self.dialect = Dialect(dialect)
@@ -100,6 +102,20 @@ class FakeRealtimeServer:
         self.vad = vad if vad is not None else VadParams()
         self.realtime_factor = realtime_factor
         self.sessions: list[FakeSessionRecord] = []
+        #: Each session's maximum length (``None``: an hour); it ends as OpenAI's do.
+        self.session_limit_s = session_limit_s
+        #: While true, every handshake is refused with ``refusal_status``: 503, the provider
+        #: is down; 429, the account is over its rate or concurrency limit.
+        self.refusing = False
+        self.refusal_status = 503
+        #: A new session goes on with the script where the sessions before it left off, as
+        #: one conversation would across a client's reconnects (else each starts afresh).
+        self.continue_script = continue_script
+        #: One shot: the next session to open drops itself this way (``"1011"``, ``"reset"``)
+        #: right after its first caller transcript, before answering it; then this clears.
+        self.drop_after_transcript: str | None = None
+        self._progress = (0, 0)
+        self._live: dict[int, tuple[FakeSession, asyncio.Event]] = {}
         self._server: Server | None = None
         self._host = "127.0.0.1"
 
@@ -158,11 +174,30 @@ class FakeRealtimeServer:
         path = INWORLD_PATH if self.dialect is Dialect.INWORLD else OPENAI_PATH
         return f"ws://{host}:{self.port}{path}"
 
+    def _resume_point(self) -> tuple[int, int]:
+        if not self.continue_script:
+            return (0, 0)
+        points = [self._progress, *(session.progress for session, _ in self._live.values())]
+        return max(points)
+
+    def drop_sessions(self, how: str = "1011") -> int:
+        """Fail every open session now (see ``FakeSession.drop``); returns how many."""
+        live = list(self._live.values())
+        for session, wake in live:
+            session.drop(how)
+            wake.set()
+        return len(live)
+
     # ------------------------------------------------------------ handshake
 
     def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         query = dict(parse_qsl(parts.query))
+        if self.refusing:
+            if self.refusal_status == 429:
+                message = "Rate limit reached for sessions; try again later."
+                return _refuse(connection, 429, "rate_limit_exceeded", message)
+            return _refuse(connection, self.refusal_status, "server_error", "Server overloaded.")
         if self.faults.reject_auth:
             return _refuse(connection, 401, "invalid_api_key", "Incorrect API key provided.")
         if self.dialect is Dialect.INWORLD:
@@ -221,9 +256,14 @@ class FakeRealtimeServer:
             epoch=time.time(),
             tag=secrets.token_hex(3),
             model=query.get("model") or query.get("deployment"),
+            session_limit_s=self.session_limit_s,
+            resume=self._resume_point(),
         )
+        session.drop_after_transcript = self.drop_after_transcript
+        self.drop_after_transcript = None
         session.start(beta_header="OpenAI-Beta" in request.headers)
         wake = asyncio.Event()
+        self._live[id(session)] = (session, wake)
         try:
             async with asyncio.TaskGroup() as group:
                 writer = group.create_task(self._write(ws, session, wake, record))
@@ -231,6 +271,8 @@ class FakeRealtimeServer:
                 writer.cancel()
         finally:
             record.closed = True
+            self._live.pop(id(session), None)
+            self._progress = max(self._progress, session.progress)
 
     async def _read(self, ws: ServerConnection, session: FakeSession, wake: asyncio.Event) -> None:
         try:

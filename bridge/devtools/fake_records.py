@@ -7,6 +7,7 @@ is ever read back by the server.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +114,10 @@ class FakeSessionRecord:
     are summed in ``append_sizes``/``appended_bytes``, decoded bytes). ``speech_started_at``
     holds ``time.monotonic()`` right after each ``speech_started`` was written.
     ``responses`` holds ``(response_id, status, reason)`` per ``response.done``;
-    ``errors_sent`` the ``error`` object of each error event.
+    ``errors_sent`` the ``error`` object of each error event. ``timeline`` lists the
+    session's set-up in order: the server's ``session.created``, ``conversation.created``
+    (xAI) and ``session.updated``, and each client ``session.update`` (``session.update
+    refused`` when xAI got it before ``conversation.created``).
 
     Tools: ``tools`` and ``tool_choice`` are what the last accepted ``session.update`` left
     in effect; ``tool_calls`` the function calls the model made, ``tool_outputs`` the
@@ -137,7 +141,10 @@ class FakeSessionRecord:
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     tool_outputs: list[ToolOutputRecord] = field(default_factory=list)
     responses_after_tools: list[ToolFollowUp] = field(default_factory=list)
+    timeline: list[str] = field(default_factory=list)
     closed: bool = False
+    # time.monotonic() when the connection was accepted: how soon a client came back.
+    opened_at: float = field(default_factory=time.monotonic)
 
     @property
     def audio_sent(self) -> dict[str, bytes]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from bridge.codecs.g711 import ulaw_to_pcm16
 from bridge.codecs.resampler import StreamResampler
-from bridge.devtools.fake_config import Dialect, SessionConfig
+from bridge.devtools.fake_config import Dialect, SessionConfig, previous_item_id
 from bridge.devtools.fake_update import render_format
 from bridge.devtools.fake_vad import AudioFormat
 
@@ -45,7 +45,7 @@ _WORD = re.compile(r"\S+\s*")
 
 @dataclass(frozen=True, slots=True)
 class DialectNames:
-    """Event and content names that differ between GA (and Inworld) and beta."""
+    """Event and content names that differ between GA (and Inworld), xAI and beta."""
 
     audio_delta: str
     audio_done: str
@@ -63,6 +63,16 @@ _GA_NAMES = DialectNames(
     "response.output_audio_transcript.done",
     "conversation.item.added",
     "conversation.item.done",
+    "output_audio",
+)
+# GA names, but xAI never sends conversation.item.done.
+_XAI_NAMES = DialectNames(
+    "response.output_audio.delta",
+    "response.output_audio.done",
+    "response.output_audio_transcript.delta",
+    "response.output_audio_transcript.done",
+    "conversation.item.added",
+    None,
     "output_audio",
 )
 _BETA_NAMES = DialectNames(
@@ -90,7 +100,9 @@ class PlannedCall:
 
 
 def names_for(dialect: Dialect) -> DialectNames:
-    return _BETA_NAMES if dialect is Dialect.OPENAI_BETA else _GA_NAMES
+    if dialect is Dialect.OPENAI_BETA:
+        return _BETA_NAMES
+    return _XAI_NAMES if dialect is Dialect.XAI else _GA_NAMES
 
 
 def to_output_format(ulaw: bytes, fmt: AudioFormat) -> bytes:
@@ -167,6 +179,7 @@ class FakeResponse:
 
     def start_events(self, previous_item_id: str | None) -> list[dict[str, Any]]:
         """``response.created`` through ``response.content_part.added`` (the message's)."""
+        previous_item_id = self._chain(previous_item_id)
         self._previous_item_id = previous_item_id
         created = {"type": "response.created", "response": self._response("in_progress", None, [])}
         if self.item_id is None:
@@ -269,6 +282,7 @@ class FakeResponse:
     ) -> list[dict[str, Any]]:
         """One function call: its item announced empty, its arguments streamed, then done."""
         added_item = self._call_item(call, "in_progress", "")
+        previous = self._chain(previous)
         ids = {
             "response_id": self.response_id,
             "item_id": call.item_id,
@@ -308,6 +322,9 @@ class FakeResponse:
         return events
 
     # ------------------------------------------------------------ helpers
+
+    def _chain(self, previous: str | None) -> str | None:
+        return previous_item_id(self.dialect, previous)
 
     def _words_until(self, limit_ms: float, out: list[tuple[dict[str, Any], bytes]]) -> None:
         while self._next_word < len(self._words) and self._word_at_ms[self._next_word] < limit_ms:

@@ -21,7 +21,13 @@ import secrets
 import string
 from typing import Any
 
-from bridge.devtools.fake_config import Dialect, InvalidRequest, default_config, missing
+from bridge.devtools.fake_config import (
+    Dialect,
+    InvalidRequest,
+    default_config,
+    missing,
+    previous_item_id,
+)
 from bridge.devtools.fake_items import ConversationItem, FakeConversation, transcription_events
 from bridge.devtools.fake_outbox import EventOutbox, rate_limits_event
 from bridge.devtools.fake_records import (
@@ -38,9 +44,14 @@ from bridge.devtools.fake_script import FakeScript, ToolCall
 from bridge.devtools.fake_update import apply_update, render_session
 from bridge.devtools.fake_vad import EnergyVad, SpeechStart, VadParams
 
-__all__ = ["PING_INTERVAL_S", "FakeSession"]
+__all__ = ["CONVERSATION_DELAY_S", "PING_INTERVAL_S", "FakeSession"]
 
 PING_INTERVAL_S = 2.0
+# xAI's conversation.created follows session.created after this gap, so that a client that
+# configures at session.created is caught sending its update too early.
+CONVERSATION_DELAY_S = 0.05
+_PINGING = frozenset({Dialect.INWORLD, Dialect.XAI})
+_RATE_LIMITED = frozenset({Dialect.OPENAI, Dialect.OPENAI_BETA})
 _SESSION_LIFETIME_S = 3600
 _MIN_COMMIT_MS = 100
 _CONVERSATION_EVENTS = frozenset(
@@ -48,6 +59,7 @@ _CONVERSATION_EVENTS = frozenset(
 )
 _CALL_ID_ALPHABET = string.ascii_letters + string.digits
 _CALL_ID_LENGTH = 16  # OpenAI's look like call_Xz0z4X8aSYDdkTf2
+_TRANSCRIPT_DONE = "conversation.item.input_audio_transcription.completed"
 
 
 class FakeSession:
@@ -66,6 +78,8 @@ class FakeSession:
         epoch: float,
         tag: str,
         model: str | None = None,
+        session_limit_s: float | None = None,
+        resume: tuple[int, int] = (0, 0),
     ) -> None:
         self.dialect = dialect
         self.record = record
@@ -82,15 +96,26 @@ class FakeSession:
         self._response: FakeResponse | None = None
         self._late_transcripts: list[dict[str, Any]] = []
         self._responses_started = 0
-        self._replies_used = 0
+        # ``resume``: (replies used, caller turns) of the conversation so far, for a session
+        # that carries on one a client began in another.
+        self._replies_used = resume[0]
         self._outputs_since_response: list[str] = []  # call ids, for ToolFollowUp
-        self._caller_turns = 0
+        self._caller_turns = resume[1]
         self._buffer_bytes = 0
         self._speech_item: str | None = None
-        self._next_ping = now + PING_INTERVAL_S if dialect is Dialect.INWORLD else None
+        self._next_ping = now + PING_INTERVAL_S if dialect in _PINGING else None
+        # xAI takes session.update only once it has announced the conversation.
+        self._conversation_due: float | None = None
+        self._ready = dialect is not Dialect.XAI
         self._drop_at = None
         if faults.close_after_ms is not None:
             self._drop_at = now + faults.close_after_ms / 1000
+        # A provider's maximum session length (60 min at OpenAI), shortened for tests.
+        self._lifetime_s = session_limit_s or _SESSION_LIFETIME_S
+        self._expire_at = now + session_limit_s if session_limit_s else None
+        #: ``"1011"`` or ``"reset"``: :meth:`drop` the session that way right after its first
+        #: caller transcript, before it answers: the worst moment for a client to lose it.
+        self.drop_after_transcript: str | None = None
         self._sync_vad()
 
     # ------------------------------------------------------------ the caller's interface
@@ -110,7 +135,42 @@ class FakeSession:
             )
             self._out.close(4000, "beta_api_shape_disabled")
             return
-        self._out.emit({"type": "session.created", "session": self._render_session()})
+        self._emit_milestone({"type": "session.created", "session": self._render_session()})
+        if not self._ready:
+            self._conversation_due = self._out.now + CONVERSATION_DELAY_S
+
+    def _conversation_created(self) -> None:
+        self._conversation_due = None
+        self._ready = True
+        conversation = {"id": f"conv_{self._tag}", "object": "realtime.conversation"}
+        self._emit_milestone({"type": "conversation.created", "conversation": conversation})
+
+    def _emit_milestone(self, event: dict[str, Any]) -> None:
+        self.record.timeline.append(event["type"])
+        self._out.emit(event)
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(replies used, caller turns): where this session is in the script."""
+        return self._replies_used, self._caller_turns
+
+    def drop(self, how: str) -> None:
+        """End the session now as a failing provider does: ``"1011"`` closes the socket with
+        1011 (internal error), ``"reset"`` drops the TCP connection without a close frame."""
+        if self._out.closed:
+            return
+        if how == "reset":
+            self._out.abort()
+        else:
+            self._out.close(1011, "internal error")
+
+    def _expire(self) -> None:
+        # What OpenAI sends at its session limit: the error, then a 1001 close.
+        minutes = round(self._lifetime_s / 60)
+        self._out.error(
+            "session_expired", f"Your session hit the maximum duration of {minutes} minutes."
+        )
+        self._out.close(1001, "session_expired")
 
     def data_to_send(self) -> list[Outgoing]:
         """What to write, in order: event dicts, then possibly a close or drop request."""
@@ -120,7 +180,7 @@ class FakeSession:
         """The ``now`` at which :meth:`advance` has something to do (``None``: nothing)."""
         if self._out.closed:
             return None
-        times = [self._drop_at, self._next_ping]
+        times = [self._drop_at, self._next_ping, self._expire_at, self._conversation_due]
         if self._response is not None:
             times.append(self._response.next_due())
         due = [t for t in times if t is not None]
@@ -134,6 +194,11 @@ class FakeSession:
         if self._drop_at is not None and now >= self._drop_at:
             self._out.abort()
             return
+        if self._expire_at is not None and now >= self._expire_at:
+            self._expire()
+            return
+        if self._conversation_due is not None and now >= self._conversation_due:
+            self._conversation_created()
         if self._next_ping is not None and now >= self._next_ping:
             self._out.emit({"type": "ping", "timestamp": self._out.wall_ms(now)})
             self._next_ping = max(self._next_ping + PING_INTERVAL_S, now)
@@ -200,6 +265,13 @@ class FakeSession:
             )
 
     def _session_update(self, event: dict[str, Any]) -> None:
+        if not self._ready:
+            self.record.timeline.append("session.update refused")
+            raise InvalidRequest(
+                None,
+                "The conversation is not ready: send session.update after conversation.created.",
+            )
+        self.record.timeline.append("session.update")
         if self._faults.refuse_session:
             self._out.error(
                 "insufficient_quota",
@@ -219,7 +291,7 @@ class FakeSession:
         self._sync_vad()
         self.record.tools = [dict(tool) for tool in self.config.tools]
         self.record.tool_choice = self.config.tool_choice
-        self._out.emit({"type": "session.updated", "session": self._render_session()})
+        self._emit_milestone({"type": "session.updated", "session": self._render_session()})
 
     def _conversation_event(self, kind: str, event: dict[str, Any], now: float) -> None:
         events = self._conversation.handle(kind, event)
@@ -271,17 +343,28 @@ class FakeSession:
         transcripts = self._commit(item_id)
         td = self.config.turn_detection
         if td is None or not td.create_response:
-            self._out.emit_all(transcripts)
+            self._emit_transcripts(transcripts)
         elif self._response is not None:
             # interrupt_response off and the model still talking: the automatic create fails
-            self._out.emit_all(transcripts)
-            self._already_active(None)
+            self._emit_transcripts(transcripts)
+            if not self.closed:
+                self._already_active(None)
         elif self._faults.late_transcripts:
             self._late_transcripts = transcripts
             self._start_response(greeting=False)
         else:
-            self._out.emit_all(transcripts)
-            self._start_response(greeting=False)
+            self._emit_transcripts(transcripts)
+            if not self.closed:
+                self._start_response(greeting=False)
+
+    def _emit_transcripts(self, events: list[dict[str, Any]]) -> None:
+        """Queue a turn's transcription events; an armed :attr:`drop_after_transcript`
+        fires here, so check :attr:`closed` before answering the turn."""
+        self._out.emit_all(events)
+        how = self.drop_after_transcript
+        if how is not None and any(event["type"] == _TRANSCRIPT_DONE for event in events):
+            self.drop_after_transcript = None
+            self.drop(how)
 
     def _speech_event(self, edge: str, key: str, ms: int, item_id: str) -> None:
         event: dict[str, Any] = {"type": f"input_audio_buffer.speech_{edge}"}
@@ -300,14 +383,14 @@ class FakeSession:
             )
         item_id = self._speech_item or self._out.new_id("item")
         self._vad.reset()
-        self._out.emit_all(self._commit(item_id))
+        self._emit_transcripts(self._commit(item_id))
 
     def _commit(self, item_id: str) -> list[dict[str, Any]]:
         """Commit the buffer as user item ``item_id``; returns its transcription events."""
         seconds = round(self.config.input_format.duration_ms(self._buffer_bytes) / 1000, 3)
         self._buffer_bytes = 0
         self._speech_item = None
-        previous = self._conversation.last_id()
+        previous = previous_item_id(self.dialect, self._conversation.last_id())
         self._out.emit(
             {
                 "type": "input_audio_buffer.committed",
@@ -424,7 +507,7 @@ class FakeSession:
             self._settle_item(response.response_id, rendered)
         self._out.emit_all(events)
         self.record.responses.append((response.response_id, status, reason))
-        if self.dialect is not Dialect.INWORLD:
+        if self.dialect in _RATE_LIMITED:
             self._out.emit(rate_limits_event())
         late, self._late_transcripts = self._late_transcripts, []
         self._out.emit_all(late)
@@ -479,7 +562,7 @@ class FakeSession:
     # ------------------------------------------------------------ helpers
 
     def _render_session(self) -> dict[str, Any]:
-        expires = int(self._epoch) + _SESSION_LIFETIME_S
+        expires = int(self._epoch + self._lifetime_s)
         return render_session(self.dialect, self.config, f"sess_{self._tag}", expires)
 
     def _sync_vad(self) -> None:

@@ -1,7 +1,8 @@
 """``session.update`` validation and session rendering, per dialect, for the fake server.
 
 :func:`apply_update` checks a whole update (GA nested with ``session.type``, beta flat with
-string formats, Inworld GA plus extensions) and returns the new config, or raises
+string formats, Inworld GA plus extensions, xAI's hybrid with ``voice`` and
+``turn_detection`` at the top and only the formats nested) and returns the new config, or raises
 :class:`InvalidRequest` on the first bad field; the caller sends an ``error`` and keeps the
 old config. :func:`render_session` gives the ``session`` object for ``session.created`` and
 ``session.updated``.
@@ -16,6 +17,7 @@ from bridge.devtools.fake_config import (
     BETA_TOP_LEVEL,
     GA_TOP_LEVEL,
     INWORLD_TOP_LEVEL,
+    XAI_TOP_LEVEL,
     Dialect,
     InvalidRequest,
     SessionConfig,
@@ -61,10 +63,14 @@ def apply_update(
     """
     if dialect is Dialect.OPENAI_BETA:
         updated = _apply_beta(config, check_object(session, "session", BETA_TOP_LEVEL), vad)
+    elif dialect is Dialect.XAI:
+        updated = _apply_xai(config, check_object(session, "session", XAI_TOP_LEVEL), vad)
     else:
         allowed = INWORLD_TOP_LEVEL if dialect is Dialect.INWORLD else GA_TOP_LEVEL
         updated = _apply_ga(dialect, config, check_object(session, "session", allowed), vad)
-    if audio_produced and dialect is not Dialect.INWORLD and updated.voice != config.voice:
+    # Only OpenAI documents that a voice is fixed once the model has spoken.
+    voice_fixed = dialect is Dialect.OPENAI or dialect is Dialect.OPENAI_BETA
+    if audio_produced and voice_fixed and updated.voice != config.voice:
         raise InvalidRequest(
             "cannot_update_voice",
             "Cannot update a conversation's voice if assistant audio is present.",
@@ -215,6 +221,44 @@ def _apply_beta(config: SessionConfig, obj: dict[str, Any], vad: VadParams) -> S
     return config
 
 
+def _apply_xai(config: SessionConfig, obj: dict[str, Any], vad: VadParams) -> SessionConfig:
+    config = _apply_common(Dialect.XAI, config, obj, "session")
+    if "voice" in obj:
+        config = replace(config, voice=parse_voice(obj["voice"], "session.voice", Dialect.XAI))
+    if "turn_detection" in obj:
+        td = parse_turn_detection(obj["turn_detection"], "session.turn_detection", Dialect.XAI, vad)
+        config = replace(config, turn_detection=td)
+    if "audio" not in obj:
+        return config
+    # Only the formats (and transcription, speed, transport) are nested: a GA-style
+    # audio.output.voice or audio.input.turn_detection is an unknown parameter here.
+    audio = check_object(obj["audio"], "session.audio", {"input", "output"})
+    if "input" in audio:
+        prefix = "session.audio.input"
+        inp = check_object(audio["input"], prefix, {"format", "transcription", "transport"})
+        if "format" in inp:
+            fmt = parse_ga_format(inp["format"], f"{prefix}.format", Dialect.XAI)
+            config = replace(config, input_format=fmt)
+        if "transcription" in inp:
+            transcription = parse_transcription(
+                inp["transcription"], f"{prefix}.transcription", Dialect.XAI
+            )
+            config = replace(config, transcription=transcription)
+        if "transport" in inp:
+            choice(inp["transport"], ("json", "binary"), f"{prefix}.transport")
+    if "output" in audio:
+        prefix = "session.audio.output"
+        out = check_object(audio["output"], prefix, {"format", "speed", "transport"})
+        if "format" in out:
+            fmt = parse_ga_format(out["format"], f"{prefix}.format", Dialect.XAI)
+            config = replace(config, output_format=fmt)
+        if "speed" in out:
+            config = replace(config, speed=number(out["speed"], f"{prefix}.speed", 0.7, 1.5))
+        if "transport" in out:
+            choice(out["transport"], ("json", "binary"), f"{prefix}.transport")
+    return config
+
+
 # ---------------------------------------------------------------- rendering
 
 
@@ -230,6 +274,14 @@ def render_format(dialect: Dialect, fmt: AudioFormat) -> Any:
 def _render_turn_detection(dialect: Dialect, td: TurnDetection | None) -> dict[str, Any] | None:
     if td is None:
         return None
+    if dialect is Dialect.XAI:
+        return {
+            "type": "server_vad",
+            "threshold": td.threshold,
+            "silence_duration_ms": td.silence_duration_ms,
+            "prefix_padding_ms": td.prefix_padding_ms,
+            "idle_timeout_ms": td.idle_timeout_ms,
+        }
     if td.type == "semantic_vad":
         return {
             "type": "semantic_vad",
@@ -253,6 +305,8 @@ def _render_turn_detection(dialect: Dialect, td: TurnDetection | None) -> dict[s
 def _render_transcription(dialect: Dialect, tr: dict[str, Any] | None) -> dict[str, Any] | None:
     if tr is None:
         return None
+    if dialect is Dialect.XAI:
+        return dict(tr)
     default_prompt = None if dialect is Dialect.OPENAI_BETA else ""
     return {
         "model": tr["model"],
@@ -267,6 +321,27 @@ def render_session(
     """The full effective ``session`` object for ``session.created`` / ``session.updated``."""
     turn_detection = _render_turn_detection(dialect, config.turn_detection)
     transcription = _render_transcription(dialect, config.transcription)
+    if dialect is Dialect.XAI:
+        return {
+            "id": session_id,
+            "object": "realtime.session",
+            "model": config.model,
+            "expires_at": expires_at,
+            "instructions": config.instructions,
+            "voice": config.voice,
+            "turn_detection": turn_detection,
+            "tools": config.tools,
+            "audio": {
+                "input": {
+                    "format": render_format(dialect, config.input_format),
+                    "transcription": transcription,
+                },
+                "output": {
+                    "format": render_format(dialect, config.output_format),
+                    "speed": config.speed,
+                },
+            },
+        }
     if dialect is Dialect.OPENAI_BETA:
         return {
             "id": session_id,

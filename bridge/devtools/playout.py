@@ -233,6 +233,7 @@ class CallerScript:
         )
         self._digits = list(digits or [])
         self._dial_wait = 0
+        self._said = 0
 
     @property
     def done(self) -> bool:
@@ -241,6 +242,12 @@ class CallerScript:
     @property
     def talking(self) -> bool:
         return self._phase is _Phase.TALKING
+
+    @property
+    def utterances_said(self) -> int:
+        """Utterances said to their end: it grows on the step whose audio is an utterance's
+        last frame (a barge-in's repeat counts again)."""
+        return self._said
 
     def step(self, tick: PlayTick) -> CallerStep:
         """Take what the caller heard in the last tick; return what the caller does next."""
@@ -294,4 +301,5 @@ class CallerScript:
         self._offset += FRAME_BYTES
         if self._offset >= len(self._speech):
             self._phase, self._reply_bytes = _Phase.AWAITING_REPLY, 0
+            self._said += 1
         return frame + SILENCE_FRAME[len(frame) :]

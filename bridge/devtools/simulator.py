@@ -98,6 +98,24 @@ class SimulationResult:
     # What real Twilio would flag: malformed or unknown messages from the bridge, a wrong
     # streamSid, a status callback that was not answered with 2xx. Empty when all is well.
     protocol_problems: list[str] = field(default_factory=list)
+    # One entry per caller utterance, in order (``time.monotonic()``): when its last frame
+    # was sent, and the tick at which the caller first heard agent audio after it (None:
+    # none before the call ended). How long a caller waits for an answer, as it lived it.
+    # ``replies_arrived_at``: when that audio's first media message arrived, finer than a
+    # tick (playback only starts on the next one).
+    utterances_ended_at: list[float] = field(default_factory=list)
+    replies_heard_at: list[float | None] = field(default_factory=list)
+    replies_arrived_at: list[float | None] = field(default_factory=list)
+
+    def reply_waits(self, *, arrived: bool = False) -> list[float | None]:
+        """Seconds from the end of each caller utterance to the first agent audio heard
+        after it (to a 20 ms tick), or with ``arrived`` to its arrival; None where none."""
+        ends = self.utterances_ended_at
+        replies = self.replies_arrived_at if arrived else self.replies_heard_at
+        return [
+            None if reply is None else reply - ended
+            for ended, reply in zip(ends, replies, strict=True)
+        ]
 
 
 def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
@@ -235,6 +253,9 @@ class _Stream:
                 return
             self.received += audio
             self.playout.push_media(audio)
+            arrived_at = self.result.replies_arrived_at
+            if audio and arrived_at and arrived_at[-1] is None:
+                arrived_at[-1] = time.monotonic()
         elif event == "mark":
             name = body.get("name") if isinstance(body, dict) else None
             if not isinstance(name, str):
@@ -270,6 +291,10 @@ class _Stream:
             tick = self.playout.tick()
             self.due_marks = list(tick.marks)
             self.heard += tick.audio
+            heard_at = self.result.replies_heard_at
+            if tick.played_bytes and heard_at and heard_at[-1] is None:
+                heard_at[-1] = time.monotonic()
+            said = script.utterances_said
             step = script.step(tick)
             if step.barge_in_ms is not None:
                 self.result.barge_ins.append(BargeInRecord(time.monotonic(), step.barge_in_ms))
@@ -285,6 +310,10 @@ class _Stream:
                 f'"media":{{"track":"inbound","chunk":"{frame}",'
                 f'"timestamp":"{(frame - 1) * 20}","payload":"{payload}"}}',
             )
+            if script.utterances_said > said:  # that frame was the utterance's last
+                self.result.utterances_ended_at.append(time.monotonic())
+                self.result.replies_heard_at.append(None)
+                self.result.replies_arrived_at.append(None)
 
 
 def _remaining(deadline: float, cap: float = _HTTP_TIMEOUT_S) -> float:

@@ -1,12 +1,13 @@
 """The realtime APIs the bridge speaks, as one table of differences.
 
-OpenAI GA, OpenAI beta, Azure and Inworld share one protocol with different names, shapes
-and defaults. Everything that differs lives in a :class:`Dialect` in :data:`DIALECTS`; the
+OpenAI GA, OpenAI beta, Azure, Inworld and xAI share one protocol with different names,
+shapes and defaults. Everything that differs lives in a :class:`Dialect` in :data:`DIALECTS`; the
 connection object (``bridge.protocols.realtime``), the session builder and the endpoint
 builder below read the table and never branch on a provider's name.
 
 To open a session: ``url, headers = realtime_endpoint(dialect, ...)``, connect, wait for
-``session.created``, then send ``build_session_update(dialect, config)`` (the connection's
+the dialect's ``configure_after`` event (``session.created``; ``conversation.created`` on
+xAI), then send ``build_session_update(dialect, config)`` (the connection's
 ``send_session_update`` does that and adds an ``event_id``).
 """
 
@@ -35,6 +36,19 @@ class EndpointKind(StrEnum):
     AZURE = "azure"
     AZURE_PREVIEW = "azure-preview"
     INWORLD = "inworld"
+    XAI = "xai"
+
+
+class SessionShape(StrEnum):
+    """How ``session.update`` lays out its fields."""
+
+    #: ``session.type``, audio settings nested under ``session.audio.{input,output}``.
+    GA = "ga"
+    #: Flat: ``input_audio_format``, ``voice``, ``turn_detection`` ... at the top level.
+    BETA = "beta"
+    #: xAI: ``voice`` and ``turn_detection`` at the top level, only the audio formats (and
+    #: transcription) nested, no ``session.type``.
+    HYBRID = "hybrid"
 
 
 def _frozen(value: dict[str, Any]) -> Mapping[str, Any]:
@@ -50,9 +64,14 @@ class Dialect:
     """
 
     name: str
-    #: GA shape: nested ``session.audio.*`` and ``session.type``; beta is flat.
-    ga: bool
+    session_shape: SessionShape
     endpoint: EndpointKind
+    #: The server event after which ``session.update`` may be sent. xAI announces the
+    #: session before it can take a configuration; it is ready at ``conversation.created``.
+    configure_after: str
+    #: The longest a session may last, in seconds (``None``: no documented limit). A call
+    #: longer than this must move to a new session before the server ends this one.
+    session_limit_s: float | None
     #: Server event names for the assistant's audio and its transcript.
     audio_delta: str
     audio_done: str
@@ -75,12 +94,17 @@ class Dialect:
     model_in_session: bool
     transcription_model: str
     transcription_language: str | None
+    #: The transcription field that carries the language (xAI calls it ``language_hint``).
+    transcription_language_key: str
     noise_reduction: str | None
     output_modalities: tuple[str, ...]
     #: TTS model for ``audio.output.model`` (Inworld only).
     output_model: str | None
     #: Fields added to the session as they are (tools, temperature, token limits, ...).
     session_extra: Mapping[str, Any] = field(hash=False)
+    #: ``tool_choice`` sent along with the agent's tools; ``None`` where the provider does not
+    #: document the field (xAI), since an unknown field makes it refuse the whole update.
+    tool_choice: str | None
     #: The session is configured with ``interrupt_response: true``, so on caller speech the
     #: server cancels the response itself; the client sends ``response.cancel`` only for a
     #: barge-in it decided on its own.
@@ -88,6 +112,11 @@ class Dialect:
     #: ``conversation.item.truncate`` is known to work. Where it is only documented
     #: (Inworld), the call logic should send it only when configured to.
     supports_truncate: bool
+
+    @property
+    def ga(self) -> bool:
+        """True when the server speaks GA event names (GA and hybrid shapes), not beta's."""
+        return self.session_shape is not SessionShape.BETA
 
     def format_value(self, audio_format: str) -> str | dict[str, Any]:
         """The session ``format`` value for ``"pcmu"`` or ``"pcm24k"``, as a fresh copy."""
@@ -102,7 +131,7 @@ class Dialect:
 
 
 _GA_NAMES: dict[str, Any] = {
-    "ga": True,
+    "session_shape": SessionShape.GA,
     "audio_delta": "response.output_audio.delta",
     "audio_done": "response.output_audio.done",
     "transcript_delta": "response.output_audio_transcript.delta",
@@ -115,7 +144,7 @@ _GA_NAMES: dict[str, Any] = {
 }
 
 _BETA_NAMES: dict[str, Any] = {
-    "ga": False,
+    "session_shape": SessionShape.BETA,
     "audio_delta": "response.audio.delta",
     "audio_done": "response.audio.done",
     "transcript_delta": "response.audio_transcript.delta",
@@ -125,6 +154,14 @@ _BETA_NAMES: dict[str, Any] = {
     "assistant_text_content": "text",
     "pcmu_format": "g711_ulaw",
     "pcm24k_format": "pcm16",
+}
+
+# GA event names in a hybrid session. xAI never sends conversation.item.done: an item is
+# announced once, when it is added.
+_XAI_NAMES: dict[str, Any] = {
+    **_GA_NAMES,
+    "session_shape": SessionShape.HYBRID,
+    "item_created": ("conversation.item.added",),
 }
 
 _SERVER_VAD: dict[str, Any] = {
@@ -138,6 +175,11 @@ _SERVER_VAD: dict[str, Any] = {
 
 # The rest of an OpenAI-style dialect; Inworld overrides most of it.
 _OPENAI_COMMON: dict[str, Any] = {
+    "configure_after": "session.created",
+    # "Realtime sessions have a maximum duration of 60 minutes"; Azure is taken to match.
+    "session_limit_s": 3600.0,
+    "transcription_language_key": "language",
+    "tool_choice": "auto",
     "min_append_ms": 20,
     "model_in_session": False,
     "transcription_language": "en",
@@ -191,6 +233,8 @@ DIALECTS: Mapping[str, Dialect] = MappingProxyType(
             name="inworld",
             endpoint=EndpointKind.INWORLD,
             **_GA_NAMES,
+            configure_after="session.created",
+            session_limit_s=None,  # none documented; expires_at is read when it is sent
             turn_detection=_frozen(
                 {
                     "type": "semantic_vad",
@@ -207,12 +251,50 @@ DIALECTS: Mapping[str, Dialect] = MappingProxyType(
             model_in_session=True,
             transcription_model="inworld/inworld-stt-1",
             transcription_language=None,
+            transcription_language_key="language",
             noise_reduction=None,
             output_modalities=("audio", "text"),
             output_model="inworld-tts-2",
             session_extra=_frozen({"temperature": 0.8, "tools": (), "providerData": _frozen({})}),
+            tool_choice="auto",
             server_cancels_on_speech=True,
             supports_truncate=False,
+        ),
+        "xai": Dialect(
+            name="xai",
+            endpoint=EndpointKind.XAI,
+            **_XAI_NAMES,
+            configure_after="conversation.created",
+            session_limit_s=3600.0,  # "Sessions last at most 1 hour"
+            # Only the fields xAI documents for its top-level turn_detection: it has no
+            # semantic_vad and no create_response/interrupt_response flags.
+            turn_detection=_frozen(
+                {
+                    "type": "server_vad",
+                    "threshold": 0.5,
+                    "silence_duration_ms": 500,
+                    "prefix_padding_ms": 300,
+                }
+            ),
+            min_append_ms=20,
+            default_voice="Eve",
+            default_model="grok-voice-latest",
+            model_in_session=False,  # chosen at connect only
+            # Not named by the reference; the one public client seen sending xAI a
+            # transcription object names this model. An agent can set its own.
+            transcription_model="grok-transcribe",
+            transcription_language=None,  # xAI detects the language unless given a hint
+            transcription_language_key="language_hint",
+            noise_reduction=None,
+            output_modalities=("audio",),
+            output_model=None,
+            session_extra=_frozen({}),
+            tool_choice=None,
+            # Without interrupt_response it is not documented that xAI's VAD cancels the
+            # response, so the bridge cancels it itself; a cancel that comes too late earns
+            # a benign "no active response" error.
+            server_cancels_on_speech=False,
+            supports_truncate=True,
         ),
     }
 )
@@ -248,55 +330,91 @@ class SessionConfig:
 def build_session_update(dialect: Dialect, config: SessionConfig) -> dict[str, Any]:
     """The ``session.update`` client event (without ``event_id``) for ``config``.
 
-    Send it after ``session.created``. The reply is ``session.updated``; an ``error`` whose
-    ``event_id`` names this event means the whole update was refused.
+    Send it after the dialect's ``configure_after`` event. The reply is ``session.updated``;
+    an ``error`` whose ``event_id`` names this event means the whole update was refused.
     """
-    fmt = dialect.format_value(config.audio_format)
-    voice = config.voice or dialect.default_voice
-    transcription: dict[str, Any] | None = None
-    if config.transcription:
-        transcription = {"model": config.transcription_model or dialect.transcription_model}
-        language = config.transcription_language or dialect.transcription_language
-        if language is not None:
-            transcription["language"] = language
-    noise = {"type": dialect.noise_reduction} if dialect.noise_reduction is not None else None
-    turn = _thaw(dialect.turn_detection)
-
-    session: dict[str, Any]
-    if dialect.ga:
-        session = {"type": "realtime"}
-        if dialect.model_in_session:
-            session["model"] = config.model or dialect.default_model
-        session["instructions"] = config.instructions
-        session["output_modalities"] = list(dialect.output_modalities)
-        audio_in: dict[str, Any] = {"format": fmt}
-        if noise is not None:
-            audio_in["noise_reduction"] = noise
-        audio_in["transcription"] = transcription
-        audio_in["turn_detection"] = turn
-        audio_out: dict[str, Any] = {"format": _thaw(fmt)}
-        if dialect.output_model is not None:
-            audio_out["model"] = dialect.output_model
-        audio_out["voice"] = voice
-        audio_out["speed"] = 1.0
-        session["audio"] = {"input": audio_in, "output": audio_out}
+    shape = dialect.session_shape
+    if shape is SessionShape.GA:
+        session = _ga_session(dialect, config)
+    elif shape is SessionShape.BETA:
+        session = _beta_session(dialect, config)
     else:
-        session = {
-            "modalities": list(dialect.output_modalities),
-            "instructions": config.instructions,
-            "voice": voice,
-            "input_audio_format": fmt,
-            "output_audio_format": _thaw(fmt),
-            "input_audio_transcription": transcription,
-        }
-        if noise is not None:
-            session["input_audio_noise_reduction"] = noise
-        session["turn_detection"] = turn
+        session = _hybrid_session(dialect, config)
     session.update(_thaw(dialect.session_extra))
     if config.tools:
         session["tools"] = [dict(tool) for tool in config.tools]
-        session["tool_choice"] = "auto"
+        if dialect.tool_choice is not None:
+            session["tool_choice"] = dialect.tool_choice
     return {"type": "session.update", "session": session}
+
+
+def _transcription(dialect: Dialect, config: SessionConfig) -> dict[str, Any] | None:
+    if not config.transcription:
+        return None
+    transcription = {"model": config.transcription_model or dialect.transcription_model}
+    language = config.transcription_language or dialect.transcription_language
+    if language is not None:
+        transcription[dialect.transcription_language_key] = language
+    return transcription
+
+
+def _noise(dialect: Dialect) -> dict[str, Any] | None:
+    return {"type": dialect.noise_reduction} if dialect.noise_reduction is not None else None
+
+
+def _ga_session(dialect: Dialect, config: SessionConfig) -> dict[str, Any]:
+    fmt = dialect.format_value(config.audio_format)
+    session: dict[str, Any] = {"type": "realtime"}
+    if dialect.model_in_session:
+        session["model"] = config.model or dialect.default_model
+    session["instructions"] = config.instructions
+    session["output_modalities"] = list(dialect.output_modalities)
+    audio_in: dict[str, Any] = {"format": fmt}
+    noise = _noise(dialect)
+    if noise is not None:
+        audio_in["noise_reduction"] = noise
+    audio_in["transcription"] = _transcription(dialect, config)
+    audio_in["turn_detection"] = _thaw(dialect.turn_detection)
+    audio_out: dict[str, Any] = {"format": _thaw(fmt)}
+    if dialect.output_model is not None:
+        audio_out["model"] = dialect.output_model
+    audio_out["voice"] = config.voice or dialect.default_voice
+    audio_out["speed"] = 1.0
+    session["audio"] = {"input": audio_in, "output": audio_out}
+    return session
+
+
+def _beta_session(dialect: Dialect, config: SessionConfig) -> dict[str, Any]:
+    fmt = dialect.format_value(config.audio_format)
+    session: dict[str, Any] = {
+        "modalities": list(dialect.output_modalities),
+        "instructions": config.instructions,
+        "voice": config.voice or dialect.default_voice,
+        "input_audio_format": fmt,
+        "output_audio_format": _thaw(fmt),
+        "input_audio_transcription": _transcription(dialect, config),
+    }
+    noise = _noise(dialect)
+    if noise is not None:
+        session["input_audio_noise_reduction"] = noise
+    session["turn_detection"] = _thaw(dialect.turn_detection)
+    return session
+
+
+def _hybrid_session(dialect: Dialect, config: SessionConfig) -> dict[str, Any]:
+    fmt = dialect.format_value(config.audio_format)
+    audio_in: dict[str, Any] = {"format": fmt}
+    transcription = _transcription(dialect, config)
+    # Left out rather than null when off: the reference documents no way to turn xAI's
+    # transcription off, and an undocumented value could make it refuse the update.
+    if transcription is not None:
+        audio_in["transcription"] = transcription
+    return {
+        "instructions": config.instructions,
+        "voice": config.voice or dialect.default_voice,
+        "turn_detection": _thaw(dialect.turn_detection),
+        "audio": {"input": audio_in, "output": {"format": _thaw(fmt)}},
+    }
 
 
 def realtime_endpoint(
@@ -329,6 +447,11 @@ def realtime_endpoint(
         if not dialect.ga:
             # The header is what selects beta; GA rejects it.
             headers["OpenAI-Beta"] = "realtime=v1"
+    elif kind is EndpointKind.XAI:
+        base = "wss://api.x.ai/v1/realtime"
+        query = {"model": chosen_model}
+        if api_key is not None:
+            headers["Authorization"] = f"Bearer {api_key}"
     elif kind is EndpointKind.AZURE or kind is EndpointKind.AZURE_PREVIEW:
         if kind is EndpointKind.AZURE:
             path = "/openai/v1/realtime"

@@ -36,6 +36,8 @@ from bridge.protocols.realtime_events import (
     InputTranscriptCompleted,
     InputTranscriptFailed,
     ItemTruncated,
+    OutputAudioStarted,
+    OutputAudioStopped,
     RealtimeError,
     RealtimeEvent,
     ResponseCreated,
@@ -66,6 +68,8 @@ _RECENT_LIMIT = 64
 # Assistant items remembered as announced. Audio only ever comes for the latest few, and a
 # server inventing item ids must not grow the connection without bound.
 _ANNOUNCED_LIMIT = 32
+# Caller items whose cumulative transcript is kept until its .completed arrives.
+_PARTIALS_LIMIT = 8
 # Tool calls already reported, so the same call seen in two events is run once.
 _CALLS_LIMIT = 64
 # A tool call's arguments: generous for any real schema, bounded against a runaway model.
@@ -101,7 +105,8 @@ class RealtimeConnection:
     """One realtime session, seen from the bridge.
 
     After connecting, feed every server text frame to :meth:`receive_text`; on
-    ``SessionCreated`` call :meth:`send_session_update`. Then stream the caller's audio with
+    ``SessionCreated`` (raised at the dialect's ``configure_after`` event) call
+    :meth:`send_session_update`. Then stream the caller's audio with
     :meth:`append_audio` (in ``audio_format``: ``"pcmu"`` or ``"pcm24k"``). After every call,
     write :meth:`data_to_send` to the socket and handle :meth:`events_received`.
     """
@@ -129,6 +134,9 @@ class RealtimeConnection:
         # (Inworld may leave ``name`` out of function_call_arguments.done).
         self._calls_seen: dict[str, None] = {}
         self._call_names: dict[str, str] = {}
+        self._expires_at: int | None = None
+        # item_id -> the latest cumulative transcript of a caller turn (xAI's .updated)
+        self._partials: dict[str, str] = {}
         handlers: dict[str, Callable[[_Message], None]] = {
             "session.created": self._on_session_created,
             "session.updated": self._on_session_updated,
@@ -139,14 +147,23 @@ class RealtimeConnection:
             "response.output_item.added": self._on_output_item_added,
             "response.output_item.done": self._on_output_item_done,
             "response.function_call_arguments.done": self._on_arguments_done,
+            "conversation.item.input_audio_transcription.updated": self._on_input_partial,
             "conversation.item.input_audio_transcription.completed": self._on_input_transcript,
             "conversation.item.input_audio_transcription.failed": self._on_input_failed,
             "conversation.item.truncated": self._on_truncated,
             "response.done": self._on_response_done,
             "error": self._on_error,
+            # Only where the provider plays the audio itself (SIP, WebRTC).
+            "output_audio_buffer.started": self._on_playout_started,
+            "output_audio_buffer.stopped": self._on_playout_stopped,
+            "output_audio_buffer.cleared": self._on_playout_stopped,
         }
         for name in _ITEM_CREATED:
             handlers[name] = self._on_item_created
+        if dialect.configure_after != "session.created":
+            # Only the dialect's own ready event opens the session; the same event from
+            # another server means nothing here.
+            handlers[dialect.configure_after] = self._on_ready
         for names, handler in (
             (_AUDIO_DELTA, self._on_audio_delta),
             (_AUDIO_DONE, self._on_audio_done),
@@ -176,6 +193,12 @@ class RealtimeConnection:
     @property
     def active_response_id(self) -> str | None:
         return self._response_id if self.response_in_flight else None
+
+    def partial_input_transcript(self, item_id: str) -> str | None:
+        """The latest cumulative transcript of caller item ``item_id`` while it is still
+        being transcribed (xAI's ``.updated`` events); ``None`` once it completed. It may
+        still change: only ``InputTranscriptCompleted`` makes the caller's turn."""
+        return self._partials.get(item_id)
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -213,7 +236,14 @@ class RealtimeConnection:
         expires = (
             int_in_range(session.get("expires_at"), _EPOCH_LIMIT) if type(session) is dict else None
         )
-        self._events.append(SessionCreated(expires))
+        self._expires_at = expires
+        if self.dialect.configure_after == "session.created":
+            self._events.append(SessionCreated(expires))
+
+    def _on_ready(self, message: _Message) -> None:
+        # The session was announced earlier, but only now takes a configuration (xAI's
+        # conversation.created); the expiry comes from that earlier session.created.
+        self._events.append(SessionCreated(self._expires_at))
 
     def _on_session_updated(self, message: _Message) -> None:
         self._events.append(SessionUpdated())
@@ -234,6 +264,12 @@ class RealtimeConnection:
 
     def _on_committed(self, message: _Message) -> None:
         self._events.append(InputCommitted(clean_id(message.get("item_id"))))
+
+    def _on_playout_started(self, message: _Message) -> None:
+        self._events.append(OutputAudioStarted(clean_id(message.get("response_id"))))
+
+    def _on_playout_stopped(self, message: _Message) -> None:
+        self._events.append(OutputAudioStopped(clean_id(message.get("response_id"))))
 
     def _on_response_created(self, message: _Message) -> None:
         response = message.get("response")
@@ -335,9 +371,25 @@ class RealtimeConnection:
         text = _required_text(message, "transcript")
         self._events.append(TranscriptDone(clean_id(message.get("response_id")), item_id, text))
 
+    def _on_input_partial(self, message: _Message) -> None:
+        # Cumulative and revisable, so it raises no event: the turn is made by .completed.
+        # Kept (bounded) only so that a caller can show the words heard so far.
+        item_id = clean_id(message.get("item_id"))
+        text = clean_text(message.get("transcript"))
+        if item_id is None or text is None:
+            return  # informational only: a malformed one is not worth closing over
+        partials = self._partials
+        partials.pop(item_id, None)
+        partials[item_id] = text
+        if len(partials) > _PARTIALS_LIMIT:
+            del partials[next(iter(partials))]
+
     def _on_input_transcript(self, message: _Message) -> None:
         text = _required_text(message, "transcript")
-        self._events.append(InputTranscriptCompleted(clean_id(message.get("item_id")), text))
+        item_id = clean_id(message.get("item_id"))
+        if item_id is not None:
+            self._partials.pop(item_id, None)
+        self._events.append(InputTranscriptCompleted(item_id, text))
 
     def _on_input_failed(self, message: _Message) -> None:
         error = message.get("error")
@@ -508,6 +560,14 @@ class RealtimeConnection:
             "role": "user",
             "content": [{"type": "input_text", "text": text}],
         }
+        self._send("conversation.item.create", {"item": item})
+
+    def add_context(self, role: str, text: str) -> None:
+        """Add an earlier turn of the call as a text item (``role`` ``"user"`` or
+        ``"assistant"``): how a fresh session learns what was said before it. Assistant audio
+        items cannot be created, so the agent's words go in as the dialect's text part."""
+        part = "input_text" if role == "user" else self.dialect.assistant_text_content
+        item = {"type": "message", "role": role, "content": [{"type": part, "text": text}]}
         self._send("conversation.item.create", {"item": item})
 
     def _send(self, kind: str, body: _Message, instructions: str | None = None) -> None:

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class SessionCreated:
-    """The session is open: send ``session.update`` now. ``expires_at`` is epoch seconds."""
+    """The session is open and ready to be configured: send ``session.update`` now.
+
+    Raised at the dialect's ``configure_after`` event (``session.created``, or xAI's
+    ``conversation.created``). ``expires_at`` is epoch seconds, from ``session.created``.
+    """
 
     expires_at: int | None
 
@@ -154,6 +158,22 @@ class FunctionCallRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputAudioStarted:
+    """The provider started playing the agent's audio to the caller itself (WebRTC and
+    SIP sessions only: ``output_audio_buffer.started``)."""
+
+    response_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputAudioStopped:
+    """The provider's playout of the agent's audio ended: all of it was played
+    (``output_audio_buffer.stopped``) or the rest was dropped (``.cleared``)."""
+
+    response_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class RealtimeError:
     """The server reported an error.
 
@@ -188,6 +208,8 @@ RealtimeEvent = (
     | ItemTruncated
     | ResponseDone
     | FunctionCallRequested
+    | OutputAudioStarted
+    | OutputAudioStopped
     | RealtimeError
 )
 
@@ -204,8 +226,14 @@ _BENIGN_CODES = frozenset(
         "item_delete_invalid_item_id",  # an unheard item the server had dropped already
     }
 )
-# Some servers send code null (Inworld) or codes of their own (xAI): match the wording too.
-_BENIGN_MESSAGES = ("already shorter than", "no active response", "already has an active response")
+# Some servers send code null (Inworld) or codes of their own (xAI): match the wording too,
+# as pipecat does for xAI ("truncat" covers a truncate that came too late, however worded).
+_BENIGN_MESSAGES = (
+    "already shorter than",
+    "no active response",
+    "already has an active response",
+    "truncat",
+)
 _FATAL_CODES = frozenset(
     {
         "invalid_api_key",
@@ -213,10 +241,15 @@ _FATAL_CODES = frozenset(
         "rate_limit_exceeded",
         "session_expired",
         "beta_api_shape_disabled",
+        "too_many_sessions",
     }
 )
+# Limits of the provider's account: rate, quota, and Inworld's concurrent sessions and
+# packets per second (documented as limits; their error wording is not, so match loosely).
+_LIMIT_CODES = frozenset({"rate_limit_exceeded", "insufficient_quota", "too_many_sessions"})
+_LIMIT_MESSAGES = ("rate limit", "quota", "concurrent session", "too many sessions", "packet rate")
 # api.openai.com answers a beta session with this wording.
-_FATAL_MESSAGES = ("no longer supported",)
+_FATAL_MESSAGES = ("no longer supported", *_LIMIT_MESSAGES)
 _TEXT_PARTS = frozenset({"text", "output_text"})
 
 
@@ -233,6 +266,12 @@ def classify_error(code: str | None, message: str, caused_by: str | None) -> tup
         code in _BENIGN_CODES or any(text in lowered for text in _BENIGN_MESSAGES)
     )
     return benign, fatal
+
+
+def provider_limit(code: str | None, message: str) -> bool:
+    """Whether a server error says the account hit a limit (rate, quota, sessions)."""
+    lowered = message.lower()
+    return code in _LIMIT_CODES or any(text in lowered for text in _LIMIT_MESSAGES)
 
 
 def response_reason(details: object) -> str | None:

@@ -181,9 +181,30 @@ def event_label(event: CallEvent) -> str:
     if event.type == "transfer":
         target = event.data.get("target")
         return "transferred" if target is None else f"transferred to {target}"
+    if event.type in _MODEL_EVENTS:
+        return model_event_label(event.type, event.data)
     label = _EVENT_LABELS.get(event.type, event.type.replace("_", " "))
     details = ", ".join(f"{key} {value}" for key, value in event.data.items())
     return f"{label}: {details}" if details else label
+
+
+_MODEL_EVENTS = frozenset({"reconnect", "provider_fallback"})
+_RECONNECT_WHY = {
+    "dropped": "its connection dropped",
+    "expired": "its session expired",
+    "rollover": "ahead of its session limit",
+    "limit": "its provider was over a limit",
+    "refused": "its provider refused the session",
+}
+
+
+def model_event_label(kind: str, data: dict[str, Any]) -> str:
+    """``model session replaced (its connection dropped) — openai``; ``moved from openai to
+    inworld``: how the model side of the call changed under it."""
+    if kind == "provider_fallback":
+        return f"moved from {_short(data.get('from'))} to {_short(data.get('to'))}"
+    why = _RECONNECT_WHY.get(str(data.get("reason")), _short(data.get("reason")))
+    return f"model session replaced ({why}) — {_short(data.get('provider'))}"
 
 
 def tool_call_label(data: dict[str, Any]) -> str:

@@ -185,10 +185,26 @@ class CallRecord:
             sip_call_id=self.sip_call_id,
         )
 
+    @property
+    def providers(self) -> list[str]:
+        """The providers that served the call, in order: ``provider``, then each one the
+        call moved to (its ``provider_fallback`` events). A provider that failed before it
+        said a word is left out."""
+        served = [self.provider]
+        for event in self.events:
+            if event.type != "provider_fallback":
+                continue
+            if not event.data.get("from_served", True) and served == [event.data.get("from")]:
+                served = []
+            served.append(str(event.data.get("to")))
+        return served
+
     def to_json(self) -> dict[str, Any]:
-        """Exactly the call record of CONTRACT.md (``GET /api/calls/{call_sid}``)."""
+        """Exactly the call record of CONTRACT.md (``GET /api/calls/{call_sid}``), and
+        ``providers`` (which served it, in order)."""
         return {
             **_header_json(self),
+            "providers": self.providers,
             "turns": [turn.to_json() for turn in self.turns],
             "events": [event.to_json() for event in self.events],
         }

@@ -337,7 +337,7 @@ def test_greeting_dtmf_and_hangup() -> None:
     assert h.logic.end_reason is EndReason.CALLER_HANGUP
 
 
-def test_refused_session_ends_the_call_as_a_provider_error() -> None:
+def test_refused_session_is_a_model_failure_for_the_session_to_handle() -> None:
     h = Harness()
     h.model(type="session.created", event_id="e1", session={})
     update = h.to_model()[0]
@@ -352,7 +352,10 @@ def test_refused_session_ends_the_call_as_a_provider_error() -> None:
             "event_id": update.get("event_id"),
         },
     )
-    assert h.logic.end_reason is EndReason.PROVIDER_ERROR
+    # Not this provider's session, ever: the session tries the fallback or apologises.
+    failure = h.logic.model_failure
+    assert failure is not None and (failure.kind, failure.code) == ("refused", "invalid_value")
+    assert h.logic.end_reason is None
 
 
 def test_benign_errors_do_not_end_the_call() -> None:

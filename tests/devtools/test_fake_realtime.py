@@ -615,6 +615,35 @@ async def test_close_after_ms_drops_the_connection_without_a_close_frame() -> No
         assert closed.value.rcvd is None  # abrupt: no close frame
 
 
+@pytest.mark.parametrize("how", ["1011", "reset"])
+async def test_drop_after_transcript_fails_the_next_session_before_it_answers(
+    ga: FakeRealtimeServer, how: str
+) -> None:
+    ga.drop_after_transcript = how
+    client = await open_client(ga)
+    await client.recv()
+    assert ga.drop_after_transcript is None  # one shot: the session took it
+    await client.configure(GA_PCMU)
+    await client.append(caller_turn())
+    events = await client.until("conversation.item.input_audio_transcription.completed")
+    with pytest.raises(ConnectionClosed) as closed:
+        await client.recv()
+    frame = closed.value.rcvd
+    if how == "reset":
+        assert frame is None  # abrupt: no close frame
+    else:
+        assert frame is not None and frame.code == 1011
+    assert "response.created" not in types(events)
+    assert ga.sessions[0].responses == []
+    # The next session answers as usual.
+    client = await open_client(ga)
+    await client.recv()
+    await client.configure(GA_PCMU)
+    await client.append(caller_turn())
+    assert (await client.until("response.done"))[-1]["response"]["status"] == "completed"
+    await client.ws.close()
+
+
 async def test_stop_closes_live_connections() -> None:
     server = FakeRealtimeServer("openai", script=script(60_000), realtime_factor=1)
     await server.start()

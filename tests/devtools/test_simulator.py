@@ -155,6 +155,21 @@ def test_script_waits_for_silence_then_talks_then_waits_for_the_reply() -> None:
     assert script.done
 
 
+def test_script_counts_an_utterance_on_the_step_of_its_last_frame() -> None:
+    script = CallerScript([b"\x01" * 400, b"\x02" * 160], reply_silence_s=0.02)
+    ends: list[bytes] = []
+    for tick in [QUIET] * 30 + [AGENT, QUIET, QUIET]:
+        said = script.utterances_said
+        step = script.step(tick)
+        if script.utterances_said > said:
+            ends.append(step.audio)
+        assert script.utterances_said == len(ends)
+    # Each count came with the utterance's last frame: the third of 2.5 frames (padded),
+    # then the one-frame second utterance once the reply had played.
+    assert ends == [b"\x01" * 80 + b"\xff" * 80, b"\x02" * 160]
+    assert not script.done
+
+
 def test_script_barges_in_on_the_first_reply_only() -> None:
     script = CallerScript(
         [b"\x01" * 160, b"\x02" * 320, b"\x03" * 160],
@@ -460,6 +475,34 @@ async def test_a_whole_call_with_greeting_and_two_turns() -> None:
     assert len(heard) == len(media) * 160 + 160  # one tick ends the call without media
 
 
+async def test_reply_waits_run_from_each_utterance_end_to_the_first_audio_heard() -> None:
+    fake = FakeBridge(token=None)
+    async with serving(fake) as base:
+        result = await simulate_call(
+            base,
+            auth_token=None,
+            caller_utterances=[caller(1, 10), caller(2, 5)],
+            reply_silence_s=0.2,
+            max_duration_s=20,
+            send_status_callback=False,
+        )
+    assert len(result.utterances_ended_at) == len(result.replies_heard_at) == 2
+    first_end, second_end = result.utterances_ended_at
+    first_reply, second_reply = result.replies_heard_at
+    first_arrival, second_arrival = result.replies_arrived_at
+    assert first_reply is not None and second_reply is not None
+    assert first_arrival is not None and second_arrival is not None
+    # Audio plays from the first tick after it arrived.
+    assert first_end < first_arrival <= first_reply < second_end < second_arrival <= second_reply
+    waits = result.reply_waits()
+    assert waits == [first_reply - first_end, second_reply - second_end]
+    arrivals = result.reply_waits(arrived=True)
+    assert arrivals == [first_arrival - first_end, second_arrival - second_end]
+    # The fake answers after five quiet frames, sent on a 20 ms schedule that never runs
+    # early: four intervals at least, whatever the machine's speed.
+    assert all(wait is not None and wait >= 0.08 for wait in waits)
+
+
 async def test_barge_in_talks_over_the_reply_and_honours_clear() -> None:
     fake = FakeBridge(token=None)
     async with serving(fake) as base:
@@ -550,6 +593,7 @@ async def test_max_duration_bounds_a_call_with_no_reply() -> None:
             send_status_callback=False,
         )
     assert result.timed_out
+    assert result.utterances_ended_at == [] and result.reply_waits() == []  # never finished
     assert fake.stopped
     assert result.close_code == 1000
     assert len(result.heard_audio) <= 8000 * 1.0

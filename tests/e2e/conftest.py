@@ -55,7 +55,7 @@ def run_bridge(
     full_env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("BRIDGE_", "TWILIO_", "OPENAI_", "INWORLD_", "AZURE_"))
+        if not k.startswith(("BRIDGE_", "TWILIO_", "OPENAI_", "INWORLD_", "AZURE_", "XAI_"))
     }
     full_env.update(
         {
@@ -121,6 +121,8 @@ def provider_env(server: FakeRealtimeServer, dialect: str, **extra: str) -> dict
         env.update(BRIDGE_PROVIDER="inworld", INWORLD_API_KEY=MODEL_KEY)
     elif dialect == "openai-beta":
         env.update(BRIDGE_PROVIDER="openai-beta", OPENAI_API_KEY=MODEL_KEY)
+    elif dialect == "xai":
+        env.update(BRIDGE_PROVIDER="xai", XAI_API_KEY=MODEL_KEY)
     else:
         env.update(BRIDGE_PROVIDER="openai", OPENAI_API_KEY=MODEL_KEY)
     return env

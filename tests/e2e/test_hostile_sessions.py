@@ -267,6 +267,13 @@ async def test_the_session_not_the_status_callback_says_why_a_call_ended(
         bridge = bridge_factory(provider_env(fake, "openai"))
         call_sid, stream_url, params = await answer_call(bridge.url)
         ws, stream_sid = await _stream(bridge, call_sid, params, stream_url, frames=5)
+        # Once the first session has opened, the provider is down: the drop cannot be mended
+        # by a fresh session, so the caller hears the apology.
+        for _ in range(200):
+            if fake.sessions:
+                break
+            await asyncio.sleep(0.01)
+        fake.refusing = True
         apology = False
         for n in range(6, 400):  # the caller keeps talking until the apology arrives
             await ws.send(media_message(stream_sid, SILENCE, n))

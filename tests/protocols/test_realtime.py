@@ -30,6 +30,7 @@ from bridge.protocols.realtime_events import (
     SpeechStopped,
     TranscriptDelta,
     TranscriptDone,
+    provider_limit,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -592,3 +593,24 @@ def test_only_recent_client_events_are_remembered() -> None:
     old, new = conn.events_received()
     assert isinstance(old, RealtimeError) and old.caused_by is None
     assert isinstance(new, RealtimeError) and new.caused_by == "conversation.item.truncate"
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("rate_limit_exceeded", "Rate limit reached for requests."),
+        ("insufficient_quota", "You exceeded your current quota."),
+        (None, "Too many concurrent sessions for this account."),  # Inworld: code null
+        (None, "Packet rate exceeded: 1000 packets/s."),
+    ],
+)
+def test_account_limits_are_fatal_and_named_as_limits(code: str | None, message: str) -> None:
+    conn = RealtimeConnection(DIALECTS["inworld"], "pcmu")
+    conn.receive_text(error_text(code, message))
+    [error] = conn.events_received()
+    assert isinstance(error, RealtimeError) and error.fatal
+    assert provider_limit(error.code, error.message)
+
+
+def test_a_bad_key_is_fatal_but_not_a_limit() -> None:
+    assert not provider_limit("invalid_api_key", "Incorrect API key provided.")

@@ -228,7 +228,7 @@ def test_one_call_in_record_shape(store: CallStore) -> None:
     body = response.json()
     assert list(body) == [
         "call_sid", "stream_sid", "from", "to", "provider", "model", "started_at",
-        "ended_at", "status", "end_reason", "channel", "agent", "turns", "events",
+        "ended_at", "status", "end_reason", "channel", "agent", "providers", "turns", "events",
     ]  # fmt: skip
     assert body["turns"] == [
         {"seq": 1, "role": "caller", "text": "Hi, a table please.", "start_ms": 1020,

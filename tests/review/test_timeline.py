@@ -193,6 +193,15 @@ def test_event_labels() -> None:
     )
 
 
+def test_model_session_events_read_as_what_happened_to_the_call() -> None:
+    dropped = CallEvent("reconnect", 0, {"reason": "dropped", "provider": "openai"})
+    assert event_label(dropped) == "model session replaced (its connection dropped) — openai"
+    rolled = CallEvent("reconnect", 0, {"reason": "rollover", "provider": "xai"})
+    assert event_label(rolled) == "model session replaced (ahead of its session limit) — xai"
+    moved = CallEvent("provider_fallback", 0, {"from": "openai", "to": "inworld"})
+    assert event_label(moved) == "moved from openai to inworld"
+
+
 def test_end_labels() -> None:
     assert end_label(record([])) == "Call ended: caller hung up"
     assert end_label(record([], status=CallStatus.FAILED, end_reason=EndReason.PROVIDER_ERROR)) == (

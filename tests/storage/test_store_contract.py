@@ -299,12 +299,13 @@ async def test_record_json_is_the_contract_shape(store: CallStore) -> None:
     assert record is not None
     example = json.loads(CONTRACT_EXAMPLE)
     turns, events = example.pop("turns"), example.pop("events")
-    # The example's keys in its order, then what the contract's "Channels" section adds;
-    # same values all the way down.
+    # The example's keys in its order, then what the contract's "Channels" section adds and
+    # the providers that served the call; same values all the way down.
     expected = {
         **example,
         "channel": "twilio",
         "agent": "default",
+        "providers": ["openai"],
         "turns": turns,
         "events": events,
     }
