@@ -368,7 +368,11 @@ class RealtimeConnection:
 
     def _on_transcript_done(self, message: _Message) -> None:
         item_id = _required_id(message, "item_id")
-        text = _required_text(message, "transcript")
+        text = clean_text(message.get("transcript"))
+        if text is None:
+            # Not every server repeats the text here (xAI, by one client's model of it): the
+            # deltas already hold it, so this is no reason to drop the session.
+            return
         self._events.append(TranscriptDone(clean_id(message.get("response_id")), item_id, text))
 
     def _on_input_partial(self, message: _Message) -> None:

@@ -218,7 +218,7 @@ def test_ignored_events_produce_nothing() -> None:
         server("response.output_audio.delta", response_id=RESP, item_id=ASST, delta="//8"),
         server("response.audio.delta", response_id=RESP, item_id=ASST, delta="ab=c"),
         server("response.output_audio.delta", response_id=RESP, delta="//////////8="),
-        server("response.output_audio_transcript.done", response_id=RESP, item_id=ASST),
+        server("response.output_audio_transcript.done", response_id=RESP),
     ],
 )
 def test_garbage_is_a_remote_protocol_error_with_code_1007(text: str) -> None:
@@ -593,6 +593,14 @@ def test_only_recent_client_events_are_remembered() -> None:
     old, new = conn.events_received()
     assert isinstance(old, RealtimeError) and old.caused_by is None
     assert isinstance(new, RealtimeError) and new.caused_by == "conversation.item.truncate"
+
+
+def test_a_transcript_done_without_its_text_leaves_the_deltas_to_speak() -> None:
+    conn = RealtimeConnection(DIALECTS["openai"], "pcmu")
+    conn.receive_text(
+        server("response.output_audio_transcript.done", response_id=RESP, item_id=ASST)
+    )
+    assert conn.events_received() == []
 
 
 @pytest.mark.parametrize(
