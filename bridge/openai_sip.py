@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +64,9 @@ class OpenAiSipDriver:
     the call lives at OpenAI: the call ends when the sideband closes (the session sees to
     that) or when the bridge hangs up over REST (:meth:`close`)."""
 
+    # No audio passes through the bridge on these calls.
+    chunk_ms = 20
+
     def __init__(self, calls: OpenAiCalls, call_id: str, log: Any) -> None:
         self.calls = calls
         self.call_id = call_id
@@ -85,12 +88,12 @@ class OpenAiSipDriver:
         # No media flows here to go quiet; a dead call shows as its sideband closing.
         return self._loop.time()
 
-    async def read(self, logic: CallLogic, after: Callable[[], None]) -> None:
+    async def read(self, logic: CallLogic, after: Callable[[], Awaitable[None]]) -> None:
         """Nothing arrives on this leg: wait for the call to end elsewhere (the session
         cancels this). ``after`` runs once first, so the greeting the logic queued goes out
         now rather than with the sideband's first event."""
         self._logic = logic
-        after()
+        await after()
         await asyncio.Event().wait()
 
     def wake(self) -> None:

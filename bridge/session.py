@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -120,8 +120,10 @@ class PhoneDriver(Protocol):
     gone: bool
     #: What the far end sent that no real call sends, if anything: the call failed on it.
     bad_input: RemoteProtocolError | None
+    #: Agent audio goes to this leg in chunks of this many ms, each followed by a mark.
+    chunk_ms: int
 
-    async def read(self, logic: CallLogic, after: Callable[[], None]) -> None:
+    async def read(self, logic: CallLogic, after: Callable[[], Awaitable[None]]) -> None:
         """Feed the leg's events to ``logic`` (calling ``after`` after each batch) until the
         call ends on this side; return once ``logic.end`` has been called."""
 
@@ -178,6 +180,7 @@ class CallSession:
         self._primary: RealtimeTarget = deps.target
         self._sessions_opened = 0
         self._session_began = 0.0
+        self._model_sending = False
         self._quick_failures = 0
 
     async def run(self, *, create_record: bool) -> None:
@@ -256,6 +259,7 @@ class CallSession:
             vad_silence_ms=int(dialect.turn_detection.get("silence_duration_ms", 0)),
             tools=agent.policy,
             limits=LimitPolicy(agent.max_duration_s, agent.silence_timeout_s),
+            chunk_ms=self.driver.chunk_ms,
             media=self._media,
         )
 
@@ -470,20 +474,38 @@ class CallSession:
     # -- the call ---------------------------------------------------------------------------
 
     async def _read_phone(self, logic: CallLogic) -> None:
-        await self.driver.read(logic, lambda: self._after(logic))
+        await self.driver.read(logic, lambda: self._after_phone(logic))
         raise _CallOver
+
+    async def _after_phone(self, logic: CallLogic) -> None:
+        """After each batch from the phone leg. Caller audio, 50 frames a second, goes to
+        the model from this task when no send is under way: waking the writer for every
+        frame would cost a task switch each, the largest single cost of a call."""
+        if logic.realtime.has_data_to_send and not self._model_sending:
+            await self._send_model(logic)
+        self._after(logic)
+
+    async def _send_model(self, logic: CallLogic) -> None:
+        """Send all the model leg has queued, including what queues meanwhile. One sender
+        at a time, so events keep their order."""
+        self._model_sending = True
+        try:
+            while logic.realtime.has_data_to_send:
+                socket = self._socket
+                for text in logic.realtime.data_to_send():
+                    if socket is not None:
+                        await socket.send(text)
+        except ProviderError:
+            pass  # the reader sees the socket end and puts a fresh session in its place
+        finally:
+            self._model_sending = False
 
     async def _write_model(self, logic: CallLogic) -> None:
         while True:
             await self._model_ready.wait()
             self._model_ready.clear()
-            socket = self._socket
-            try:
-                for text in logic.realtime.data_to_send():
-                    if socket is not None:
-                        await socket.send(text)
-            except ProviderError:
-                pass  # the reader sees the socket end and puts a fresh session in its place
+            if not self._model_sending:  # else the sender at work takes this too
+                await self._send_model(logic)
 
     async def _watch_idle(self, logic: CallLogic) -> None:
         """A phone leg carries media every 20 ms for the whole call; a silent one is dead,

@@ -88,6 +88,9 @@ class CallConfig:
     # True when the model cancels its own response on caller speech (interrupt_response).
     server_cancels: bool = True
     max_lead_ms: int = 600
+    # Agent audio goes to the phone leg in chunks of this many ms, a mark after each: 20 for
+    # a leg that counts frames itself (RTP), more where every mark is a message each way.
+    chunk_ms: int = 20
     # What server VAD folds into audio_start_ms / audio_end_ms (reference §7.3).
     vad_padding_ms: int = 300
     vad_silence_ms: int = 500
@@ -185,7 +188,7 @@ class CallLogic:
         self._pcm24k = config.session.audio_format == "pcm24k"
         self._to_model = StreamResampler(8000, 24000) if self._pcm24k else None
         self._to_phone = StreamResampler(24000, 8000) if self._pcm24k else None
-        self._playback = Playback(config.max_lead_ms)
+        self._playback = Playback(config.max_lead_ms, config.chunk_ms)
         self._transcript = TranscriptBuilder()
         self._outputs: list[Output] = []
         self._early_audio: list[tuple[bytes, int]] = []
@@ -279,7 +282,7 @@ class CallLogic:
                         self.recorder.caller_audio(payload, ts)
                     self._to_model_audio(payload, ts)
                 case MarkPlayed(name=name):
-                    self._playback.mark_played(name)
+                    self._playback.mark_played(name, now)
                     if self.recorder is not None:
                         self.recorder.mark_played(name)
                     self._pump(now)
@@ -448,7 +451,7 @@ class CallLogic:
         """Send what the playout lead allows, each chunk followed by its mark."""
         if self.phase is Phase.ENDED:
             return
-        for chunk in self._playback.release():
+        for chunk in self._playback.release(now):
             self.phone.send_media(chunk.audio)
             self.phone.send_mark(chunk.mark)
             if self.recorder is not None:
@@ -462,11 +465,11 @@ class CallLogic:
         active = self.realtime.active_response_id if self.realtime.response_in_flight else None
         if not playing and active is None:
             return  # the caller simply took their turn
-        cut = self._playback.interrupt()
+        cut = self._playback.interrupt(now)
         if cut.flush_needed:
             self.phone.send_clear()  # first: it is what the caller notices
             if self.recorder is not None:
-                self.recorder.clear()
+                self.recorder.clear(cut.partial_bytes)
         if cut.item_id is not None:
             heard = min(cut.played_ms, cut.received_ms)
             if cut.received_ms > cut.played_ms and cut.item_id in self._session_items:
@@ -502,7 +505,9 @@ class CallLogic:
         for item_id in items:
             self._item_response.pop(item_id, None)
             if item_id in self._discarded_items or cut_response:
-                heard = min(self._playback.played_ms(item_id), self._playback.received_ms(item_id))
+                heard = min(
+                    self._playback.played_ms(item_id, now), self._playback.received_ms(item_id)
+                )
                 self._write_turn(self._transcript.agent_cut(item_id, heard, at))
                 if cut_response and heard <= 0:
                     # Not a word of it reached the caller: the model must not remember it.
@@ -756,7 +761,7 @@ class CallLogic:
         at = self.stream_ms(now)
         for item_id in self._transcript.agent_items():
             received = self._playback.received_ms(item_id)
-            played = self._playback.played_ms(item_id)
+            played = self._playback.played_ms(item_id, now)
             if received > played:
                 self._write_turn(self._transcript.agent_cut(item_id, played, at))
             elif item_id in self._item_response:

@@ -1,10 +1,15 @@
 """What the caller has heard: outbound audio chunking, marks, and the bounded playout lead.
 
 Twilio plays outbound ``media`` in order and echoes each ``mark`` once the audio queued before it
-has played. So the audio the caller really heard is exactly the chunks whose marks came back,
-and the audio queued at Twilio is exactly the chunks whose marks are still pending. Both are
-byte counts, never wall-clock guesses: a wall-clock estimate overshoots and the model rejects
-the truncation (see twilio-media-streams.md §11.3).
+has played. So the audio the caller really heard is the chunks whose marks came back, and the
+audio queued at Twilio is the chunks whose marks are still pending: byte counts.
+
+A mark per 20 ms makes three messages per frame (media, mark, echo), so a leg may send larger
+chunks (``chunk_ms``). Between two echoes the caller is then somewhere inside the head chunk,
+which started playing when the echo before it came back (or when it was sent to an idle leg):
+the playout clock places them there, capped at the chunk's length, so what counts as heard
+never runs ahead of what was sent (an estimate past the end would make the model reject the
+truncation, see twilio-media-streams.md §11.3).
 
 ``Playback`` keeps, per assistant item, how much audio the model sent (``received_ms``) and how
 much the caller heard (``played_ms``). Chunks wait in a local hold queue and are released to
@@ -16,8 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-# 20 ms of 8 kHz mu-law. One mark per chunk: the finer the chunks, the closer the truncation
-# point is to what the caller heard (the error is at most one chunk).
+# 20 ms of 8 kHz mu-law: the smallest chunk, one RTP frame.
 CHUNK_BYTES = 160
 BYTES_PER_MS = 8
 
@@ -44,14 +48,19 @@ class Interruption:
     played_ms: float
     received_ms: float
     flush_needed: bool
+    #: Bytes of the chunk that was playing which the caller heard (by the playout clock).
+    partial_bytes: int = 0
 
 
 class Playback:
     """Tracks outbound audio for one call. Feed it model audio, echoes and barge-ins; it says
     which chunks to send. Pure: no clock, no I/O."""
 
-    def __init__(self, max_lead_ms: int = 600) -> None:
+    def __init__(self, max_lead_ms: int = 600, chunk_ms: int = 20) -> None:
         self._max_lead_bytes = max_lead_ms * BYTES_PER_MS
+        self._chunk_bytes = max(1, chunk_ms // 20) * CHUNK_BYTES
+        # When the head pending chunk started playing (loop time), for the playout clock.
+        self._head_since: float | None = None
         self._gen = 0
         self._seq = 0
         self._pending: OrderedDict[str, tuple[str, int]] = OrderedDict()
@@ -74,9 +83,10 @@ class Playback:
         self._receiving = item_id
         buf = self._partial.setdefault(item_id, bytearray())
         buf += ulaw
-        whole = len(buf) - len(buf) % CHUNK_BYTES
-        for start in range(0, whole, CHUNK_BYTES):
-            self._held.append((item_id, bytes(buf[start : start + CHUNK_BYTES])))
+        size = self._chunk_bytes
+        whole = len(buf) - len(buf) % size
+        for start in range(0, whole, size):
+            self._held.append((item_id, bytes(buf[start : start + size])))
         del buf[:whole]
 
     def finish_item(self, item_id: str) -> None:
@@ -95,9 +105,11 @@ class Playback:
             self.finish_item(item_id)
         return item_id
 
-    def release(self) -> list[OutboundChunk]:
+    def release(self, now: float = 0.0) -> list[OutboundChunk]:
         """Chunks to send to Twilio now, each followed by its mark, keeping the lead bounded."""
         out: list[OutboundChunk] = []
+        if self._held and not self._pending:
+            self._head_since = now  # an idle leg starts playing what it is sent at once
         while self._held and self._pending_bytes < self._max_lead_bytes:
             item_id, audio = self._held.popleft()
             name = f"g{self._gen}-{item_id}-{self._seq}"
@@ -110,11 +122,13 @@ class Playback:
 
     # -- phone side -------------------------------------------------------------------------
 
-    def mark_played(self, name: str) -> str | None:
+    def mark_played(self, name: str, now: float = 0.0) -> str | None:
         """Twilio echoed ``name``: its chunk (and any before it) has been played. Returns the
         item it belonged to, or None for a late, flushed, duplicate or unknown name."""
         if name not in self._pending:
             return None
+        # The next chunk, if one is queued, starts playing now.
+        self._head_since = now
         # Echoes come in queue order, so anything still pending ahead of this one played too.
         while self._pending:
             pending_name, (item_id, n_bytes) = self._pending.popitem(last=False)
@@ -124,11 +138,25 @@ class Playback:
                 return item_id
         return None  # pragma: no cover - the name was in pending, so the loop returned
 
-    def interrupt(self) -> Interruption:
+    def _head_progress(self, now: float | None) -> tuple[str | None, int]:
+        """The head pending chunk's item and how many of its bytes have played by ``now``
+        on the playout clock (never more than the chunk holds)."""
+        if now is None or self._head_since is None or not self._pending:
+            return None, 0
+        item_id, n_bytes = next(iter(self._pending.values()))
+        elapsed = round((now - self._head_since) * 1000 * BYTES_PER_MS)
+        return item_id, max(0, min(n_bytes, elapsed))
+
+    def interrupt(self, now: float | None = None) -> Interruption:
         """The caller started talking: forget everything queued and say what was cut.
+        ``now`` (loop time) places the caller inside the chunk playing (see the module doc).
 
         The caller must send Twilio ``clear`` first when ``flush_needed``, then truncate the
         item at ``played_ms`` if that is less than ``received_ms``."""
+        head, progress = self._head_progress(now)
+        if head is not None:
+            self._played_bytes[head] = self._played_bytes.get(head, 0) + progress
+        self._head_since = None
         item_id: str | None = None
         if self._pending:
             item_id = next(iter(self._pending.values()))[0]
@@ -144,9 +172,9 @@ class Playback:
         self._partial.clear()
         self._receiving = None
         if item_id is None:
-            return Interruption(None, 0.0, 0.0, flush_needed)
+            return Interruption(None, 0.0, 0.0, flush_needed, progress)
         return Interruption(
-            item_id, self.played_ms(item_id), self.received_ms(item_id), flush_needed
+            item_id, self.played_ms(item_id), self.received_ms(item_id), flush_needed, progress
         )
 
     # -- queries ----------------------------------------------------------------------------
@@ -156,8 +184,14 @@ class Playback:
         """True while audio is queued at Twilio or held back here."""
         return bool(self._pending or self._held)
 
-    def played_ms(self, item_id: str) -> float:
-        return self._played_bytes.get(item_id, 0) / BYTES_PER_MS
+    def played_ms(self, item_id: str, now: float | None = None) -> float:
+        """What the caller heard of ``item_id``: the echoed chunks, and with ``now`` the
+        playout clock's part of the chunk playing."""
+        played = self._played_bytes.get(item_id, 0)
+        head, progress = self._head_progress(now)
+        if head == item_id:
+            played += progress
+        return played / BYTES_PER_MS
 
     def received_ms(self, item_id: str) -> float:
         return self._received_ms.get(item_id, 0.0)

@@ -118,8 +118,15 @@ class CallRecorder:
             if pending_name == name:
                 return
 
-    def clear(self) -> None:
-        """A ``clear`` went out: what was still queued at Twilio was never heard."""
+    def clear(self, partial_bytes: int = 0) -> None:
+        """A ``clear`` went out: what was still queued at Twilio was never heard, except the
+        first ``partial_bytes`` of the chunk that was playing (a leg whose chunks are longer
+        than its marks are frequent: the playout clock says how far into it the caller was)."""
+        if partial_bytes > 0 and self._pending:
+            start, ulaw = next(iter(self._pending.values()))
+            heard = ulaw[:partial_bytes]
+            self._agent.add(start, heard, self._ready)
+            self._heard_end = max(self._heard_end, start + len(heard))
         self._pending.clear()
         # Twilio's queue is empty now: the next chunk plays when it is sent, but never on top
         # of audio already counted as heard.
