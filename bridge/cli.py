@@ -34,7 +34,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from bridge.adapters.http_server import configure_server_limits
-    from bridge.app import create_app
 
     if settings.twilio_auth_token is None and not _is_loopback(args.host) and not args.insecure:
         print(
@@ -48,19 +47,49 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"bridge: cannot open the call store: {problem}", file=sys.stderr)
         return 1
     limits = configure_server_limits(settings.header_timeout_s, settings.max_connections)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        http=limits.protocol,
-        backlog=limits.backlog,
-        log_config=None,
-        access_log=False,
-        ws_max_size=256 * 1024,
-        ws_ping_interval=None,
-        lifespan="on",
-    )
+    server_options: dict[str, object] = {
+        "http": limits.protocol,
+        "backlog": limits.backlog,
+        "log_config": None,
+        "access_log": False,
+        "ws_max_size": 256 * 1024,
+        "ws_ping_interval": None,
+        "lifespan": "on",
+    }
+    if args.workers > 1:
+        return _serve_workers(args, settings, server_options, limits.backlog)
+    from bridge.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, **server_options)  # type: ignore[arg-type]
     return 0
+
+
+def _serve_workers(
+    args: argparse.Namespace, settings: Settings, options: dict[str, object], backlog: int
+) -> int:
+    import socket
+
+    import structlog
+    import uvicorn
+
+    from bridge.workers import serve_workers, shared_token_key, worker_settings
+
+    key = shared_token_key(settings)
+
+    def run_worker(index: int, sock: socket.socket) -> None:
+        # Imported here, in the worker, once the metrics directory is set (bridge.workers).
+        from bridge.app import create_app
+
+        structlog.contextvars.bind_contextvars(worker=index)
+        app = create_app(worker_settings(settings, index, key))
+        config = uvicorn.Config(app, **options)  # type: ignore[arg-type]
+        uvicorn.Server(config).run(sockets=[sock])
+
+    try:
+        return serve_workers(args.workers, args.host, args.port, backlog, run_worker)
+    except OSError as exc:
+        print(f"bridge: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _store_problem(settings: Settings) -> str | None:
@@ -277,6 +306,17 @@ def _fuzz(args: argparse.Namespace, settings: Settings) -> int:
     return run_command(args)
 
 
+def _loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    from bridge.devtools.loadtest_command import run_command
+
+    token, review = settings.twilio_auth_token, settings.review_token
+    return run_command(
+        args,
+        auth_token=token.get_secret_value() if token is not None else None,
+        review_token=review.get_secret_value() if review is not None else None,
+    )
+
+
 def _call(args: argparse.Namespace, settings: Settings) -> int:
     """``bridge call TO``: have Twilio dial TO; when the callee answers, Twilio requests this
     bridge's voice webhook (at BRIDGE_PUBLIC_URL) and the callee talks to the agent."""
@@ -340,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the bridge server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the one port, for more than one core (SIP on the first)",
+    )
     serve.add_argument(
         "--insecure",
         action="store_true",
@@ -414,6 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_fuzz_arguments(fuzz)
     fuzz.set_defaults(func=_fuzz)
+
+    from bridge.devtools.loadtest_command import add_loadtest_arguments
+
+    loadtest = sub.add_parser(
+        "loadtest",
+        help="concurrent simulated calls against the bridge and a naive pass-through: CPU, "
+        "memory and latency per hop, with the ratio",
+    )
+    add_loadtest_arguments(loadtest)
+    loadtest.set_defaults(func=_loadtest)
 
     call = sub.add_parser(
         "call", help="place an outbound call through Twilio; the callee talks to the agent"

@@ -1,8 +1,19 @@
-"""Prometheus metrics, one registry per app so several apps can live in one process (tests)."""
+"""Prometheus metrics, one registry per app so several apps can live in one process (tests).
+
+Under ``bridge serve --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set by ``bridge.workers``)
+every worker writes its values to the shared directory and ``render()`` adds up all of
+them, so a scrape that lands on any worker sees the whole server.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
+
+
+def _multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 class BridgeMetrics:
@@ -12,7 +23,10 @@ class BridgeMetrics:
             "bridge_calls_started", "Media streams accepted", registry=self.registry
         )
         self.calls_active = Gauge(
-            "bridge_calls_active", "Calls in progress", registry=self.registry
+            "bridge_calls_active",
+            "Calls in progress",
+            registry=self.registry,
+            multiprocess_mode="livesum",  # the workers' calls added up, dead ones left out
         )
         self.calls_finished = Counter(
             "bridge_calls_finished",
@@ -52,4 +66,8 @@ class BridgeMetrics:
         )
 
     def render(self) -> bytes:
+        if _multiprocess():
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return generate_latest(combined)
         return generate_latest(self.registry)

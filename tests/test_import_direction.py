@@ -36,6 +36,7 @@ RANK = {
     "outbound": 7,
     "openai_webhook": 7,
     "app": 8,
+    "workers": 8,
     "cli": 9,
     "__main__": 10,
     "__init__": 0,

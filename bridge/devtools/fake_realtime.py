@@ -27,6 +27,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -52,6 +53,7 @@ __all__ = [
     "FakeFaults",
     "FakeRealtimeServer",
     "FakeSessionRecord",
+    "FakeTap",
     "TruncateRecord",
     "VadParams",
     "add_fake_realtime_arguments",
@@ -69,12 +71,31 @@ _DEFAULT_SCRIPT = FakeScript(
 )
 
 
+class FakeTap(Protocol):
+    """What a load test hooks into the fake's sockets (``FakeRealtimeServer(tap=...)``), to
+    time messages on this process's clock. Each method runs for every message of every
+    session: keep it cheap."""
+
+    def opened(self, record: FakeSessionRecord, at: float) -> None:
+        """A session was accepted at ``at``."""
+        ...
+
+    def received(self, record: FakeSessionRecord, text: str, at: float) -> None:
+        """A text message arrived at ``at``, before the session handles it."""
+        ...
+
+    def sending(self, record: FakeSessionRecord, event: dict[str, Any], at: float) -> None:
+        """``event`` is about to be encoded and sent; the tap may change it in place."""
+        ...
+
+
 class FakeRealtimeServer:
     """A realtime server for one dialect; ``await start()`` (or ``async with``) to listen.
 
     ``api_key``, when set, must be presented (``Bearer`` for OpenAI, also Azure's
     ``api-key`` header; ``Basic`` for Inworld). ``realtime_factor`` is how many times faster
     than real time replies stream. ``sessions`` gains one record per accepted connection.
+    ``tap`` sees every message on every session's socket (see :class:`FakeTap`).
     """
 
     def __init__(
@@ -88,6 +109,7 @@ class FakeRealtimeServer:
         realtime_factor: float = 4.0,
         session_limit_s: float | None = None,
         continue_script: bool = False,
+        tap: FakeTap | None = None,
     ) -> None:
         try:
             self.dialect = Dialect(dialect)
@@ -111,6 +133,7 @@ class FakeRealtimeServer:
         #: A new session goes on with the script where the sessions before it left off, as
         #: one conversation would across a client's reconnects (else each starts afresh).
         self.continue_script = continue_script
+        self.tap = tap
         #: One shot: the next session to open drops itself this way (``"1011"``, ``"reset"``)
         #: right after its first caller transcript, before answering it; then this clears.
         self.drop_after_transcript: str | None = None
@@ -245,6 +268,8 @@ class FakeRealtimeServer:
         )
         self.sessions.append(record)
         now = time.monotonic()
+        if self.tap is not None:
+            self.tap.opened(record, now)
         session = FakeSession(
             self.dialect,
             record,
@@ -275,10 +300,14 @@ class FakeRealtimeServer:
             self._progress = max(self._progress, session.progress)
 
     async def _read(self, ws: ServerConnection, session: FakeSession, wake: asyncio.Event) -> None:
+        tap, record = self.tap, session.record
         try:
             async for message in ws:
                 if isinstance(message, str):
-                    session.receive_text(message, time.monotonic())
+                    now = time.monotonic()
+                    if tap is not None:
+                        tap.received(record, message, now)
+                    session.receive_text(message, now)
                 else:
                     session.receive_bytes(message, time.monotonic())
                 wake.set()
@@ -292,6 +321,7 @@ class FakeRealtimeServer:
         wake: asyncio.Event,
         record: FakeSessionRecord,
     ) -> None:
+        tap = self.tap
         try:
             while True:
                 for out in session.data_to_send():
@@ -301,6 +331,8 @@ class FakeRealtimeServer:
                     if isinstance(out, AbortConnection):
                         ws.transport.abort()
                         return
+                    if tap is not None:
+                        tap.sending(record, out, time.monotonic())
                     async with asyncio.timeout(_SEND_TIMEOUT_S):
                         await ws.send(json.dumps(out))
                     if out["type"] == "input_audio_buffer.speech_started":

@@ -201,7 +201,9 @@ class CallerScript:
     out first); then each utterance in turn; after each one, silent until the reply has
     played and the agent has been quiet for ``reply_silence_s``. With ``barge_in_at``,
     the caller talks over the first reply once that many seconds of it have played,
-    saying the next utterance (or the last one again when none is left). ``digits`` are
+    saying the next utterance (or the last one again when none is left); with
+    ``barge_in_every`` n as well, it does so again on every n-th reply after that (the
+    replies in between play out). ``digits`` are
     keyed 200 ms apart after the first reply that plays out, followed by another quiet
     ``reply_silence_s``. After the last reply the script is :attr:`done`.
 
@@ -214,6 +216,7 @@ class CallerScript:
         utterances: list[bytes],
         *,
         barge_in_at: float | None = None,
+        barge_in_every: int = 0,
         reply_silence_s: float = 0.8,
         initial_silence_s: float = 0.5,
         digits: list[str] | None = None,
@@ -227,10 +230,14 @@ class CallerScript:
         self._reply_quiet_ticks = max(1, _ticks(reply_silence_s))
         self._idle_ticks = 0
         self._reply_bytes = 0
-        # Armed only until the first reply ends or is talked over.
-        self._barge_bytes = (
+        # Armed only until the first reply ends or is talked over, unless barge_in_every
+        # re-arms it for later replies (counted in _replies_awaited).
+        self._barge_at_bytes = (
             None if barge_in_at is None else round(barge_in_at * 1000 * BYTES_PER_MS)
         )
+        self._barge_bytes = self._barge_at_bytes
+        self._barge_every = max(0, barge_in_every)
+        self._replies_awaited = 0
         self._digits = list(digits or [])
         self._dial_wait = 0
         self._said = 0
@@ -302,4 +309,8 @@ class CallerScript:
         if self._offset >= len(self._speech):
             self._phase, self._reply_bytes = _Phase.AWAITING_REPLY, 0
             self._said += 1
+            every = self._barge_every
+            if every and self._replies_awaited % every == 0:
+                self._barge_bytes = self._barge_at_bytes
+            self._replies_awaited += 1
         return frame + SILENCE_FRAME[len(frame) :]

@@ -19,7 +19,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -33,9 +33,11 @@ from bridge.errors import BridgeError
 
 __all__ = [
     "BargeInRecord",
+    "CallProbe",
     "ClearRecord",
     "SimulationError",
     "SimulationResult",
+    "fetch_call_record",
     "format_transcript",
     "parse_twiml",
     "sign",
@@ -53,6 +55,24 @@ class SimulationError(BridgeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class CallProbe(Protocol):
+    """What a load test hooks into one simulated call (``simulate_call(probe=...)``). Each
+    method runs on the media path of a call, 50 times a second or more: keep it cheap."""
+
+    def caller_frame(self, audio: bytes, due: float) -> bytes:
+        """The next caller frame, about to be sent; its 20 ms slot began at ``due``
+        (``time.monotonic()``). Return the frame to send in its place (e.g. tagged)."""
+        ...
+
+    def media(self, audio: bytes, at: float) -> None:
+        """A ``media`` message from the bridge arrived at ``at``, carrying ``audio``."""
+        ...
+
+    def clear(self, at: float) -> None:
+        """A ``clear`` from the bridge arrived at ``at``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +191,15 @@ def _is_loopback(url: str) -> bool:
 class _Stream:
     """One media stream from the caller's side: the socket, the playout, what was seen."""
 
-    def __init__(self, ws: ClientConnection, result: SimulationResult, account_sid: str) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        result: SimulationResult,
+        account_sid: str,
+        probe: CallProbe | None = None,
+    ) -> None:
         self.ws = ws
+        self.probe = probe
         self.result = result
         self.account_sid = account_sid
         self.playout = Playout()
@@ -251,11 +278,14 @@ class _Stream:
             except ValueError:
                 problems.append("media without a base64 media.payload")
                 return
+            now = time.monotonic()
+            if self.probe is not None:
+                self.probe.media(audio, now)
             self.received += audio
             self.playout.push_media(audio)
             arrived_at = self.result.replies_arrived_at
             if audio and arrived_at and arrived_at[-1] is None:
-                arrived_at[-1] = time.monotonic()
+                arrived_at[-1] = now
         elif event == "mark":
             name = body.get("name") if isinstance(body, dict) else None
             if not isinstance(name, str):
@@ -263,7 +293,10 @@ class _Stream:
                 return
             self.playout.push_mark(name)
         elif event == "clear":
-            self.result.clears.append(ClearRecord(time.monotonic(), self.playout.segment_played_ms))
+            now = time.monotonic()
+            if self.probe is not None:
+                self.probe.clear(now)
+            self.result.clears.append(ClearRecord(now, self.playout.segment_played_ms))
             # Marks already reached are echoed as well, then everything still queued.
             dropped = self.due_marks + self.playout.clear()
             self.due_marks = []
@@ -304,7 +337,8 @@ class _Stream:
             if script.done:
                 return
             frame += 1
-            payload = binascii.b2a_base64(step.audio, newline=False).decode("ascii")
+            audio = step.audio if self.probe is None else self.probe.caller_frame(step.audio, due)
+            payload = binascii.b2a_base64(audio, newline=False).decode("ascii")
             await self.send(
                 "media",
                 f'"media":{{"track":"inbound","chunk":"{frame}",'
@@ -326,6 +360,7 @@ async def simulate_call(
     auth_token: str | None,
     caller_utterances: list[bytes],
     barge_in_at: float | None = None,
+    barge_in_every: int = 0,
     review_token: str | None = None,
     from_number: str = "+15551230000",
     to_number: str = "+15557650000",
@@ -337,6 +372,8 @@ async def simulate_call(
     account_sid: str | None = None,
     initial_silence_s: float = 0.5,
     send_status_callback: bool = True,
+    fetch_record: bool = True,
+    probe: CallProbe | None = None,
 ) -> SimulationResult:
     """Place one simulated call to the bridge at ``base_url`` and return what happened.
 
@@ -348,6 +385,11 @@ async def simulate_call(
     (``BRIDGE_PUBLIC_URL``) when it differs from ``base_url``. Signatures are always
     computed over the public URLs (the stream URL exactly as the TwiML wrote it), but
     every request goes to ``base_url``. ``auth_token=None`` sends no signatures.
+
+    ``probe`` sees every caller frame before it is sent and every ``media`` and ``clear``
+    as it arrives (see :class:`CallProbe`). A load test that reads the call records itself,
+    or a server that keeps none, passes ``fetch_record=False``; one whose server has no
+    status callback route passes ``send_status_callback=False``.
 
     ``max_duration_s`` bounds the webhook and the stream; if it runs out the call is
     stopped anyway (``timed_out``). The status callback (``CallStatus=completed``, as
@@ -384,6 +426,7 @@ async def simulate_call(
         script = CallerScript(
             list(caller_utterances),
             barge_in_at=barge_in_at,
+            barge_in_every=barge_in_every,
             reply_silence_s=reply_silence_s,
             initial_silence_s=initial_silence_s,
             digits=list(digits or []),
@@ -396,6 +439,7 @@ async def simulate_call(
             headers=_signed(auth_token, stream_url, {}),
             account_sid=account_sid,
             deadline=deadline,
+            probe=probe,
         )
         if send_status_callback:
             form.update(CallStatus="completed", CallDuration=str(int(time.monotonic() - started)))
@@ -410,7 +454,9 @@ async def simulate_call(
                     result.protocol_problems.append(f"status callback got {status.status_code}")
             except httpx.HTTPError as exc:
                 result.protocol_problems.append(f"status callback failed: {exc!r}")
-        result.call_record = await _fetch_record(http, f"{base}/api/calls/{call_sid}", review_token)
+        if fetch_record:
+            url = f"{base}/api/calls/{call_sid}"
+            result.call_record = await _fetch_record(http, url, review_token)
     return result
 
 
@@ -439,6 +485,7 @@ async def _run_stream(
     headers: dict[str, str],
     account_sid: str,
     deadline: float,
+    probe: CallProbe | None = None,
 ) -> None:
     try:
         ws = await connect(
@@ -455,7 +502,7 @@ async def _run_stream(
         raise SimulationError(f"media stream handshake refused with {code}", code) from exc
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         raise SimulationError(f"cannot open the media stream {connect_url}: {exc!r}") from exc
-    stream = _Stream(ws, result, account_sid)
+    stream = _Stream(ws, result, account_sid, probe)
     reader = asyncio.create_task(stream.read())
     try:
         try:
@@ -483,6 +530,15 @@ async def _run_stream(
     result.close_code = ws.close_code
     result.heard_audio = bytes(stream.heard)
     result.received_audio = bytes(stream.received)
+
+
+async def fetch_call_record(
+    http: httpx.AsyncClient, base_url: str, call_sid: str, review_token: str | None
+) -> dict[str, Any] | None:
+    """The bridge's record of ``call_sid`` once it is no longer in progress (waits a few
+    seconds at most; None when there is none). For callers that passed
+    ``simulate_call(fetch_record=False)``."""
+    return await _fetch_record(http, f"{base_url.rstrip('/')}/api/calls/{call_sid}", review_token)
 
 
 async def _fetch_record(

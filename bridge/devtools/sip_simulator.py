@@ -31,6 +31,7 @@ from bridge.codecs.g711 import alaw_to_ulaw
 from bridge.devtools.playout import FRAME_BYTES, CallerScript, PlayTick
 from bridge.devtools.simulator import (
     BargeInRecord,
+    CallProbe,
     _fetch_record,  # the same polling as the Twilio simulation, once the SID is known
 )
 from bridge.devtools.sip_phone import (
@@ -135,8 +136,11 @@ class _Ear:
 class _Caller:
     """The script, driven by the phone's RTP clock: one tick per slot."""
 
-    def __init__(self, phone: SipPhone, ear: _Ear, script: CallerScript) -> None:
+    def __init__(
+        self, phone: SipPhone, ear: _Ear, script: CallerScript, probe: CallProbe | None = None
+    ) -> None:
         self.phone = phone
+        self.probe = probe
         self.ear = ear
         self.script = script
         self.heard = bytearray()
@@ -162,6 +166,8 @@ class _Caller:
         if self.script.done:
             self.done.set()
             return None
+        if self.probe is not None:
+            return self.probe.caller_frame(step.audio, now)
         return step.audio
 
 
@@ -184,6 +190,7 @@ async def simulate_sip_call(
     *,
     caller_utterances: list[bytes],
     barge_in_at: float | None = None,
+    barge_in_every: int = 0,
     digits: list[str] | None = None,
     base_url: str | None = None,
     review_token: str | None = None,
@@ -194,12 +201,15 @@ async def simulate_sip_call(
     initial_silence_s: float = 0.5,
     max_duration_s: float = 60.0,
     sip_timeout_s: float = 10.0,
+    probe: CallProbe | None = None,
 ) -> SipSimulationResult:
     """Place one call to ``target`` (``sip:USER@HOST:PORT``) and return what happened.
 
     ``caller_utterances`` (8 kHz mu-law), ``barge_in_at``, ``digits``, ``reply_silence_s``
     and ``initial_silence_s`` mean what they mean for the Twilio simulation
-    (:class:`~bridge.devtools.playout.CallerScript`). ``username``/``password`` answer a
+    (:class:`~bridge.devtools.playout.CallerScript`), as does ``barge_in_every``. ``probe``
+    sees each caller frame (its ``caller_frame`` only: what the bridge sent is in
+    ``received``, with arrival times). ``username``/``password`` answer a
     digest challenge. The conversation is bounded by ``max_duration_s`` (then the phone
     hangs up anyway: ``timed_out``); each SIP exchange by ``sip_timeout_s``.
 
@@ -224,12 +234,13 @@ async def simulate_sip_call(
         script = CallerScript(
             list(caller_utterances),
             barge_in_at=barge_in_at,
+            barge_in_every=barge_in_every,
             reply_silence_s=reply_silence_s,
             initial_silence_s=initial_silence_s,
             digits=list(digits or []),
         )
         ear = _Ear(phone, answer)
-        caller = _Caller(phone, ear, script)
+        caller = _Caller(phone, ear, script, probe)
         phone.frame_source = caller.slot
         # The RTP stopping on its own is a failure of the phone: hang_up() raises it.
         finished = await _first(

@@ -44,7 +44,10 @@ def _limit_fds(soft: int, hard: int) -> Callable[[], None]:
 
 @contextmanager
 def run_bridge(
-    tmp_path: Path, env: dict[str, str], fd_limits: tuple[int, int] | None = None
+    tmp_path: Path,
+    env: dict[str, str],
+    fd_limits: tuple[int, int] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[RunningBridge]:
     """``bridge serve`` on a free port, ready when /readyz says so; stopped by its PID.
     ``fd_limits`` (soft, hard) sets the child's RLIMIT_NOFILE."""
@@ -71,7 +74,10 @@ def run_bridge(
     full_env.update(env)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                *(sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1"),
+                *("--port", str(port), *args),
+            ],
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

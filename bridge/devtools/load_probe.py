@@ -1,0 +1,284 @@
+"""What one load-test pass records, on one clock, and the hop latencies it yields.
+
+The fake model and the simulated callers live in the load test's process; the server under
+test is a child process in between. So every hop is two readings of this process's
+``time.monotonic()``, one at each end:
+
+- **first byte out** and **every delta out**: the fake is about to send an answer's audio
+  delta (the first of its response, or any) -> the simulated Twilio gets the ``media`` that
+  carries its first byte;
+- **inbound**: a simulated caller sends a ``media`` frame -> the fake gets the
+  ``input_audio_buffer.append`` that carries it;
+- **clear**: the fake sends ``input_audio_buffer.speech_started`` because the caller has
+  barged in on an answer it is hearing -> that caller gets ``clear``.
+
+Frames and deltas are told apart by a numbered tag in their audio
+(:mod:`bridge.devtools.load_tags`), so the server may re-chunk as it likes. The taps only
+append to lists on the media path; matching and statistics happen after the pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.devtools.fake_records import FakeSessionRecord
+from bridge.devtools.load_tags import TagScanner, stamp
+from bridge.devtools.simulator import BargeInRecord
+
+__all__ = [
+    "INBOUND_LATE_S",
+    "SEND_LATE_S",
+    "CallTap",
+    "FrameCounts",
+    "Hop",
+    "LoadRecorder",
+    "percentile",
+]
+
+INBOUND_LATE_S = 0.100
+"""An inbound frame reaching the model more than this after it was sent is late: a caller's
+speech that far behind is heard by the model as a stall."""
+
+SEND_LATE_S = 0.020
+"""A caller frame sent more than one frame after its 20 ms slot: the load generator itself
+fell behind (it shares the machine with the server), so its figures mean less."""
+
+_NAN = math.nan
+_AUDIO = re.compile(r'"audio"\s*:\s*"([^"]*)"')
+_AUDIO_DELTAS = frozenset({"response.output_audio.delta", "response.audio.delta"})
+# A clear later than this after the speech_started it answers is counted as missing.
+_CLEAR_WITHIN_S = 2.0
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (NaN when empty)."""
+    if not ordered:
+        return _NAN
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One hop's latency over a pass, in milliseconds (NaN where there were no samples)."""
+
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Hop:
+        ordered = sorted(seconds)
+        return cls(
+            samples=len(ordered),
+            p50_ms=percentile(ordered, 50) * 1000,
+            p99_ms=percentile(ordered, 99) * 1000,
+            max_ms=ordered[-1] * 1000 if ordered else _NAN,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FrameCounts:
+    """Caller frames over a pass. ``startup``: sent before the call's model session was
+    open (a server must hold or drop those, so they are left out of the inbound hop);
+    ``late``: reached the model more than INBOUND_LATE_S after sending; ``undelivered``:
+    sent while the session was open, never seen by the model; ``late_sends``: sent more
+    than SEND_LATE_S after their slot (the generator's fault, not the server's)."""
+
+    sent: int
+    startup: int
+    delivered: int
+    late: int
+    undelivered: int
+    late_sends: int
+    send_lateness_p99_ms: float
+
+
+class _Session:
+    __slots__ = ("call", "opened_at", "response", "scanner", "speech_started")
+
+    def __init__(self, opened_at: float) -> None:
+        self.opened_at = opened_at
+        self.call = -1  # known from the first tagged frame that arrives
+        self.scanner = TagScanner()
+        self.response: object = None
+        self.speech_started: list[float] = []
+
+
+class CallTap:
+    """The simulated Twilio side of one call (a :class:`~bridge.devtools.simulator.CallProbe`)."""
+
+    __slots__ = ("_call", "_rec", "_scanner", "clears")
+
+    def __init__(self, recorder: LoadRecorder, call: int) -> None:
+        self._rec = recorder
+        self._call = call
+        self._scanner = TagScanner()
+        self.clears: list[float] = []
+
+    def caller_frame(self, audio: bytes, due: float) -> bytes:
+        rec = self._rec
+        now = time.monotonic()
+        ident = len(rec.frame_sent)
+        rec.frame_sent.append(now)
+        rec.frame_call.append(self._call)
+        rec.frame_arrived.append(_NAN)
+        rec.send_lateness.append(now - due)
+        return stamp(audio, ident)
+
+    def media(self, audio: bytes, at: float) -> None:
+        arrived = self._rec.delta_arrived
+        for ident in self._scanner.feed(audio):
+            if ident < len(arrived) and arrived[ident] != arrived[ident]:  # NaN: first sight
+                arrived[ident] = at
+
+    def clear(self, at: float) -> None:
+        self.clears.append(at)
+
+
+class LoadRecorder:
+    """One pass's readings: give each call :meth:`call_tap`, hand the fake to this as its
+    tap (``opened``/``received``/``sending``), then ask for the figures."""
+
+    def __init__(self) -> None:
+        # Caller frames, indexed by their tag id.
+        self.frame_sent: list[float] = []
+        self.frame_call: list[int] = []
+        self.frame_arrived: list[float] = []
+        self.send_lateness: list[float] = []
+        # Answer deltas, indexed by their tag id.
+        self.delta_sent: list[float] = []
+        self.delta_first: list[bool] = []
+        self.delta_arrived: list[float] = []
+        self.calls: list[CallTap] = []
+        self._sessions: dict[int, _Session] = {}
+
+    def call_tap(self) -> CallTap:
+        tap = CallTap(self, len(self.calls))
+        self.calls.append(tap)
+        return tap
+
+    # ------------------------------------------------------------ the fake's side
+
+    def opened(self, record: FakeSessionRecord, at: float) -> None:
+        self._sessions[id(record)] = _Session(at)
+
+    def received(self, record: FakeSessionRecord, text: str, at: float) -> None:
+        if "input_audio_buffer.append" not in text:
+            return
+        session = self._sessions.get(id(record))
+        found = _AUDIO.search(text)
+        if session is None or found is None:
+            return
+        try:
+            audio = base64.b64decode(found.group(1))
+        except ValueError:
+            return  # the fake itself reports bad base64 to the server
+        arrived = self.frame_arrived
+        for ident in session.scanner.feed(audio):
+            if ident < len(arrived) and arrived[ident] != arrived[ident]:
+                arrived[ident] = at
+                if session.call < 0:
+                    session.call = self.frame_call[ident]
+
+    def sending(self, record: FakeSessionRecord, event: dict[str, Any], at: float) -> None:
+        kind = event.get("type")
+        session = self._sessions.get(id(record))
+        if session is None:
+            return
+        if kind in _AUDIO_DELTAS:
+            ident = len(self.delta_sent)
+            audio = stamp(base64.b64decode(event["delta"]), ident)
+            event["delta"] = base64.b64encode(audio).decode("ascii")
+            response = event.get("response_id")
+            self.delta_first.append(response != session.response)
+            session.response = response
+            self.delta_sent.append(at)
+            self.delta_arrived.append(_NAN)
+        elif kind == "input_audio_buffer.speech_started":
+            session.speech_started.append(at)
+
+    @property
+    def sessions_opened(self) -> int:
+        return len(self._sessions)
+
+    # ------------------------------------------------------------ the figures
+
+    def outbound(self) -> tuple[Hop, Hop, int]:
+        """(first byte out, every delta out, deltas never seen by a caller). Unseen deltas
+        are expected after a barge-in: a server drops what the caller will not hear."""
+        first: list[float] = []
+        every: list[float] = []
+        unseen = 0
+        for sent, arrived, is_first in zip(
+            self.delta_sent, self.delta_arrived, self.delta_first, strict=True
+        ):
+            if arrived != arrived:
+                unseen += 1
+                continue
+            every.append(arrived - sent)
+            if is_first:
+                first.append(arrived - sent)
+        return Hop.of(first), Hop.of(every), unseen
+
+    def _opened_by_call(self) -> dict[int, float]:
+        opened: dict[int, float] = {}
+        for session in self._sessions.values():
+            if session.call >= 0:
+                opened[session.call] = min(opened.get(session.call, math.inf), session.opened_at)
+        return opened
+
+    def inbound(self) -> tuple[Hop, FrameCounts]:
+        opened = self._opened_by_call()
+        latencies: list[float] = []
+        startup = undelivered = 0
+        for sent, call, arrived in zip(
+            self.frame_sent, self.frame_call, self.frame_arrived, strict=True
+        ):
+            if sent < opened.get(call, math.inf):
+                startup += 1
+            elif arrived != arrived:
+                undelivered += 1
+            else:
+                latencies.append(arrived - sent)
+        lateness = sorted(self.send_lateness)
+        counts = FrameCounts(
+            sent=len(self.frame_sent),
+            startup=startup,
+            delivered=len(latencies),
+            late=sum(1 for latency in latencies if latency > INBOUND_LATE_S),
+            undelivered=undelivered,
+            late_sends=sum(1 for late in lateness if late > SEND_LATE_S),
+            send_lateness_p99_ms=percentile(lateness, 99) * 1000,
+        )
+        return Hop.of(latencies), counts
+
+    def clear_hop(self, barge_ins: list[list[BargeInRecord]]) -> tuple[Hop, int]:
+        """speech_started -> clear for each barge-in (``barge_ins[call]``, from the
+        simulator), and how many barge-ins got no clear within 2 s of the model noticing
+        them (or were never noticed)."""
+        started: dict[int, list[float]] = {}
+        for session in self._sessions.values():
+            if session.call >= 0:
+                started.setdefault(session.call, []).extend(session.speech_started)
+        latencies: list[float] = []
+        missing = 0
+        for call, records in enumerate(barge_ins):
+            speech = sorted(started.get(call, ()))
+            clears = self.calls[call].clears if call < len(self.calls) else []
+            for barge in records:
+                noticed = next((at for at in speech if at >= barge.started_at), None)
+                cleared = (
+                    None if noticed is None else next((at for at in clears if at >= noticed), None)
+                )
+                if noticed is None or cleared is None or cleared - noticed > _CLEAR_WITHIN_S:
+                    missing += 1
+                else:
+                    latencies.append(cleared - noticed)
+        return Hop.of(latencies), missing

@@ -1,0 +1,368 @@
+"""``bridge loadtest``: concurrent simulated calls against the bridge, then against a naive
+pass-through (the floor), with the same calls in the same run, and the ratio between them.
+
+This process holds the fake model (:class:`~bridge.devtools.fake_realtime.FakeRealtimeServer`,
+answers streamed at 5x real time) and the simulated callers; the server under test is a
+child process in between, so every hop is timed on this process's monotonic clock
+(:mod:`bridge.devtools.load_probe`) and the server's CPU and memory are its process tree's,
+from /proc (:mod:`bridge.devtools.proc_tree`). Each call runs on its own 20 ms clock, the
+starts spread over a ramp; the caller says an utterance, hears the answer and waits a
+little, and talks over every third answer one second in.
+
+Without ``url`` the bridge is a fresh ``bridge serve`` on a free port. With ``url`` it is a
+bridge already running, which must use this run's fake model: start it with
+``BRIDGE_PROVIDER=openai OPENAI_API_KEY=sk-loadtest
+BRIDGE_REALTIME_URL=ws://127.0.0.1:8765/v1/realtime`` (8765 is ``fake_port``'s default),
+as well as the ``TWILIO_AUTH_TOKEN`` passed here. The floor
+(:mod:`bridge.devtools.naive_bridge`) is always started here. ``sip`` runs SIP calls instead
+(:mod:`bridge.devtools.loadtest_sip`). Linux only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bridge.codecs.clips import load_clip
+
+# The load benchmark's conversation and model key, so the figures compare with its own.
+from bridge.devtools.bench_load import _MODEL_KEY, _SCRIPT
+from bridge.devtools.fake_realtime import FakeRealtimeServer
+from bridge.devtools.fake_records import FakeSessionRecord
+from bridge.devtools.load_probe import LoadRecorder
+from bridge.devtools.loadtest_report import LoadtestReport, PassReport
+from bridge.devtools.loadtest_servers import Target, running_bridge, with_bridge, with_floor
+from bridge.devtools.proc_tree import tree_cpu_seconds, tree_rss_kib
+from bridge.devtools.simulator import SimulationResult, fetch_call_record, simulate_call
+
+__all__ = [
+    "DEFAULT_FAKE_PORT",
+    "LoadtestOptions",
+    "SwitchTap",
+    "caller_utterances",
+    "existing_bridge",
+    "measure_pass",
+    "run_loadtest",
+]
+
+DEFAULT_FAKE_PORT = 8765
+REALTIME_FACTOR = 5.0
+BARGE_IN_AT_S = 1.0
+BARGE_IN_EVERY = 3  # answers 1, 4, 7, … are talked over; the others play out
+REPLY_SILENCE_S = 3.0  # after an answer: with a ~2 s utterance, about 8 s a turn
+_VAD_END_S = 0.55  # the fake's end-of-speech silence, plus a frame
+_REPLY_S = 3.0  # the script's answers
+_CLIPS = ("caller_1", "caller_2", "caller_3")
+_RSS_EVERY_S = 1.0
+_RECORD_FETCHES = 16  # concurrent call-record requests after a pass
+
+
+@dataclass(frozen=True, slots=True)
+class LoadtestOptions:
+    calls: int
+    seconds: float = 30.0
+    url: str | None = None  # a running bridge; None: start one
+    pid: int | None = None  # its process, when it cannot be found from the port
+    public_url: str | None = None  # its BRIDGE_PUBLIC_URL, when not ``url``
+    auth_token: str | None = None  # its TWILIO_AUTH_TOKEN (signatures), with ``url``
+    review_token: str | None = None  # its BRIDGE_REVIEW_TOKEN (call records), with ``url``
+    fake_port: int | None = None  # the fake model's port; None: DEFAULT_FAKE_PORT with url
+    floor: bool = True
+    sip: bool = False
+    sip_target: str | None = None  # with ``url`` and ``sip``: sip:agent@HOST:PORT
+    ramp_s: float | None = None  # call starts spread over this; None: a quarter of seconds
+    timeout_s: float | None = None
+
+
+class SwitchTap:
+    """The fake outlives the passes; each pass's readings go to its own recorder."""
+
+    def __init__(self) -> None:
+        self.current: LoadRecorder | None = None
+
+    def opened(self, record: FakeSessionRecord, at: float) -> None:
+        if self.current is not None:
+            self.current.opened(record, at)
+
+    def received(self, record: FakeSessionRecord, text: str, at: float) -> None:
+        if self.current is not None:
+            self.current.received(record, text, at)
+
+    def sending(self, record: FakeSessionRecord, event: dict[str, Any], at: float) -> None:
+        if self.current is not None:
+            self.current.sending(record, event, at)
+
+
+def caller_utterances(seconds: float) -> list[bytes]:
+    """Enough utterances for a call of about ``seconds``, given the turn pattern."""
+    clips = [load_clip(name) for name in _CLIPS]
+    said: list[bytes] = []
+    elapsed = 0.5  # the caller's initial silence
+    while True:
+        clip = clips[len(said) % len(clips)]
+        barged = len(said) % BARGE_IN_EVERY == 0
+        turn = len(clip) / 8000 + _VAD_END_S
+        turn += BARGE_IN_AT_S if barged else _REPLY_S + REPLY_SILENCE_S
+        if said and elapsed + turn > seconds:
+            return said
+        said.append(clip)
+        elapsed += turn
+
+
+async def _peak_rss(pid: int, peak: list[int]) -> None:
+    while True:
+        with contextlib.suppress(OSError):
+            peak[0] = max(peak[0], tree_rss_kib(pid))
+        await asyncio.sleep(_RSS_EVERY_S)
+
+
+CallRunner = Callable[[int, float, LoadRecorder], Awaitable[Any]]
+
+
+async def measure_pass(
+    target: Target,
+    recorder: LoadRecorder,
+    calls: int,
+    ramp_s: float,
+    run_call: CallRunner,
+) -> tuple[list[Any], float, float, float, int, int]:
+    """Run ``calls`` of ``run_call(index, start_delay, recorder)`` concurrently and read the
+    server's tree around them: (results, wall s, server CPU s, generator CPU s, idle RSS
+    KiB, peak RSS KiB). Results are values or exceptions, in call order."""
+    idle = tree_rss_kib(target.pid)
+    peak = [idle]
+    sampler = asyncio.create_task(_peak_rss(target.pid, peak))
+    cpu_before = tree_cpu_seconds(target.pid)
+    gen_before = time.process_time()
+    started = time.monotonic()
+    try:
+        results = await asyncio.gather(
+            *(run_call(i, ramp_s * i / calls, recorder) for i in range(calls)),
+            return_exceptions=True,
+        )
+        wall = time.monotonic() - started
+        generator = time.process_time() - gen_before
+        server = tree_cpu_seconds(target.pid) - cpu_before
+        with contextlib.suppress(OSError):
+            peak[0] = max(peak[0], tree_rss_kib(target.pid))
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+    return list(results), wall, server, generator, idle, peak[0]
+
+
+async def _twilio_pass(target: Target, opts: LoadtestOptions, recorder: LoadRecorder) -> PassReport:
+    utterances = caller_utterances(opts.seconds)
+    limit = opts.seconds * 2 + 30
+
+    async def one(index: int, delay: float, rec: LoadRecorder) -> SimulationResult:
+        await asyncio.sleep(delay)
+        return await simulate_call(
+            target.url,
+            auth_token=target.auth_token,
+            caller_utterances=utterances,
+            barge_in_at=BARGE_IN_AT_S,
+            barge_in_every=BARGE_IN_EVERY,
+            reply_silence_s=REPLY_SILENCE_S,
+            max_duration_s=limit,
+            signature_url_base=target.public_url,
+            send_status_callback=target.records,
+            fetch_record=False,
+            probe=rec.call_tap(),
+        )
+
+    ramp = opts.ramp_s if opts.ramp_s is not None else min(8.0, opts.seconds / 4)
+    results, wall, server, generator, idle, peak = await measure_pass(
+        target, recorder, opts.calls, ramp, one
+    )
+    # Read after the CPU: fetching records is the load test's work, not the server's.
+    records = await _records(target, results) if target.records else {}
+    failures: list[str] = []
+    call_seconds = 0.0
+    barge_ins: list[list[Any]] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            failures.append(f"{type(result).__name__}: {result}")
+            barge_ins.append([])
+            continue
+        call_seconds += len(result.heard_audio) / 8000
+        barge_ins.append(result.barge_ins)
+        problem = _twilio_failure(result, records.get(result.call_sid), target.records)
+        if problem is not None:
+            failures.append(problem)
+    return summarize(
+        target.name,
+        recorder,
+        calls=opts.calls,
+        failures=failures,
+        call_seconds=call_seconds,
+        measured=(wall, server, generator, idle, peak),
+        barge_ins=barge_ins,
+    )
+
+
+def summarize(
+    name: str,
+    recorder: LoadRecorder,
+    *,
+    calls: int,
+    failures: list[str],
+    call_seconds: float,
+    measured: tuple[float, float, float, int, int],
+    barge_ins: list[list[Any]],
+) -> PassReport:
+    """One pass's report from its recorder and what :func:`measure_pass` read."""
+    wall, server, generator, idle, peak = measured
+    first, every, unseen = recorder.outbound()
+    inbound, frames = recorder.inbound()
+    clear, missing = recorder.clear_hop(barge_ins)
+    return PassReport(
+        name=name,
+        calls=calls,
+        completed=calls - len(failures),
+        failures=tuple(failures),
+        call_seconds=call_seconds,
+        wall_seconds=wall,
+        server_cpu_s=server,
+        generator_cpu_s=generator,
+        rss_idle_kib=idle,
+        rss_peak_kib=peak,
+        sessions=recorder.sessions_opened,
+        first_byte=first,
+        delta=every,
+        inbound=inbound,
+        clear=clear,
+        frames=frames,
+        deltas_sent=len(recorder.delta_sent),
+        deltas_unseen=unseen,
+        barge_ins=sum(len(records) for records in barge_ins),
+        clears_missing=missing,
+    )
+
+
+def _twilio_failure(
+    result: SimulationResult, record: dict[str, Any] | None, records: bool
+) -> str | None:
+    if result.protocol_problems:
+        return f"{result.call_sid}: {result.protocol_problems[0]}"
+    if result.timed_out:
+        return f"{result.call_sid}: timed out"
+    if result.closed_by_bridge:
+        return f"{result.call_sid}: the server closed the stream (code {result.close_code})"
+    if records and (record is None or record.get("status") != "completed"):
+        status = None if record is None else record.get("status")
+        return f"{result.call_sid}: call record status {status!r}"
+    return None
+
+
+async def _records(target: Target, results: list[Any]) -> dict[str, dict[str, Any]]:
+    gate = asyncio.Semaphore(_RECORD_FETCHES)
+    found: dict[str, dict[str, Any]] = {}
+    async with httpx.AsyncClient(trust_env=False) as http:
+
+        async def fetch(call_sid: str) -> None:
+            async with gate:
+                record = await fetch_call_record(http, target.url, call_sid, target.review_token)
+            if record is not None:
+                found[call_sid] = record
+
+        sids = [r.call_sid for r in results if isinstance(r, SimulationResult)]
+        await asyncio.gather(*(fetch(sid) for sid in sids))
+    return found
+
+
+def existing_bridge(opts: LoadtestOptions) -> Target | None:
+    """The running bridge ``opts`` names (None: start one)."""
+    if opts.url is None:
+        return None
+    return running_bridge(
+        opts.url,
+        pid=opts.pid,
+        auth_token=opts.auth_token,
+        public_url=opts.public_url,
+        review_token=opts.review_token,
+    )
+
+
+def pass_notes(report: PassReport, via_url: bool) -> list[str]:
+    notes: list[str] = []
+    if report.sessions == 0 and report.calls > 0:
+        hint = (
+            f" (start it with BRIDGE_REALTIME_URL pointing at this run's fake model, "
+            f"ws://127.0.0.1:{DEFAULT_FAKE_PORT}/v1/realtime by default)"
+            if via_url
+            else ""
+        )
+        notes.append(
+            f"the {report.name} opened no session with this run's fake model{hint}: "
+            "its hops were not measured"
+        )
+    return notes
+
+
+async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
+    """Both passes (the bridge, then the floor) with the same calls against one fake model.
+    Everything started is stopped before returning; raises ``TimeoutError`` when the whole
+    run exceeds its bound."""
+    if opts.calls < 1 or opts.seconds <= 0:
+        raise ValueError("need --calls >= 1 and --seconds > 0")
+    limit = opts.timeout_s if opts.timeout_s is not None else opts.seconds * 5 + 180
+    switch = SwitchTap()
+    fake_port = opts.fake_port
+    if fake_port is None:
+        fake_port = DEFAULT_FAKE_PORT if opts.url is not None else 0
+    # With a running bridge, the key it presents is its own business: accept any.
+    fake = FakeRealtimeServer(
+        "openai",
+        script=_SCRIPT,
+        api_key=None if opts.url is not None else _MODEL_KEY,
+        realtime_factor=REALTIME_FACTOR,
+        tap=switch,
+    )
+    await fake.start("127.0.0.1", fake_port)
+    try:
+        async with asyncio.timeout(limit):
+            with tempfile.TemporaryDirectory(prefix="bridge-loadtest-") as tmp_dir:
+                tmp = Path(tmp_dir)
+                if opts.sip:
+                    from bridge.devtools.loadtest_sip import run_sip_passes
+
+                    return await run_sip_passes(opts, fake, switch, tmp)
+
+                async def twilio(target: Target) -> PassReport:
+                    switch.current = recorder = LoadRecorder()
+                    try:
+                        return await _twilio_pass(target, opts, recorder)
+                    finally:
+                        switch.current = None
+
+                bridge = await with_bridge(existing_bridge(opts), fake, tmp, twilio)
+                floor = await with_floor(fake, tmp, twilio) if opts.floor else None
+    finally:
+        await fake.stop()
+    notes = pass_notes(bridge, opts.url is not None)
+    if floor is not None:
+        notes += pass_notes(floor, False)
+    # The hop a reader would otherwise take for a slow bridge: say what it holds.
+    notes.append(
+        "'every delta out' includes the bridge's deliberate hold: it keeps a bounded lead over "
+        "the caller's playback, where the floor forwards each delta at once; transport "
+        "latency is 'first byte out'"
+    )
+    return LoadtestReport(
+        channel="Twilio",
+        calls=opts.calls,
+        seconds=opts.seconds,
+        target=opts.url or "started",
+        bridge=bridge,
+        floor=floor,
+        notes=tuple(notes),
+    )

@@ -1,0 +1,86 @@
+"""The ``bridge loadtest`` command line: options, the run, the table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from bridge.devtools.loadtest import DEFAULT_FAKE_PORT, LoadtestOptions, run_loadtest
+from bridge.devtools.loadtest_report import format_report, report_json
+
+__all__ = ["add_loadtest_arguments", "run_command"]
+
+
+def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bridge loadtest`` options; then call :func:`run_command`."""
+    parser.add_argument("--calls", type=int, required=True, help="concurrent simulated calls")
+    parser.add_argument("--seconds", type=float, default=30.0, help="about how long each call is")
+    parser.add_argument(
+        "--url",
+        help="a running bridge (default: start a fresh `bridge serve`); it must use this "
+        f"run's fake model: BRIDGE_REALTIME_URL=ws://127.0.0.1:{DEFAULT_FAKE_PORT}/v1/realtime",
+    )
+    parser.add_argument(
+        "--pid",
+        type=int,
+        help="with --url: the bridge's process (default: the process listening on the URL's port)",
+    )
+    parser.add_argument(
+        "--public-url",
+        help="with --url: the bridge's BRIDGE_PUBLIC_URL "
+        "(signatures are computed over it; default: --url)",
+    )
+    parser.add_argument("--auth-token", help="with --url: default TWILIO_AUTH_TOKEN")
+    parser.add_argument("--review-token", help="with --url: default BRIDGE_REVIEW_TOKEN")
+    parser.add_argument(
+        "--fake-port",
+        type=int,
+        help=f"port of the fake model (default: {DEFAULT_FAKE_PORT} with --url, else free)",
+    )
+    parser.add_argument("--sip", action="store_true", help="SIP calls instead of Twilio")
+    parser.add_argument(
+        "--sip-target",
+        metavar="sip:USER@HOST:PORT",
+        help="with --url and --sip: the running bridge's SIP listener",
+    )
+    parser.add_argument("--no-floor", action="store_true", help="skip the naive pass-through")
+    parser.add_argument("--ramp", type=float, help="spread call starts over this many seconds")
+    parser.add_argument("--timeout", type=float, help="bound on the whole run (default: generous)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run_command(
+    args: argparse.Namespace, *, auth_token: str | None, review_token: str | None
+) -> int:
+    """Run the load test the options describe; ``auth_token``/``review_token`` are the
+    configured defaults for a bridge given with ``--url``."""
+    if args.sip and args.url and not args.sip_target:
+        print("bridge loadtest: --sip with --url needs --sip-target", file=sys.stderr)
+        return 2
+    opts = LoadtestOptions(
+        calls=args.calls,
+        seconds=args.seconds,
+        url=args.url,
+        pid=args.pid,
+        public_url=args.public_url,
+        auth_token=args.auth_token or auth_token,
+        review_token=args.review_token or review_token,
+        fake_port=args.fake_port,
+        floor=not args.no_floor,
+        sip=args.sip,
+        sip_target=args.sip_target,
+        ramp_s=args.ramp,
+        timeout_s=args.timeout,
+    )
+    try:
+        report = asyncio.run(run_loadtest(opts))
+    except (ValueError, RuntimeError, OSError, TimeoutError) as exc:
+        print(f"bridge loadtest: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report_json(report), indent=2))
+    else:
+        print(format_report(report))
+    return 0 if report.bridge.completed == report.calls else 1

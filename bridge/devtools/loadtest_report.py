@@ -1,0 +1,238 @@
+"""The figures of ``bridge loadtest``: one pass per server, the ratio between them, as a
+table a person reads and as JSON a script keeps."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bridge.devtools.load_probe import INBOUND_LATE_S, SEND_LATE_S, FrameCounts, Hop
+
+__all__ = ["HOPS", "LoadtestReport", "PassReport", "format_report", "report_json"]
+
+HOPS = ("first_byte", "delta", "inbound", "clear")
+_HOP_LABELS = {
+    "first_byte": "first byte out (answer -> caller)",
+    "delta": "every delta out",
+    "inbound": "inbound frame (caller -> model)",
+    "clear": "clear (speech_started -> caller)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    """One server under the calls. CPU and memory are the server's process tree, read from
+    /proc; ``generator_cpu_s`` is this process (simulated callers, fake model, taps)."""
+
+    name: str
+    calls: int
+    completed: int
+    failures: tuple[str, ...]
+    call_seconds: float  # sum over calls of the stream's length, as the caller lived it
+    wall_seconds: float
+    server_cpu_s: float
+    generator_cpu_s: float
+    rss_idle_kib: int  # the tree before the first call
+    rss_peak_kib: int  # the tree's largest resident set, sampled during the calls
+    sessions: int  # model sessions the fake accepted
+    first_byte: Hop
+    delta: Hop
+    inbound: Hop
+    clear: Hop
+    frames: FrameCounts
+    deltas_sent: int
+    deltas_unseen: int  # never reached a caller: normal for audio cut by a barge-in
+    barge_ins: int
+    clears_missing: int
+
+    @property
+    def cpu_ms_per_call_second(self) -> float:
+        if self.call_seconds <= 0:
+            return math.nan
+        return self.server_cpu_s * 1000.0 / self.call_seconds
+
+    @property
+    def rss_per_call_mib(self) -> float:
+        if self.calls <= 0:
+            return math.nan
+        return (self.rss_peak_kib - self.rss_idle_kib) / 1024 / self.calls
+
+    @property
+    def generator_cpu_share(self) -> float:
+        """The generator's CPU as a share of one core over the pass."""
+        return self.generator_cpu_s / self.wall_seconds if self.wall_seconds > 0 else math.nan
+
+    def hop(self, name: str) -> Hop:
+        hop: Hop = getattr(self, name)
+        return hop
+
+
+@dataclass(frozen=True, slots=True)
+class LoadtestReport:
+    channel: str  # "twilio" or "sip"
+    calls: int
+    seconds: float
+    target: str  # "started" (a fresh `bridge serve`) or the URL of a running bridge
+    bridge: PassReport
+    floor: PassReport | None
+    notes: tuple[str, ...] = ()
+
+    def ratios(self) -> dict[str, float]:
+        """bridge / floor for CPU, memory and each hop's p50 and p99 (empty without a floor)."""
+        floor = self.floor
+        if floor is None:
+            return {}
+        ratios = {
+            "cpu_ms_per_call_second": _ratio(
+                self.bridge.cpu_ms_per_call_second, floor.cpu_ms_per_call_second
+            ),
+            "rss_per_call_mib": _ratio(self.bridge.rss_per_call_mib, floor.rss_per_call_mib),
+        }
+        for name in HOPS:
+            mine, theirs = self.bridge.hop(name), floor.hop(name)
+            ratios[f"{name}_p50"] = _ratio(mine.p50_ms, theirs.p50_ms)
+            ratios[f"{name}_p99"] = _ratio(mine.p99_ms, theirs.p99_ms)
+        return ratios
+
+
+def _ratio(mine: float, theirs: float) -> float:
+    if math.isnan(mine) or math.isnan(theirs) or theirs <= 0:
+        return math.nan
+    return mine / theirs
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _times(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+
+def _pair(hop: Hop) -> str:
+    return f"{_num(hop.p50_ms)} / {_num(hop.p99_ms)}"
+
+
+def format_report(report: LoadtestReport) -> str:
+    """The report as a table, the bridge beside the floor, ready to print."""
+    passes = [report.bridge] + ([report.floor] if report.floor is not None else [])
+    ratios = report.ratios()
+    width = 40
+
+    def row(label: str, cells: list[str], ratio: str = "") -> str:
+        line = f"{label:<{width}}" + "".join(f"{cell:<28}" for cell in cells)
+        return (line + ratio).rstrip()
+
+    where = "a fresh `bridge serve`" if report.target == "started" else report.target
+    floor_name = "floor (naive pass-through)" if report.floor is not None else ""
+    lines = [
+        f"loadtest: {report.calls} concurrent simulated {report.channel} calls of about "
+        f"{report.seconds:g} s against {where}; fake model, answers at 5x real time",
+        "",
+        row("", ["bridge", floor_name][: len(passes)], "bridge/floor" if ratios else ""),
+        row("calls completed", [f"{p.completed} of {p.calls}" for p in passes]),
+        row(
+            "call-seconds (wall s)",
+            [f"{p.call_seconds:.0f} ({p.wall_seconds:.1f})" for p in passes],
+        ),
+        row(
+            "CPU ms per call-second",
+            [_num(p.cpu_ms_per_call_second) for p in passes],
+            _times(ratios.get("cpu_ms_per_call_second", math.nan)) if ratios else "",
+        ),
+        row(
+            "RSS per call MiB (peak - idle)",
+            [_num(p.rss_per_call_mib, 3) for p in passes],
+            _times(ratios.get("rss_per_call_mib", math.nan)) if ratios else "",
+        ),
+        row(
+            "RSS idle / peak MiB",
+            [f"{p.rss_idle_kib / 1024:.1f} / {p.rss_peak_kib / 1024:.1f}" for p in passes],
+        ),
+        row("latency ms p50 / p99", []),
+    ]
+    for name in HOPS:
+        ratio = ""
+        if ratios:
+            ratio = f"{_times(ratios[f'{name}_p50'])} / {_times(ratios[f'{name}_p99'])}"
+        lines.append(row(f"  {_HOP_LABELS[name]}", [_pair(p.hop(name)) for p in passes], ratio))
+    lines += [
+        row("  samples (first/delta/in/clear)", [_samples(p) for p in passes]),
+        row(
+            f"late inbound frames (> {INBOUND_LATE_S * 1000:g} ms)",
+            [f"{p.frames.late} of {p.frames.delivered}" for p in passes],
+        ),
+        row(
+            "inbound frames undelivered / startup",
+            [f"{p.frames.undelivered} / {p.frames.startup}" for p in passes],
+        ),
+        row(
+            "barge-ins / without clear",
+            [f"{p.barge_ins} / {p.clears_missing}" for p in passes],
+        ),
+        row(
+            "answer deltas sent / never heard",
+            [f"{p.deltas_sent} / {p.deltas_unseen}" for p in passes],
+        ),
+        row(
+            f"generator: frames > {SEND_LATE_S * 1000:g} ms late",
+            [
+                f"{p.frames.late_sends} (p99 {_num(p.frames.send_lateness_p99_ms, 1)} ms)"
+                for p in passes
+            ],
+        ),
+        row(
+            "generator CPU s (share of a core)",
+            [f"{p.generator_cpu_s:.1f} ({p.generator_cpu_share:.0%})" for p in passes],
+        ),
+    ]
+    for p in passes:
+        lines += [f"{p.name} failed: {failure}" for failure in p.failures[:5]]
+        if len(p.failures) > 5:
+            lines.append(f"{p.name}: {len(p.failures) - 5} more failures")
+    lines += [f"note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def _samples(p: PassReport) -> str:
+    return "/".join(str(p.hop(name).samples) for name in HOPS)
+
+
+def report_json(report: LoadtestReport) -> dict[str, Any]:
+    """The report as plain data (NaN becomes None), with the derived figures added."""
+
+    def one(p: PassReport) -> dict[str, Any]:
+        data = asdict(p)
+        data["cpu_ms_per_call_second"] = p.cpu_ms_per_call_second
+        data["rss_per_call_mib"] = p.rss_per_call_mib
+        data["generator_cpu_share"] = p.generator_cpu_share
+        return data
+
+    result: dict[str, Any] = _clean(
+        {
+            "channel": report.channel,
+            "calls": report.calls,
+            "seconds": report.seconds,
+            "target": report.target,
+            "bridge": one(report.bridge),
+            "floor": None if report.floor is None else one(report.floor),
+            "ratios": report.ratios(),
+            "notes": list(report.notes),
+            "definitions": {
+                "late_inbound_ms": INBOUND_LATE_S * 1000,
+                "late_send_ms": SEND_LATE_S * 1000,
+            },
+        }
+    )
+    return result
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value

@@ -1,0 +1,121 @@
+"""``bridge loadtest`` runs what it promises and reports it in a well-formed shape. Never a
+timing assertion: the figures are printed, not judged (the machine is shared and noisy)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+
+import pytest
+
+from bridge.cli import main
+from bridge.devtools.load_tags import TAG_BYTES, TagScanner, stamp
+from bridge.devtools.loadtest import LoadtestOptions, caller_utterances, run_loadtest
+from bridge.devtools.loadtest_report import HOPS, format_report, report_json
+from bridge.devtools.playout import SILENCE_FRAME
+from bridge.devtools.proc_tree import listening_pid, tree_cpu_seconds, tree_pids, tree_rss_kib
+
+
+def test_tags_are_found_again_however_the_audio_is_cut() -> None:
+    frames = [stamp(SILENCE_FRAME, ident) for ident in (0, 1, 0xDEADBEEF, 7)]
+    stream = b"".join(frames)
+    for size in (1, 5, 11, 160, 333, len(stream)):
+        scanner = TagScanner()
+        found = [
+            i for at in range(0, len(stream), size) for i in scanner.feed(stream[at : at + size])
+        ]
+        assert found == [0, 1, 0xDEADBEEF, 7]
+    assert TagScanner().feed(SILENCE_FRAME) == []
+    assert stamp(b"\xff" * (TAG_BYTES - 1), 3) == b"\xff" * (TAG_BYTES - 1)
+    with pytest.raises(ValueError):
+        stamp(SILENCE_FRAME, -1)
+
+
+def test_process_tree_readings_and_port_lookup() -> None:
+    me = os.getpid()
+    assert tree_pids(me)[0] == me
+    assert tree_cpu_seconds(me) > 0
+    assert tree_rss_kib(me) > 1024
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert listening_pid(listener.getsockname()[1]) == me
+
+
+def test_calls_last_about_as_long_as_asked() -> None:
+    assert len(caller_utterances(10)) >= 1
+    assert len(caller_utterances(60)) > len(caller_utterances(20))
+
+
+@pytest.fixture(scope="module")
+def twilio_report() -> dict[str, object]:
+    report = asyncio.run(run_loadtest(LoadtestOptions(calls=3, seconds=10, timeout_s=100)))
+    text = format_report(report)
+    data = report_json(report)
+    json.dumps(data, allow_nan=False)  # plain JSON: NaN must have become null
+    return {"text": text, "data": data}
+
+
+@pytest.mark.timeout(120)
+def test_every_call_completes_on_the_bridge_and_on_the_floor(
+    twilio_report: dict[str, object],
+) -> None:
+    data = twilio_report["data"]
+    assert isinstance(data, dict)
+    assert data["channel"] == "Twilio" and data["calls"] == 3 and data["target"] == "started"
+    for name in ("bridge", "floor"):
+        one = data[name]
+        assert one["name"] == name
+        assert one["completed"] == 3, one["failures"]
+        assert one["failures"] == []
+        assert one["sessions"] == 3
+        assert one["call_seconds"] > 3 * 5
+        assert one["server_cpu_s"] > 0 and one["cpu_ms_per_call_second"] > 0
+        assert one["rss_peak_kib"] >= one["rss_idle_kib"] > 0
+        for hop in HOPS:
+            assert one[hop]["samples"] > 0, hop
+            assert one[hop]["p50_ms"] <= one[hop]["p99_ms"] <= one[hop]["max_ms"]
+        frames = one["frames"]
+        assert frames["sent"] >= frames["delivered"] > 0
+        assert frames["sent"] == frames["delivered"] + frames["startup"] + frames["undelivered"]
+        assert one["barge_ins"] >= 3  # every call talks over its first answer
+        assert one["deltas_sent"] > one["deltas_unseen"]
+
+
+@pytest.mark.timeout(120)
+def test_the_floor_ratio_is_printed(twilio_report: dict[str, object]) -> None:
+    data = twilio_report["data"]
+    assert isinstance(data, dict)
+    ratios = data["ratios"]
+    assert set(ratios) == {"cpu_ms_per_call_second", "rss_per_call_mib"} | {
+        f"{hop}_{q}" for hop in HOPS for q in ("p50", "p99")
+    }
+    assert ratios["cpu_ms_per_call_second"] > 0
+    text = twilio_report["text"]
+    assert isinstance(text, str)
+    header = next(line for line in text.splitlines() if "bridge/floor" in line)
+    assert "floor (naive pass-through)" in header
+    cpu = next(line for line in text.splitlines() if line.startswith("CPU ms per call-second"))
+    assert cpu.rstrip().endswith("x")
+    for label in ("first byte out", "every delta out", "inbound frame", "clear", "late inbound"):
+        assert label in text
+
+
+@pytest.mark.timeout(90)
+def test_sip_calls_run_without_a_floor(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadtest", "--calls", "2", "--seconds", "6", "--sip", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["channel"] == "SIP" and data["floor"] is None and data["ratios"] == {}
+    bridge = data["bridge"]
+    assert bridge["completed"] == 2, bridge["failures"]
+    assert bridge["inbound"]["samples"] > 0 and bridge["first_byte"]["samples"] > 0
+    assert any("no floor" in note for note in data["notes"])
+
+
+def test_the_command_refuses_what_it_cannot_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadtest", "--calls", "0"]) == 1
+    assert "--calls" in capsys.readouterr().err
+    assert main(["loadtest", "--calls", "1", "--sip", "--url", "http://127.0.0.1:1"]) == 2
+    assert "--sip-target" in capsys.readouterr().err
