@@ -42,7 +42,10 @@ system-packages:
 test: $(DEV_STAMP) system-packages
 	$(BIN)/ruff check bridge tests
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	# Two runs: the tests that need no servers' timing on both cores, then the end-to-end
+	# tests (real processes, real clocks) one at a time.
+	$(BIN)/python -m pytest -q -n 2 --ignore=tests/e2e
+	$(BIN)/python -m pytest -q tests/e2e
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check bridge tests

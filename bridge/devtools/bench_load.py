@@ -101,11 +101,17 @@ def _bridge_env(url: str, fake_url: str, db: Path) -> dict[str, str]:
     return env
 
 
-def _start_bridge(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``bridge serve`` on ``port``, its output in ``log`` (shown if it fails to start)."""
+def _start_bridge(
+    port: int, env: dict[str, str], log: Path, args: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """``bridge serve`` on ``port`` (with ``args``), its output in ``log`` (shown if it fails
+    to start)."""
     with open(log, "wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                *(sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1"),
+                *("--port", str(port), *args),
+            ],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

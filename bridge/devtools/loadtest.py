@@ -80,6 +80,7 @@ class LoadtestOptions:
     sip_target: str | None = None  # with ``url`` and ``sip``: sip:agent@HOST:PORT
     ramp_s: float | None = None  # call starts spread over this; None: a quarter of seconds
     timeout_s: float | None = None
+    workers: int = 1  # `bridge serve --workers` for a bridge the load test starts
 
 
 class SwitchTap:
@@ -344,7 +345,9 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
                     finally:
                         switch.current = None
 
-                bridge = await with_bridge(existing_bridge(opts), fake, tmp, twilio)
+                bridge = await with_bridge(
+                    existing_bridge(opts), fake, tmp, twilio, workers=opts.workers
+                )
                 floor = await with_floor(fake, tmp, twilio) if opts.floor else None
     finally:
         await fake.stop()

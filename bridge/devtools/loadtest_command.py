@@ -49,6 +49,12 @@ def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ramp", type=float, help="spread call starts over this many seconds")
     parser.add_argument("--timeout", type=float, help="bound on the whole run (default: generous)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="start the bridge with `bridge serve --workers N` (not with --url)",
+    )
 
 
 def run_command(
@@ -73,6 +79,7 @@ def run_command(
         sip_target=args.sip_target,
         ramp_s=args.ramp,
         timeout_s=args.timeout,
+        workers=args.workers,
     )
     try:
         report = asyncio.run(run_loadtest(opts))

@@ -126,9 +126,11 @@ async def with_bridge(
     tmp: Path,
     run: Callable[[Target], Awaitable[PassReport]],
     extra_env: Callable[[dict[str, str]], dict[str, str]] | None = None,
+    workers: int = 1,
 ) -> PassReport:
     """``run`` against the ``existing`` bridge, or else against a fresh ``bridge serve`` on a
-    free port, pointed at ``fake`` (``extra_env`` adjusts its environment), stopped after."""
+    free port (``workers`` processes), pointed at ``fake`` (``extra_env`` adjusts its
+    environment), stopped after."""
     if existing is not None:
         return await run(existing)
     port = free_port()
@@ -137,7 +139,7 @@ async def with_bridge(
     if extra_env is not None:
         env = extra_env(env)
     log = tmp / "bridge.log"
-    proc = _start_bridge(port, env, log)
+    proc = _start_bridge(port, env, log, ("--workers", str(workers)) if workers > 1 else ())
     try:
         await _wait_ready(url, proc, log)
         return await run(Target("bridge", url, proc.pid, _AUTH_TOKEN, url, records=True))
