@@ -23,6 +23,7 @@ from bridge.call.recording import CallRecorder
 from bridge.call.records import EndReason
 from bridge.errors import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, RemoteProtocolError
 from bridge.protocols.twilio import (
+    MARK_CHUNK_MS,
     MarkPlayed,
     MediaReceived,
     StreamStarted,
@@ -86,9 +87,7 @@ def _new_call(started: StreamStarted, deps: SessionDeps) -> NewCall:
 class TwilioDriver:
     """The I/O of one Twilio media socket (a :class:`~bridge.session.PhoneDriver`)."""
 
-    # Every mark is a message each way: 100 ms chunks send a fifth of the messages of
-    # 20 ms ones, and the playout clock keeps what was heard exact between echoes.
-    chunk_ms = 100
+    chunk_ms = MARK_CHUNK_MS
 
     def __init__(self, ws: WebSocket, deps: SessionDeps) -> None:
         self.ws = ws

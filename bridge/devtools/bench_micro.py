@@ -36,7 +36,7 @@ from bridge.codecs.g711 import ulaw_to_pcm16
 from bridge.devtools.fake_script import synthesize_voice
 from bridge.protocols.dialects import DIALECTS, SessionConfig
 from bridge.protocols.realtime import RealtimeConnection
-from bridge.protocols.twilio import TwilioMediaStream
+from bridge.protocols.twilio import MARK_CHUNK_MS, TwilioMediaStream
 
 __all__ = ["MicroReport", "PathFigures", "format_micro", "run_micro"]
 
@@ -202,7 +202,8 @@ def _bridge_call(audio_format: str) -> CallLogic:
     twilio.events_received()
     session = SessionConfig(instructions="Be brief.", voice=None, audio_format=audio_format)
     realtime = RealtimeConnection(DIALECTS["openai"], audio_format)
-    logic = CallLogic(twilio, realtime, CallConfig(session=session), started_at=100.0)
+    config = CallConfig(session=session, chunk_ms=MARK_CHUNK_MS)
+    logic = CallLogic(twilio, realtime, config, started_at=100.0)
     logic.receive_realtime('{"type":"session.created","event_id":"e1","session":{}}', 100.0)
     logic.receive_realtime('{"type":"session.updated","event_id":"e2","session":{}}', 100.0)
     realtime.data_to_send()
@@ -248,7 +249,7 @@ def _drain(logic: CallLogic, at_twilio: deque[str]) -> int:
 
 
 def _bridge_outbound(logic: CallLogic, work: _Workload) -> float:
-    at_twilio: deque[str] = deque()  # marks queued at "Twilio", played one per 20 ms
+    at_twilio: deque[str] = deque()  # marks queued at "Twilio", one per chunk played
     twilio = _twilio(logic)
     media = 0
     now = 200.0
@@ -258,13 +259,13 @@ def _bridge_outbound(logic: CallLogic, work: _Workload) -> float:
             logic.receive_realtime(text, now)
             media += _drain(logic, at_twilio)
         while at_twilio:
-            now += FRAME_MS / 1000
+            now += MARK_CHUNK_MS / 1000
             twilio.receive_text(at_twilio.popleft())
             logic.receive_phone(twilio.events_received(), now)
             media += _drain(logic, at_twilio)
     cpu = time.process_time() - started
     # pcm24k adds a short chunk or so per reply: the resampler's tail, drained at audio.done.
-    expected = work.audio_ms // FRAME_MS
+    expected = work.audio_ms // MARK_CHUNK_MS
     if not expected <= media <= expected + 4 * len(work.replies):
         raise AssertionError(f"bridge sent {media} chunks, expected {expected}")
     return cpu

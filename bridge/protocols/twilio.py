@@ -69,6 +69,10 @@ MAX_PARAMETERS = 32
 MAX_UNKNOWN_EVENT_NAMES = 8
 UNKNOWN_EVENT_NAME_CHARS = 40
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+# Agent audio goes out in chunks of this many ms, a mark after each. Every mark is a message
+# each way: 100 ms chunks send a fifth of the messages of 20 ms ones, and the call logic's
+# playout clock keeps what was heard exact between two echoes.
+MARK_CHUNK_MS = 100
 
 
 class StreamState(enum.Enum):
