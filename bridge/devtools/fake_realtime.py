@@ -397,6 +397,12 @@ def add_fake_realtime_arguments(parser: argparse.ArgumentParser) -> None:
         default=4.0,
         help="how many times faster than real time replies stream",
     )
+    parser.add_argument(
+        "--session-limit-s",
+        type=float,
+        help="end each session after this long as OpenAI does at 60 minutes (session_expired, "
+        "then close 1001): to watch a bridge roll over",
+    )
 
 
 async def run_fake_realtime(args: argparse.Namespace) -> None:
@@ -417,6 +423,10 @@ async def run_fake_realtime(args: argparse.Namespace) -> None:
         api_key=args.api_key,
         faults=faults,
         realtime_factor=args.realtime_factor,
+        session_limit_s=args.session_limit_s,
+        # One conversation across a client's sessions, as a real model's re-seeded context
+        # would make it: a rolled-over call does not start the script again.
+        continue_script=args.session_limit_s is not None,
     )
     await server.start(args.host, args.port)
     try:

@@ -710,3 +710,32 @@ async def test_cli_prints_its_url_and_serves_until_cancelled(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_cli_session_limit_ends_each_session_as_openai_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_fake_realtime_arguments(parser)
+    args = parser.parse_args(["--session-limit-s", "0.3"])
+    task = asyncio.create_task(run_fake_realtime(args))
+    try:
+        url = ""
+        for _ in range(200):
+            url = capsys.readouterr().out.strip()
+            if url:
+                break
+            await asyncio.sleep(0.02)
+        async with connect(url, open_timeout=5) as ws:
+            async with asyncio.timeout(RECV_TIMEOUT):
+                created = json.loads(await ws.recv())
+                assert created["type"] == "session.created"
+                error = json.loads(await ws.recv())
+                assert error["type"] == "error" and error["error"]["code"] == "session_expired"
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
