@@ -10,16 +10,16 @@ a call id this bridge is already handling or has in its call log. A genuine offe
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 
 import structlog
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge.adapters.http_body import BodyRefused, read_body
 from bridge.adapters.openai_calls import OpenAiCalls
 from bridge.errors import ConfigurationError
 from bridge.openai_sip import OpenAiSipConnector
@@ -48,29 +48,14 @@ def _answer(status: int, message: str) -> Response:
     return JSONResponse({"error" if status >= 400 else "status": message}, status_code=status)
 
 
-async def _body(request: Request) -> bytes | None:
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    body = bytearray()
-    try:
-        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    return None
-    except (TimeoutError, ClientDisconnect):
-        return None
-    return bytes(body)
-
-
 async def openai_webhook(request: Request) -> Response:
     state = request.app.state
     hook: OpenAiWebhook | None = getattr(state, "openai_webhook", None)
     if hook is None:
         return _answer(404, "not found")  # OPENAI_WEBHOOK_SECRET unset: the route is off
-    body = await _body(request)
-    if body is None:
+    try:
+        body = await read_body(request, MAX_BODY_BYTES, BODY_READ_TIMEOUT_S)
+    except BodyRefused:
         return _answer(413, "body too large or not received in time")
     headers = request.headers
     msg_id = headers.get("webhook-id")

@@ -19,7 +19,6 @@ the ``TokenBucket``; ``agents``, a registry with ``get(name)``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
@@ -31,10 +30,11 @@ from urllib.parse import urlencode
 import httpx
 import structlog
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bridge.adapters.http_body import BodyRefused, read_body
 from bridge.adapters.twilio_rest import (
     MACHINE_DETECTION_MODES,
     TwilioRestError,
@@ -185,22 +185,12 @@ class _Call:
 
 
 async def _read_json(request: Request) -> object:
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = bytearray()
     try:
-        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    raise _Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-    except TimeoutError:
-        raise _Refused(408, "the body did not arrive in time") from None
-    except ClientDisconnect:
-        raise _Refused(400, "the client went away before the body was complete") from None
+        body = await read_body(request, MAX_BODY_BYTES, BODY_READ_TIMEOUT_S)
+    except BodyRefused as refused:
+        raise _Refused(refused.status, refused.reason) from None
     try:
-        return json.loads(bytes(body))
+        return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise _Refused(
             422, 'the body must be JSON like {"to": "+15557650000", "from": "+15551230000"}'
