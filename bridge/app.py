@@ -27,6 +27,7 @@ from bridge.adapters.twilio_auth import TwilioAuth
 from bridge.agent_hub import AgentHub
 from bridge.agents.registry import default_agents, load_agents
 from bridge.codecs.clips import clip_text, load_clip
+from bridge.drain import Drain
 from bridge.metrics import BridgeMetrics
 from bridge.openai_webhook import openai_routes, openai_webhook_key, start_openai_sip
 from bridge.outbound import close_outbound_client, outbound_routes
@@ -61,7 +62,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     state = request.app.state
-    ready = not state.draining and await state.store.ping()
+    ready = not state.drain.draining and await state.store.ping()
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
@@ -161,6 +162,7 @@ def create_app(settings: Settings) -> Starlette:
                 metrics=app.state.metrics,
                 idle_timeout_s=settings.idle_timeout_s,
                 fallback=fallback,
+                drain=app.state.drain,
                 recordings=(
                     RecordingFiles(settings.resolved_recordings_dir)
                     if settings.recordings
@@ -174,6 +176,7 @@ def create_app(settings: Settings) -> Starlette:
 
                 endpoint = SipEndpoint(settings, app.state.session_deps, app.state.background.spawn)
                 await endpoint.start()
+                app.state.drain.on_begin(endpoint.stop_accepting)
                 stack.callback(endpoint.close)
                 # Unwinds first: live SIP calls end (and say BYE) while the socket is open.
                 stack.push_async_callback(app.state.background.cancel_all)
@@ -193,7 +196,7 @@ def create_app(settings: Settings) -> Starlette:
             try:
                 yield
             finally:
-                app.state.draining = True
+                app.state.drain.begin()
 
     app = Starlette(
         routes=[
@@ -213,7 +216,8 @@ def create_app(settings: Settings) -> Starlette:
     app.state.twilio_auth = TwilioAuth(settings)
     app.state.metrics = BridgeMetrics()
     app.state.token_secret = _token_secret(settings)
-    app.state.draining = False
+    # Whether new calls are taken, and the live ones a stopping bridge waits for.
+    app.state.drain = Drain(app.state.metrics)
     app.state.background = BackgroundTasks()
     # How long a status callback for a call another instance serves waits before finishing
     # it anyway: enough for that session to notice the hang-up and write its own end.

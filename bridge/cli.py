@@ -35,6 +35,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from bridge.adapters.http_server import configure_server_limits
 
+    if args.sip:
+        settings = load_settings(sip_listen=args.sip)  # checked like the setting
     if settings.twilio_auth_token is None and not _is_loopback(args.host) and not args.insecure:
         print(
             f"bridge: refusing to serve on {args.host} without TWILIO_AUTH_TOKEN: anyone could "
@@ -59,9 +61,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1:
         return _serve_workers(args, settings, server_options, limits.backlog)
     from bridge.app import create_app
+    from bridge.serving import serve
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, **server_options)  # type: ignore[arg-type]
-    return 0
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, **server_options)  # type: ignore[arg-type]
+    return serve(app, config, settings.drain_s)
 
 
 def _serve_workers(
@@ -79,11 +83,13 @@ def _serve_workers(
     def run_worker(index: int, sock: socket.socket) -> None:
         # Imported here, in the worker, once the metrics directory is set (bridge.workers).
         from bridge.app import create_app
+        from bridge.serving import serve
 
         structlog.contextvars.bind_contextvars(worker=index)
         app = create_app(worker_settings(settings, index, key))
         config = uvicorn.Config(app, **options)  # type: ignore[arg-type]
-        uvicorn.Server(config).run(sockets=[sock])
+        if serve(app, config, settings.drain_s, sockets=[sock]) != 0:
+            raise SystemExit(3)
 
     try:
         return serve_workers(args.workers, args.host, args.port, backlog, run_worker)
@@ -385,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="server processes on the one port, for more than one core (SIP on the first)",
+    )
+    serve.add_argument(
+        "--sip",
+        metavar="LISTEN",
+        help="take SIP calls too, e.g. udp:0.0.0.0:5060 (BRIDGE_SIP_LISTEN; this wins)",
     )
     serve.add_argument(
         "--insecure",

@@ -109,6 +109,11 @@ async def place_call(request: Request) -> Response:
             401,
             {"WWW-Authenticate": "Bearer"},
         )
+    if request.app.state.drain.draining:
+        # The call's webhook would come back to a bridge that is going away.
+        return _json(
+            {"error": "this bridge is shutting down; try again"}, 503, {"Retry-After": "5"}
+        )
     try:
         call = _validate(await _read_json(request), request, settings)
         account_sid, auth_token = _twilio_credentials(settings)

@@ -33,6 +33,7 @@ from bridge.call.call_logic import (
     CallConfig,
     CallLogic,
     EventReady,
+    LatencyReady,
     Notice,
     RolloverReady,
     TransferReady,
@@ -42,6 +43,7 @@ from bridge.call.limits import LimitPolicy
 from bridge.call.recording import CallRecorder
 from bridge.call.records import CallStatus, EndReason
 from bridge.call.tools import ToolCallReady, ToolPolicy
+from bridge.drain import Drain
 from bridge.errors import ProviderError, RemoteProtocolError
 from bridge.metrics import BridgeMetrics
 from bridge.protocols.dialects import Dialect, SessionConfig
@@ -98,6 +100,8 @@ class SessionDeps:
     pending_transfers: dict[str, str] = field(default_factory=dict)
     # BRIDGE_FALLBACK_PROVIDER: where a call goes when its provider cannot serve it.
     fallback: RealtimeTarget | None = None
+    # The live calls of this process, and whether it still takes new ones (SIGTERM).
+    drain: Drain = field(default_factory=Drain)
     admission: StreamAdmission = field(init=False)
 
     def __post_init__(self) -> None:
@@ -171,7 +175,7 @@ class CallSession:
         self._tasks: asyncio.TaskGroup | None = None
         self._loop = asyncio.get_running_loop()
         self._model_ready = asyncio.Event()
-        self._record = CallRecordWriter(deps.store, call.call_sid, log)
+        self._record = CallRecordWriter(deps.store, call.call_sid, log, metrics=deps.metrics)
         self._recording: RecordingWriter | None = None
         self._recorder: CallRecorder | None = None
         # The model leg as it stands: its socket, whom it goes to, how many were opened.
@@ -182,6 +186,13 @@ class CallSession:
         self._session_began = 0.0
         self._model_sending = False
         self._quick_failures = 0
+        # Set when the bridge, stopping, asks this call to end with a goodbye.
+        self._shutdown = asyncio.Event()
+
+    def end_for_shutdown(self) -> None:
+        """The bridge is stopping and this call outlived the drain: the agent says a short
+        goodbye and the call ends as ``bridge_shutdown``. Returns at once."""
+        self._shutdown.set()
 
     async def run(self, *, create_record: bool) -> None:
         """Serve the call to its end. ``create_record``: the store does not hold the call yet
@@ -195,24 +206,30 @@ class CallSession:
             self._recording = RecordingWriter.start(recordings, self.call.call_sid, self.log)
             self._recorder = self._recording.recorder if self._recording else None
         status, reason = CallStatus.COMPLETED, EndReason.UNKNOWN
-        self.deps.metrics.calls_started.inc()
-        self.deps.metrics.calls_active.inc()
+        metrics, channel = self.deps.metrics, self.call.channel
+        metrics.calls_started.labels(channel).inc()
+        metrics.calls_active.labels(channel).inc()
+        # Live until its record is written: a draining bridge exits only after that.
+        self.deps.drain.add(self)
         try:
             status, reason = await self._serve()
         except asyncio.CancelledError:
             status, reason = CallStatus.COMPLETED, EndReason.BRIDGE_SHUTDOWN
             raise
         finally:
-            self.deps.metrics.calls_active.dec()
-            self.deps.metrics.calls_finished.labels(status.value, reason.value).inc()
-            ended_at = datetime.now(UTC)
-            # Let the phone go first: the record may take a while to land (a store outage,
-            # a burst of writes) and the phone leg must not wait on it.
-            await self.driver.close()
-            await record.close(status, reason, ended_at, RECORD_CLOSE_TIMEOUT_S)
-            if self._recording is not None:
-                await self._recording.close()
-            self.log.info("call.ended", status=status.value, end_reason=reason.value)
+            try:
+                metrics.calls_active.labels(channel).dec()
+                metrics.calls_finished.labels(status.value, reason.value).inc()
+                ended_at = datetime.now(UTC)
+                # Let the phone go first: the record may take a while to land (a store
+                # outage, a burst of writes) and the phone leg must not wait on it.
+                await self.driver.close()
+                await record.close(status, reason, ended_at, RECORD_CLOSE_TIMEOUT_S)
+                if self._recording is not None:
+                    await self._recording.close()
+                self.log.info("call.ended", status=status.value, end_reason=reason.value)
+            finally:
+                self.deps.drain.discard(self)
 
     async def _prepare_agent(self) -> CallAgent:
         if self._prepared is not None:
@@ -285,6 +302,7 @@ class CallSession:
                 tg.create_task(self.driver.write())
                 tg.create_task(self._write_model(logic))
                 tg.create_task(self._watch_idle(logic))
+                tg.create_task(self._await_shutdown(logic))
         except* _CallOver:
             pass
         except* Exception as group:
@@ -521,6 +539,15 @@ class CallSession:
                 logic.end(EndReason.TIMEOUT)
                 raise _CallOver
 
+    async def _await_shutdown(self, logic: CallLogic) -> None:
+        """When the bridge asks this call to end, hand it to the call logic's goodbye."""
+        await self._shutdown.wait()
+        self.log.info("call.shutdown_requested")
+        logic.shut_down(self._loop.time())
+        self._after(logic)
+        if logic.end_reason is not None:
+            raise _CallOver
+
     def _after(self, logic: CallLogic) -> None:
         """Wake the writers and pass on what the logic produced."""
         if self.driver.leg.has_data_to_send:
@@ -537,6 +564,13 @@ class CallSession:
                 self._record.turn(output.turn)
             elif isinstance(output, EventReady):
                 self._record.event(output.event)
+            elif isinstance(output, LatencyReady):
+                histogram = (
+                    self.deps.metrics.turn_latency
+                    if output.kind == "turn"
+                    else self.deps.metrics.clear_latency
+                )
+                histogram.labels(self.call.channel).observe(output.seconds)
             elif self._tasks is not None:  # a tool to run, a transfer to make, a rollover
                 if isinstance(output, RolloverReady):
                     self._tasks.create_task(self._roll_over(logic))
@@ -548,6 +582,7 @@ class CallSession:
     async def _run_tool(self, logic: CallLogic, ready: ToolCallReady) -> None:
         """One HTTP/MCP tool, in a task of its own so the call's audio never waits on it."""
         runner = self._call_agent.runner if self._call_agent is not None else None
+        began = self._loop.time()
         try:
             if runner is None:
                 raise LookupError(ready.name)
@@ -555,6 +590,9 @@ class CallSession:
         except Exception:  # a bug in a runner must not end the call
             self.log.exception("tool.failed", tool=ready.name)
             outcome = ToolOutcome(False, '{"error": "the tool failed"}')
+        metrics = self.deps.metrics
+        metrics.tool_latency.labels(ready.name).observe(self._loop.time() - began)
+        metrics.tool_calls.labels(ready.name, "ok" if outcome.ok else "error").inc()
         logic.tool_finished(ready.call_id, outcome.ok, outcome.output, self._loop.time())
         self._after(logic)
         if logic.end_reason is not None:

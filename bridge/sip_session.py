@@ -289,6 +289,11 @@ class SipEndpoint:
                 "sip.listening", transport=transport, host=host, port=port, advertise=self.advertise
             )
 
+    def stop_accepting(self) -> None:
+        """The bridge drains: new INVITEs get 503; calls in progress go on."""
+        for listener in self.listeners:
+            listener.server.accepting = False
+
     def close(self) -> None:
         for rtp, _, _ in self._pending.values():
             rtp.close()

@@ -11,7 +11,7 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import structlog
 from starlette.requests import ClientDisconnect, Request
@@ -25,7 +25,7 @@ from bridge.errors import CLOSE_POLICY_VIOLATION
 from bridge.metrics import BridgeMetrics
 from bridge.protocols.stream_token import mint_stream_token
 from bridge.protocols.twilio import clean_text, is_sid
-from bridge.protocols.twiml import connect_stream, dial, hang_up
+from bridge.protocols.twiml import connect_stream, dial, hang_up, redirect, say_and_hang_up
 from bridge.session import SessionDeps
 from bridge.settings import Settings
 from bridge.storage.base import CallStore, StoreUnavailableError
@@ -40,6 +40,11 @@ MAX_FORM_FIELDS = 200
 # A form must arrive within this long: a body that trickles in holds a connection and a task.
 FORM_READ_TIMEOUT_S = 10.0
 _FAILED_CALL_STATUSES = {"busy", "failed", "no-answer", "canceled"}
+# A call that reaches a draining bridge is sent back through the public URL once (where the
+# load balancer, told by /readyz, picks a bridge that takes calls), marked with this query
+# parameter; if it lands on a draining bridge again the caller hears this and is hung up.
+DRAINED_PARAM = "drained"
+DRAINING_MESSAGE = "Sorry, this line is being updated. Please call again in a minute. Goodbye."
 
 
 def _state(request: Request | WebSocket) -> tuple[Settings, TwilioAuth, BridgeMetrics]:
@@ -107,6 +112,8 @@ async def voice(request: Request) -> Response:
         log.warning("twilio.bad_request", path="/twilio/voice", reason="no valid CallSid")
         return PlainTextResponse("CallSid missing or invalid\n", status_code=400)
     settings, _, _ = _state(request)
+    if request.app.state.drain.draining:
+        return _elsewhere(request, settings, call_sid)
     token = mint_stream_token(request.app.state.token_secret, call_sid, time.time())
     parameters = {
         "from": clean_text(params.get("From", ""), _MAX_FORM_FIELD),
@@ -128,6 +135,18 @@ async def voice(request: Request) -> Response:
     )
     log.info("call.answered", call_sid=call_sid)
     return Response(twiml, media_type="text/xml")
+
+
+def _elsewhere(request: Request, settings: Settings, call_sid: str) -> Response:
+    """This bridge is draining: send the call to another through the public URL, once."""
+    query = dict(request.query_params)
+    if DRAINED_PARAM in query:
+        log.warning("call.refused_draining", call_sid=call_sid)
+        return Response(say_and_hang_up(DRAINING_MESSAGE), media_type="text/xml")
+    query[DRAINED_PARAM] = "1"
+    url = settings.public_http_url("/twilio/voice") + "?" + urlencode(query)
+    log.info("call.redirected_draining", call_sid=call_sid)
+    return Response(redirect(url), media_type="text/xml")
 
 
 async def after_stream(request: Request) -> Response:

@@ -15,7 +15,15 @@ from enum import Enum
 from typing import Any
 
 from bridge.call.far_playout import FarPlayout
-from bridge.call.limits import ARE_YOU_THERE, TIME_UP, CallLimits, LimitAction, LimitPolicy
+from bridge.call.limits import (
+    ARE_YOU_THERE,
+    GOODBYE_GRACE_S,
+    SHUTTING_DOWN,
+    TIME_UP,
+    CallLimits,
+    LimitAction,
+    LimitPolicy,
+)
 from bridge.call.playback import Playback
 from bridge.call.recording import CallRecorder
 from bridge.call.records import CallEvent, EndReason, Role, Turn
@@ -135,6 +143,16 @@ class RolloverReady:
 
 
 @dataclass(frozen=True, slots=True)
+class LatencyReady:
+    """A latency the caller felt, for the metrics: ``"turn"`` (from the end of the caller's
+    speech to the agent's first audio sent to the line) or ``"clear"`` (from the caller
+    starting to talk over the agent to its audio being cleared)."""
+
+    kind: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class ModelFailure:
     """Why the model session can serve the call no longer.
 
@@ -158,7 +176,9 @@ class Notice:
 
 
 StoreWrite = TurnReady | EventReady
-Output = TurnReady | EventReady | Notice | ToolCallReady | TransferReady | RolloverReady
+Output = (
+    TurnReady | EventReady | Notice | ToolCallReady | TransferReady | RolloverReady | LatencyReady
+)
 
 
 class CallLogic:
@@ -216,6 +236,11 @@ class CallLogic:
         self._leaving: EndReason | None = None
         self._transfer: Transfer | None = None
         self._transfer_asked = False
+        # When the bridge, stopping, asked this call to end (loop time): see shut_down().
+        self._shutdown_at: float | None = None
+        # Stream time the caller last stopped speaking, until the agent's reply reaches the
+        # line: the turn latency the caller feels.
+        self._reply_due_ms: int | None = None
         self._far = FarPlayout(enabled=not config.media)
         if not config.media:  # configured already: no session.update, greet at once
             self.phase = Phase.ACTIVE
@@ -354,11 +379,13 @@ class CallLogic:
                     at = self._input_to_stream(start, self.config.vad_padding_ms, now)
                     self._transcript.caller_started(item_id, min(at, self.stream_ms(now)))
                     self._limits.voice(now)
+                    self._reply_due_ms = None
                     if self.config.media:
-                        self._barge_in(now)
+                        self._barge_in(now, min(at, self.stream_ms(now)))
                 case SpeechStopped(item_id=item_id, audio_end_ms=end):
                     at = self._input_to_stream(end, -self.config.vad_silence_ms, now)
                     self._transcript.caller_stopped(item_id, min(at, self.stream_ms(now)))
+                    self._reply_due_ms = min(at, self.stream_ms(now))
                     self._limits.voice(now)
                 case InputCommitted(item_id=item_id):
                     self._transcript.caller_started(item_id, self.stream_ms(now))
@@ -380,6 +407,7 @@ class CallLogic:
                     self._on_function_call(call, now)
                 case OutputAudioStarted():
                     self._far.started()
+                    self._reply_heard(now)  # OpenAI's SIP: its audio reaches the line now
                 case OutputAudioStopped():
                     self._far.stopped()
                     self._limits.agent_heard(now)
@@ -452,6 +480,8 @@ class CallLogic:
         if self.phase is Phase.ENDED:
             return
         for chunk in self._playback.release(now):
+            if self._reply_due_ms is not None:
+                self._reply_heard(now)
             self.phone.send_media(chunk.audio)
             self.phone.send_mark(chunk.mark)
             if self.recorder is not None:
@@ -460,7 +490,14 @@ class CallLogic:
                 chunk.item_id, self.stream_ms(now) + round(chunk.ahead_ms)
             )
 
-    def _barge_in(self, now: float) -> None:
+    def _reply_heard(self, now: float) -> None:
+        if self._reply_due_ms is None:
+            return
+        waited_ms = self.stream_ms(now) - self._reply_due_ms
+        self._reply_due_ms = None
+        self._outputs.append(LatencyReady("turn", max(waited_ms, 0) / 1000))
+
+    def _barge_in(self, now: float, caller_started_ms: int) -> None:
         playing = self._playback.is_playing
         active = self.realtime.active_response_id if self.realtime.response_in_flight else None
         if not playing and active is None:
@@ -468,6 +505,8 @@ class CallLogic:
         cut = self._playback.interrupt(now)
         if cut.flush_needed:
             self.phone.send_clear()  # first: it is what the caller notices
+            waited_ms = self.stream_ms(now) - caller_started_ms
+            self._outputs.append(LatencyReady("clear", max(waited_ms, 0) / 1000))
             if self.recorder is not None:
                 self.recorder.clear(cut.partial_bytes)
         if cut.item_id is not None:
@@ -582,9 +621,28 @@ class CallLogic:
 
     # -- limits -----------------------------------------------------------------------------
 
+    def shut_down(self, now: float) -> None:
+        """The bridge is stopping and this call outlived its drain: the agent finishes what
+        it is saying, says a short goodbye, and the call ends as ``bridge_shutdown`` once
+        that has been heard (or ``GOODBYE_GRACE_S`` later, whatever happens meanwhile)."""
+        if self.phase is Phase.ENDED or self._shutdown_at is not None:
+            return
+        self._shutdown_at = now
+        self._event("bridge_shutdown", now)
+        if self.phase is not Phase.ACTIVE:
+            # No model session to speak with (the call is starting, or replacing one).
+            self._end(EndReason.BRIDGE_SHUTDOWN)
+            return
+        self._notice("call.shutdown_goodbye")
+        if self._leaving is None:  # else it is on its way out already (a hang-up, a transfer)
+            self._leaving = EndReason.BRIDGE_SHUTDOWN
+            self.realtime.create_response(instructions=SHUTTING_DOWN)
+
     def tick(self, now: float) -> None:
         """Call about once a second: the agent's time and silence limits, and the model
         session's own limit (a rollover between turns)."""
+        if self._shutdown_at is not None and now - self._shutdown_at >= GOODBYE_GRACE_S:
+            self._end(self._leaving or EndReason.BRIDGE_SHUTDOWN)
         if self.phase is not Phase.ACTIVE:
             return
         if self._leaving is not None and self._far.give_up(now):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["GOODBYE_GRACE_S", "CallLimits", "LimitAction", "LimitPolicy"]
+__all__ = ["GOODBYE_GRACE_S", "SHUTTING_DOWN", "CallLimits", "LimitAction", "LimitPolicy"]
 
 #: How long the agent's goodbye may take before the call ends anyway.
 GOODBYE_GRACE_S = 15.0
@@ -16,6 +16,10 @@ GOODBYE_GRACE_S = 15.0
 TIME_UP = (
     "The call has reached its time limit. Without asking anything more, thank the caller "
     "and say a short, polite goodbye now."
+)
+SHUTTING_DOWN = (
+    "This line is closing now for maintenance. Without asking anything more, tell the "
+    "caller briefly that you have to end the call, invite them to call back, and say goodbye."
 )
 ARE_YOU_THERE = (
     "The caller has been silent for a while. Briefly ask whether they are still there "

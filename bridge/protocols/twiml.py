@@ -57,3 +57,21 @@ def dial(target: str) -> str:
     return (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<Response>\n  <Dial>{inner}</Dial>\n</Response>\n'
     )
+
+
+def redirect(url: str) -> str:
+    """``<Redirect>``: Twilio asks ``url`` (POST, signed) what to do with the call instead."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Response>\n'
+        f'  <Redirect method="POST">{escape(_NOT_XML.sub("", url))}</Redirect>\n'
+        "</Response>\n"
+    )
+
+
+def say_and_hang_up(text: str) -> str:
+    """``<Say>`` a sentence in Twilio's voice, then hang up: never a dead line."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Response>\n'
+        f"  <Say>{escape(_NOT_XML.sub('', text))}</Say>\n  <Hangup/>\n"
+        "</Response>\n"
+    )

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bridge.call.records import CallEvent, CallStatus, EndReason, Turn
+from bridge.metrics import BridgeMetrics
 from bridge.storage.base import CallStore, NewCall, StoreUnavailableError
 
 # Seconds between attempts at one write; the last repeats until the call's record is closed.
@@ -42,8 +44,10 @@ class CallRecordWriter:
         call_sid: str,
         log: Any,
         retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+        metrics: BridgeMetrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.call_sid = call_sid
         self.log = log
         self._delays = retry_delays_s
@@ -82,17 +86,26 @@ class CallRecordWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             # The write in flight and everything queued behind it, less the end marker.
-            self.lost += self._queue.qsize()
+            left = self._queue.qsize()
+            self.lost += left
+            if self.metrics is not None:
+                self.metrics.store_queue.dec(left)
             self.log.error("store.writes_lost", count=self.lost, waited_s=timeout_s)
 
     def _put(self, item: _Item) -> None:
         if self._closed:
             raise RuntimeError("the call's record is already closed")
         self._queue.put_nowait(item)
+        if self.metrics is not None:
+            self.metrics.store_queue.inc()
 
     async def _run(self) -> None:
         while (item := await self._queue.get()) is not None:
+            began = time.perf_counter()
             await self._write_until_done(item)
+            if self.metrics is not None:
+                self.metrics.store_queue.dec()
+                self.metrics.store_write.observe(time.perf_counter() - began)
 
     async def _write_until_done(self, item: _Item) -> None:
         attempt = 0

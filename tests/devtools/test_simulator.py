@@ -607,3 +607,10 @@ async def test_unreachable_bridge_is_a_simulation_error() -> None:
         await simulate_call(
             f"http://127.0.0.1:{port}", auth_token=None, caller_utterances=[], max_duration_s=3
         )
+
+
+def test_serve_refuses_a_sip_flag_it_cannot_listen_on(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    assert main(["serve", "--sip", "sctp:127.0.0.1:5060"]) == 2
+    assert "BRIDGE_SIP_LISTEN entry 'sctp:127.0.0.1:5060'" in capsys.readouterr().err

@@ -69,6 +69,8 @@ def run_bridge(
             "BRIDGE_DATABASE_URL": f"sqlite:///{db}",
             "BRIDGE_LOG_FORMAT": "json",
             "BRIDGE_LOG_LEVEL": "debug",
+            # A test that leaves a call up at the end is not kept waiting by the drain.
+            "BRIDGE_DRAIN_S": "2",
         }
     )
     full_env.update(env)
@@ -135,11 +137,11 @@ def provider_env(server: FakeRealtimeServer, dialect: str, **extra: str) -> dict
 
 
 @pytest.fixture
-def bridge_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], RunningBridge]]:
+def bridge_factory(tmp_path: Path) -> Iterator[Callable[..., RunningBridge]]:
     stack: list[Iterator[RunningBridge]] = []
 
-    def start(env: dict[str, str]) -> RunningBridge:
-        ctx = run_bridge(tmp_path, env)
+    def start(env: dict[str, str], args: tuple[str, ...] = ()) -> RunningBridge:
+        ctx = run_bridge(tmp_path, env, args=args)
         bridge = ctx.__enter__()
         stack.append(ctx)  # type: ignore[arg-type]
         return bridge

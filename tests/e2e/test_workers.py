@@ -74,7 +74,9 @@ async def test_two_workers_serve_calls_on_one_port(tmp_path: Path) -> None:
     assert len(leases) == 2 and len({pid for _, pid in leases}) == 2
     # Each scrape, whichever worker answered it, counts the calls of both.
     for text in scrapes:
-        started = re.search(r"^bridge_calls_started_total (\S+)$", text, re.MULTILINE)
+        started = re.search(
+            r'^bridge_calls_started_total\{channel="twilio"\} (\S+)$', text, re.MULTILINE
+        )
         assert started is not None and float(started.group(1)) == CALLS
     # SIGTERM to the parent reached both workers; it exited cleanly once they had.
     assert bridge.process.returncode == 0

@@ -469,3 +469,12 @@ def test_a_refused_or_unanswered_refer_keeps_the_call() -> None:
     answers = [e.status for e in uas.events if isinstance(e, TransferAnswered)]
     assert answers == [403, 408]
     assert not any(isinstance(e, CallEnded) for e in uas.events)
+
+
+def test_a_draining_bridge_answers_new_invites_503_and_keeps_its_calls() -> None:
+    uas = Uas()
+    tag = uas.answered_call()
+    uas.server.accepting = False
+    [busy] = uas.feed(request("INVITE", body=SDP_OFFER, call="late", branch="z9hG4bK-9"))
+    assert busy.status == 503 and busy.get("Retry-After") == "5"
+    assert uas.server.active_calls == 1 and tag

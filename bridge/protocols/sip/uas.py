@@ -100,6 +100,9 @@ class SipServer:
         self.config = config
         # Calls the bridge carries on its other SIP transports: one limit for them all.
         self._others_active = others_active
+        #: False once the bridge drains (it is stopping): new INVITEs get 503 with
+        #: Retry-After, so a dispatcher in front tries another bridge.
+        self.accepting = True
         self._calls: dict[str, _Call] = {}
         self._server_tx: dict[tuple[str, str, str], _Tx] = {}
         self._out: list[tuple[bytes, Address]] = []
@@ -272,7 +275,8 @@ class SipServer:
                 request, source, 422, "Session Interval Too Small", now, ("Min-SE", str(timer))
             )
             return
-        if self.active_calls + self._others_active() >= self.config.max_calls:
+        full = self.active_calls + self._others_active() >= self.config.max_calls
+        if full or not self.accepting:
             self._reply(
                 request,
                 source,

@@ -1,0 +1,76 @@
+"""The uvicorn server that drains before it stops.
+
+uvicorn on its own ends every connection at SIGTERM, so a deploy would cut every live call.
+Here the first SIGTERM (or SIGINT) starts the app's :class:`~bridge.drain.Drain` instead:
+the server keeps listening (so ``/readyz`` can say 503 and late callers are sent elsewhere)
+while the live calls finish, then shuts down as usual and the process exits 0. A second
+signal shuts down at once, as uvicorn would have; a third stops without waiting for anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from types import FrameType
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+
+from bridge.drain import Drain
+
+log = structlog.get_logger("bridge.serving")
+
+__all__ = ["DrainingServer", "serve"]
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, drain: Drain, drain_s: float) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.drain_s = drain_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining: asyncio.Task[None] | None = None
+        self._signals = 0
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            await super().serve(sockets)
+        finally:
+            if self._draining is not None:
+                self._draining.cancel()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not uvicorn's own: it would re-raise the signal once stopped, and a drained bridge
+        # that exits by SIGTERM looks to a supervisor like one that crashed.
+        self._signals += 1
+        if self._signals == 1 and self._loop is not None and self.started:
+            self._loop.call_soon_threadsafe(self._begin_drain, signal.Signals(sig).name)
+            return
+        if self._signals >= 3 or self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+    def _begin_drain(self, name: str) -> None:
+        log.info("bridge.stop_requested", signal=name, again="ends the live calls at once")
+        self._draining = asyncio.create_task(self._drain_then_stop(), name="drain")
+
+    async def _drain_then_stop(self) -> None:
+        try:
+            await self.drain.run(self.drain_s)
+        finally:
+            self.should_exit = True
+
+
+def serve(
+    app: Starlette,
+    config: uvicorn.Config,
+    drain_s: float,
+    sockets: list[socket.socket] | None = None,
+) -> int:
+    """Run ``app`` until it is stopped; the command's exit status (3: it never started)."""
+    server = DrainingServer(config, app.state.drain, drain_s)
+    server.run(sockets=sockets)
+    return 0 if server.started else 3
