@@ -1,10 +1,12 @@
 """The uvicorn server that drains before it stops.
 
 uvicorn on its own ends every connection at SIGTERM, so a deploy would cut every live call.
-Here the first SIGTERM (or SIGINT) starts the app's :class:`~bridge.drain.Drain` instead:
+Here the first SIGTERM starts the app's :class:`~bridge.drain.Drain` instead:
 the server keeps listening (so ``/readyz`` can say 503 and late callers are sent elsewhere)
 while the live calls finish, then shuts down as usual and the process exits 0. A second
-signal shuts down at once, as uvicorn would have; a third stops without waiting for anything.
+SIGTERM, or a SIGINT (Ctrl-C) at any time, shuts down at once as uvicorn would have (live
+calls end as ``bridge_shutdown``, their records written); a third signal stops without
+waiting for anything.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ class DrainingServer(uvicorn.Server):
         # Not uvicorn's own: it would re-raise the signal once stopped, and a drained bridge
         # that exits by SIGTERM looks to a supervisor like one that crashed.
         self._signals += 1
-        if self._signals == 1 and self._loop is not None and self.started:
+        # SIGTERM is a deploy: drain. SIGINT is a person at a terminal: stop now.
+        drain = sig == signal.SIGTERM and self._signals == 1
+        if drain and self._loop is not None and self.started:
             self._loop.call_soon_threadsafe(self._begin_drain, signal.Signals(sig).name)
             return
         if self._signals >= 3 or self.should_exit:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.devtools.fake_realtime import FakeRealtimeServer
 from bridge.devtools.ports import free_port
@@ -108,6 +109,24 @@ def run_bridge(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+async def scrape(bridge: RunningBridge) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``/metrics`` as {(sample name, labels): value}, parsed by prometheus_client."""
+    async with httpx.AsyncClient(base_url=bridge.url, timeout=5) as client:
+        text = (await client.get("/metrics")).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """One sample's value (0 when the series does not exist yet)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 @asynccontextmanager

@@ -29,7 +29,15 @@ from bridge.devtools.ports import free_port
 from bridge.devtools.simulator import SimulationResult, sign, simulate_call
 from bridge.protocols.sip.message import SipRequest, parse_message
 
-from .conftest import AUTH_TOKEN, REVIEW_TOKEN, RunningBridge, fake_server, provider_env
+from .conftest import (
+    AUTH_TOKEN,
+    REVIEW_TOKEN,
+    RunningBridge,
+    fake_server,
+    provider_env,
+    sample,
+    scrape,
+)
 from .raw_sip import SILENCE, RawPhone, finished_record, sip_env
 
 StartBridge = Callable[[dict[str, str]], RunningBridge]
@@ -180,6 +188,20 @@ async def test_http_tools_are_called_signed_and_their_answers_and_failures_reach
     assert tool_events["slow_lookup"]["ok"] is False and tool_events["broken_lookup"]["ok"] is False
     assert 400 <= tool_events["slow_lookup"]["ms"] < 3000
     assert "Traceback" not in bridge.log()
+    metrics = await scrape(bridge)
+    outcomes = {
+        name: (
+            sample(metrics, "bridge_tool_calls_total", tool=name, outcome="ok"),
+            sample(metrics, "bridge_tool_calls_total", tool=name, outcome="error"),
+        )
+        for name in ("check_availability", "slow_lookup", "broken_lookup")
+    }
+    assert outcomes == {
+        "check_availability": (1, 0), "slow_lookup": (0, 1), "broken_lookup": (0, 1),
+    }  # fmt: skip
+    slow_s = sample(metrics, "bridge_tool_call_seconds_sum", tool="slow_lookup")
+    assert 0.4 <= slow_s < 3.0
+    assert sample(metrics, "bridge_tool_call_seconds_count", tool="check_availability") == 1
 
 
 async def _twilio_call(

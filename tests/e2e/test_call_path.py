@@ -14,7 +14,16 @@ from bridge.codecs.pcm import best_alignment, snr_db
 from bridge.devtools.fake_script import FakeScript, Reply
 from bridge.devtools.simulator import simulate_call
 
-from .conftest import AUTH_TOKEN, MODEL_KEY, REVIEW_TOKEN, RunningBridge, fake_server, provider_env
+from .conftest import (
+    AUTH_TOKEN,
+    MODEL_KEY,
+    REVIEW_TOKEN,
+    RunningBridge,
+    fake_server,
+    provider_env,
+    sample,
+    scrape,
+)
 
 StartBridge = Callable[[dict[str, str]], RunningBridge]
 
@@ -132,6 +141,26 @@ async def test_barge_in_clears_at_once_and_truncates_at_what_was_heard(
     assert [e["type"] for e in record["events"]].count("barge_in") == 1
     # Nothing of the cut answer was played after the clear.
     assert len(result.received_audio) < 4000 * 8 + 800 * 8
+
+    # What an operator's dashboard shows for this call.
+    metrics = await scrape(bridge)
+    twilio = {"channel": "twilio"}
+    assert sample(metrics, "bridge_calls_started_total", **twilio) == 1
+    assert sample(metrics, "bridge_calls_active", **twilio) == 0
+    ended = {"status": "completed", "end_reason": "caller_hangup"}
+    assert sample(metrics, "bridge_calls_finished_total", **ended) == 1
+    assert sample(metrics, "bridge_barge_ins_total") == 1
+    # Both questions were answered (one of them talked over the first answer): two turns,
+    # each at least the VAD's silence long; one clear, sooner than any turn.
+    assert sample(metrics, "bridge_turn_latency_seconds_count", **twilio) == 2
+    turn_s = sample(metrics, "bridge_turn_latency_seconds_sum", **twilio)
+    assert 0.2 * 2 <= turn_s <= 5.0 * 2
+    assert sample(metrics, "bridge_clear_latency_seconds_count", **twilio) == 1
+    assert sample(metrics, "bridge_clear_latency_seconds_sum", **twilio) < turn_s / 2
+    # The call, its turns, its barge-in and its end were each one store write.
+    assert sample(metrics, "bridge_store_write_seconds_count") >= 1 + 4 + 1 + 1
+    assert sample(metrics, "bridge_store_queue_depth") == 0
+    assert sample(metrics, "bridge_draining") == 0
 
 
 async def test_pcm24k_path_resamples_faithfully(bridge_factory: StartBridge) -> None:

@@ -197,10 +197,8 @@ async def test_a_call_ended_by_shutdown_is_still_saved(
         if files_under(folder, "caller.ulaw"):
             break
     await asyncio.sleep(1.0)
-    # The first SIGTERM drains (the call could go on); the second ends the call now.
-    bridge.process.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.3)
-    bridge.process.send_signal(signal.SIGTERM)
+    # SIGINT (Ctrl-C) stops at once, where SIGTERM would let the call finish.
+    bridge.process.send_signal(signal.SIGINT)
     result = await asyncio.wait_for(running, timeout=30)
     assert bridge.process.wait(timeout=15) == 0
     left, right = read_stereo(folder / f"{result.call_sid}.wav")
