@@ -23,9 +23,10 @@ run: $(STAMP)
 	$(BIN)/bridge serve --host 127.0.0.1 --port 8000
 
 # Some tests drive real programs from the distribution: headless Chromium (the call-log pages),
-# sipp (Debian's sip-tester) and the baresip softphone (the SIP listener). Install whichever is
-# missing (as root, or through sudo); elsewhere the tests say what is missing and skip.
-SYSTEM_PACKAGES := chromium:chromium sipp:sip-tester baresip:baresip
+# sipp (Debian's sip-tester), the baresip softphone (the SIP listener) and Kamailio (the SIP
+# dispatcher of infra/kamailio/). Install whichever is missing (as root, or through sudo);
+# elsewhere the tests say what is missing and skip.
+SYSTEM_PACKAGES := chromium:chromium sipp:sip-tester baresip:baresip kamailio:kamailio
 
 system-packages:
 	@missing=; for pair in $(SYSTEM_PACKAGES); do \
