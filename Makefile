@@ -19,8 +19,11 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP) $@
 
+# The port `make run` serves on (PORT=8001 make run, say, when 8000 is taken).
+PORT ?= 8000
+
 run: $(STAMP)
-	$(BIN)/bridge serve --host 127.0.0.1 --port 8000
+	$(BIN)/bridge serve --host 127.0.0.1 --port $(PORT)
 
 # Some tests drive real programs from the distribution: headless Chromium (the call-log pages),
 # sipp (Debian's sip-tester), the baresip softphone (the SIP listener) and Kamailio (the SIP
