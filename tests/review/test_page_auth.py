@@ -116,30 +116,34 @@ async def test_the_typed_token_may_carry_spaces(remote: httpx.AsyncClient) -> No
     assert (await sign_in(remote, f" {TOKEN}\n")).status_code == 303
 
 
-def forged_cookies() -> list[str]:
+def forged_cookies() -> dict[str, str]:
+    """Cookies that must not open the pages, by what is wrong with them. Made when a test
+    runs, not when tests are collected: they hold the time, and parallel workers must
+    collect the same test names."""
     good = SessionCookie(TOKEN, secure=False).issue()
     value, _, signature = good.rpartition(".")
     # The first character: the last one of base64 carries spare bits a decoder ignores.
     flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
-    return [
-        "reviewer",
-        "",
-        good + "x",
-        f"{value}.{flipped}",
+    return {
+        "no signature": "reviewer",
+        "empty": "",
+        "signature with a character more": good + "x",
+        "signature changed": f"{value}.{flipped}",
         # Signed with another token: rotating the token signs everyone out.
-        SessionCookie("the-old-token", secure=False).issue(),
+        "another token": SessionCookie("the-old-token", secure=False).issue(),
         # Issued 12 hours and a minute ago.
-        SessionCookie(
+        "expired": SessionCookie(
             TOKEN, secure=False, clock=lambda: time.time() - SESSION_MAX_AGE_S - 60
         ).issue(),
         # Issued "in the future" by a tampered timestamp is still a bad signature.
-        good.replace(good.split(".")[1], "AAAAAA", 1),
-        "ünïcode",
-    ]
+        "timestamp changed": good.replace(good.split(".")[1], "AAAAAA", 1),
+        "not ascii": "ünïcode",
+    }
 
 
-@pytest.mark.parametrize("value", forged_cookies())
-async def test_forged_or_stale_cookies_are_refused(remote: httpx.AsyncClient, value: str) -> None:
+@pytest.mark.parametrize("kind", list(forged_cookies()))
+async def test_forged_or_stale_cookies_are_refused(remote: httpx.AsyncClient, kind: str) -> None:
+    value = forged_cookies()[kind]
     response = await remote.get("/calls", headers={"Cookie": f"{COOKIE}={value}".encode()})
     assert response.status_code == 303
     assert response.headers["location"].startswith("/calls/sign-in")
