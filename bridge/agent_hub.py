@@ -12,19 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
 
 from bridge.adapters.http_tools import ToolOutcome, call_http_tool
-from bridge.adapters.mcp_tools import McpToolSource, McpUnavailable
 from bridge.adapters.realtime_target import RealtimeTarget
 from bridge.agents.models import Agent, HttpTool
 from bridge.agents.registry import Agents
 from bridge.call.tools import ToolPolicy, builtin_tools
 from bridge.protocols.dialects import SessionConfig
 from bridge.settings import Provider
+
+if TYPE_CHECKING:
+    from bridge.adapters.mcp_tools import McpToolSource
 
 __all__ = ["AgentHub", "CallAgent", "ToolRunner"]
 
@@ -114,10 +116,16 @@ class AgentHub:
         self.agents = agents
         # Fresh sources: each server's tool list is fetched again (a reload is how an
         # operator says the tools changed); live calls keep the runners they hold.
-        self._mcp = {
-            name: McpToolSource(name, str(server.url), server.headers)
-            for name, server in agents.mcp.items()
-        }
+        self._mcp = {}
+        if agents.mcp:
+            # Imported only when an agent has MCP servers: the MCP SDK takes more than half
+            # of the bridge's start-up time, and most bridges never use it.
+            from bridge.adapters.mcp_tools import McpToolSource
+
+            self._mcp = {
+                name: McpToolSource(name, str(server.url), server.headers)
+                for name, server in agents.mcp.items()
+            }
 
     def pick(self, dialed: str, name: str | None = None) -> Agent:
         """The agent for a call to ``dialed``; ``name`` (an outbound call's choice) wins
@@ -144,6 +152,8 @@ class AgentHub:
             source = self._mcp.get(server)
             if source is None:
                 continue
+            from bridge.adapters.mcp_tools import McpUnavailable
+
             try:
                 listed = await source.list_tools()
             except McpUnavailable as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -70,7 +71,7 @@ def run_bridge(
             "BRIDGE_DATABASE_URL": f"sqlite:///{db}",
             "BRIDGE_LOG_FORMAT": "json",
             "BRIDGE_LOG_LEVEL": "debug",
-            # A test that leaves a call up at the end is not kept waiting by the drain.
+            # A SIGTERM to a bridge with a call up is not a long wait.
             "BRIDGE_DRAIN_S": "2",
         }
     )
@@ -103,7 +104,8 @@ def run_bridge(
             time.sleep(0.1)
         yield bridge
     finally:
-        proc.terminate()
+        # SIGINT stops at once; SIGTERM would let calls still up drain first.
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
