@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 
 from bridge.errors import ProviderError
 
@@ -24,6 +25,10 @@ class RealtimeSocket:
 
     def __init__(self, conn: ClientConnection) -> None:
         self._conn = conn
+        # Whether this websockets release has what the direct path of send() relies on.
+        self._direct = all(
+            hasattr(conn, name) for name in ("protocol", "transport", "paused", "send_data")
+        ) and hasattr(conn, "send_in_progress")
 
     @classmethod
     async def open(
@@ -49,8 +54,24 @@ class RealtimeSocket:
 
     async def send(self, text: str) -> None:
         """Send one event; ``ProviderError`` when the connection is gone."""
+        conn = self._conn
+        if (
+            self._direct
+            and conn.protocol.state is State.OPEN
+            and not conn.paused
+            and conn.send_in_progress is None
+            and not conn.transport.is_closing()
+        ):
+            # The usual case, 50 times a second per call (caller audio): the socket is open
+            # and its buffer drained, so the frame is written straight through the sans-I/O
+            # protocol. websockets' own send() does the same inside a context manager whose
+            # bookkeeping cost more than the write itself. A write that fills the buffer
+            # pauses the transport, and the next send takes the path below, which waits.
+            conn.protocol.send_text(text.encode())
+            conn.send_data()
+            return
         try:
-            await self._conn.send(text)
+            await conn.send(text)
         except (websockets.ConnectionClosed, OSError) as exc:
             raise ProviderError("realtime connection closed") from exc
 
