@@ -105,6 +105,9 @@ class SqlCallStore:
         self.instance = instance
         self._engine: AsyncEngine | None = None
         self._state = _State.NEW
+        # Statements of the frequent writes, built on first use (they depend on the dialect).
+        self._turn_stmt: Any = None
+        self._event_stmt: Any = None
 
     def __repr__(self) -> str:
         return f"SqlCallStore({self.description!r}, state={self._state.value})"
@@ -209,14 +212,32 @@ class SqlCallStore:
             "full_text": turn.full_text,
         }
 
+        upsert = self._turn_upsert()
+
         async def write(conn: AsyncConnection) -> None:
-            stmt = self._insert(turns).values(values)
-            replace = {key: stmt.excluded[key] for key in values if key not in ("call_sid", "seq")}
-            await conn.execute(
-                stmt.on_conflict_do_update(index_elements=["call_sid", "seq"], set_=replace)
-            )
+            await conn.execute(upsert, values)
 
         await self._write(write, call_sid)
+
+    def _event_insert(self) -> Any:
+        """The event insert, built once (as the turn upsert)."""
+        if self._event_stmt is None:
+            self._event_stmt = self._insert(events).on_conflict_do_nothing()
+        return self._event_stmt
+
+    def _turn_upsert(self) -> Any:
+        """The turn upsert, built once: a turn is written every few seconds per call, and
+        building the statement cost more than running it."""
+        if self._turn_stmt is None:
+            stmt = self._insert(turns)
+            replace = {
+                key: stmt.excluded[key]
+                for key in ("role", "text", "start_ms", "end_ms", "interrupted", "full_text")
+            }
+            self._turn_stmt = stmt.on_conflict_do_update(
+                index_elements=["call_sid", "seq"], set_=replace
+            )
+        return self._turn_stmt
 
     async def append_event(self, call_sid: str, event: CallEvent) -> None:
         values = {
@@ -229,8 +250,10 @@ class SqlCallStore:
             ),
         }
 
+        insert = self._event_insert()
+
         async def write(conn: AsyncConnection) -> None:
-            await conn.execute(self._insert(events).values(values).on_conflict_do_nothing())
+            await conn.execute(insert, values)
 
         await self._write(write, call_sid)
 
