@@ -4,7 +4,7 @@ in order, whichever way send() writes it, and a closed socket is a ProviderError
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -16,7 +16,6 @@ from bridge.errors import ProviderError
 class Sink:
     def __init__(self) -> None:
         self.received: list[str] = []
-        self.closing = asyncio.Event()
 
     async def handler(self, ws: ServerConnection) -> None:
         async for message in ws:
@@ -35,10 +34,12 @@ async def sink() -> AsyncIterator[tuple[Sink, str]]:
         yield sink, f"ws://127.0.0.1:{port}"
 
 
-async def _until(check: object, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():  # type: ignore[operator]
-            await asyncio.sleep(0.005)
+async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.005)):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the condition never came true")
 
 
 async def test_every_event_arrives_in_order(sink: tuple[Sink, str]) -> None:
@@ -69,7 +70,7 @@ async def test_a_full_buffer_waits_instead_of_writing_past_it(sink: tuple[Sink, 
 
 
 async def test_a_closed_socket_is_a_provider_error(sink: tuple[Sink, str]) -> None:
-    server, url = sink
+    _, url = sink
     socket = await RealtimeSocket.open(url, {})
     await socket.send("close now")
     await _until(lambda: socket.close_code is not None)
