@@ -106,8 +106,8 @@ def serve_workers(
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-# uvicorn re-raises the signal that stopped it once it has shut down cleanly, so a worker
-# stopped on purpose dies of it; that is a clean exit, not a crash.
+# A worker stopped on purpose exits 0 (bridge.serving); one stopped before its server had
+# started dies of the signal itself, which is a clean exit too, not a crash.
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
