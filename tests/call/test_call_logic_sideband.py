@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from bridge.call.call_logic import CallConfig, CallLogic, TurnReady
+from bridge.call.limits import SHUTTING_DOWN
 from bridge.call.records import EndReason
 from bridge.call.tools import ToolPolicy
 from bridge.openai_sip import NoMediaLeg
@@ -91,3 +92,16 @@ def test_end_call_hangs_up_after_the_bound_when_playout_is_never_reported() -> N
     assert logic.end_reason is None
     logic.tick(7.0)
     assert logic.end_reason is EndReason.AGENT_HANGUP
+
+
+def test_a_stopping_bridge_has_the_provider_say_goodbye_and_ends_once_it_stopped() -> None:
+    logic = _logic(greeting=None)
+    _sent(logic)
+    logic.shut_down(1.0)
+    [create] = _sent(logic)
+    assert create["type"] == "response.create"
+    assert create["response"]["instructions"] == SHUTTING_DOWN
+    _reply(logic, 1.2, "r1", "i1", "Sorry, I have to go now. Goodbye.")
+    assert logic.end_reason is None  # OpenAI is still playing it
+    _feed(logic, 3.5, type="output_audio_buffer.stopped", response_id="r1")
+    assert logic.end_reason is EndReason.BRIDGE_SHUTDOWN
