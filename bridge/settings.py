@@ -1,7 +1,8 @@
 """The bridge's settings: one frozen model, read once from the environment (and ``.env``).
 
-Every name here is public (see CONTRACT.md); build it with ``load_settings()`` and pass it
-down. Nothing else in the bridge reads the environment.
+The names in CONTRACT.md are public; the rest are the bridge's own tuning, and
+docs/configuration.md (generated from the descriptions here) says which is which. Build it
+with ``load_settings()`` and pass it down. Nothing else in the bridge reads the environment.
 """
 
 from __future__ import annotations
