@@ -78,7 +78,7 @@ async def test_sigterm_mid_call_lets_the_call_finish_and_takes_no_new_ones(
             simulate_call(
                 bridge.url,
                 auth_token=AUTH_TOKEN,
-                caller_utterances=[load_clip("caller_1"), load_clip("caller_2")],
+                caller_utterances=[load_clip("caller_1")],
                 max_duration_s=40,
                 # The bridge is gone once the call's record is written: read it from the store.
                 fetch_record=False,
@@ -109,7 +109,7 @@ async def test_sigterm_mid_call_lets_the_call_finish_and_takes_no_new_ones(
             )
         assert refused.value.status == 503
 
-        # The live call carries on through both questions and ends as the caller hangs up.
+        # The live call carries on through another turn and ends as the caller hangs up.
         result = await asyncio.wait_for(call, 45)
         assert not result.timed_out and result.protocol_problems == []
         status = await _exit_status(bridge, 20)
@@ -118,8 +118,8 @@ async def test_sigterm_mid_call_lets_the_call_finish_and_takes_no_new_ones(
     record = _record(bridge, result.call_sid)
     assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
     agent_said = [t["text"] for t in record["turns"] if t["role"] == "agent"]
-    assert agent_said == [GREETING, *ANSWERS]
-    assert [t["role"] for t in record["turns"]].count("caller") == 2
+    assert agent_said == [GREETING, ANSWERS[0]]
+    assert [t["role"] for t in record["turns"]].count("caller") == 1
     # Only the live call was served: the late caller left no record.
     assert len(_list_calls(bridge).splitlines()) == 1
 

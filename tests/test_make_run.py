@@ -1,5 +1,6 @@
 """The README's first command on this checkout: ``make run`` serves, and installing the
-project prints no packaging warnings."""
+project prints no packaging warnings. Real processes, but nothing here depends on timing, so
+these run with the parallel tests rather than the end-to-end ones."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from bridge.devtools.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 # This machine's pip configuration may name package indexes that are not there; those lines
 # are pip's own, about the machine, not about the project.
 MACHINE_LINES = ("Location 'file:",)
