@@ -110,7 +110,7 @@ async def place_call(request: Request) -> Response:
             {"WWW-Authenticate": "Bearer"},
         )
     if request.app.state.drain.draining:
-        # The call's webhook would come back to a bridge that is going away.
+        # A stopping bridge starts no new calls; the client tries again (another bridge).
         return _json(
             {"error": "this bridge is shutting down; try again"}, 503, {"Retry-After": "5"}
         )

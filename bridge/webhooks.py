@@ -14,11 +14,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from bridge.adapters.http_body import BodyRefused, read_body
 from bridge.adapters.twilio_auth import TwilioAuth
 from bridge.call.records import CallStatus, EndReason
 from bridge.errors import CLOSE_POLICY_VIOLATION
@@ -62,20 +63,10 @@ class _BadForm(Exception):
 
 async def _read_form(request: Request) -> dict[str, str]:
     """The URL-encoded body as a dict, read within a size and a time limit."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        raise _BadForm(413, "body too large")
-    body = bytearray()
     try:
-        async with asyncio.timeout(FORM_READ_TIMEOUT_S):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_FORM_BYTES:
-                    raise _BadForm(413, "body too large")
-    except TimeoutError:
-        raise _BadForm(408, "body not received in time") from None
-    except ClientDisconnect:
-        raise _BadForm(400, "client disconnected before the body was complete") from None
+        body = await read_body(request, MAX_FORM_BYTES, FORM_READ_TIMEOUT_S)
+    except BodyRefused as refused:
+        raise _BadForm(refused.status, refused.reason) from None
     try:
         # Percent-escapes decode as UTF-8 with replacement, so no value holds a lone surrogate.
         pairs = parse_qsl(

@@ -40,3 +40,22 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         found: int = s.getsockname()[1]
         return found
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(count: int, *, even: bool = False) -> int:
+    """The first of ``count`` consecutive ports on 127.0.0.1 free for UDP, the first of them
+    for TCP too (SIP and RTP: ``even`` starts the block on an even port, as RTP wants)."""
+    for _ in range(_TRIES):
+        first = free_port() & ~1 if even else free_port()
+        if all(_udp_free(port) for port in range(first, first + count)):
+            return first
+    raise RuntimeError("no free UDP ports on 127.0.0.1")

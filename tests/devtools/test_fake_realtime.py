@@ -687,6 +687,15 @@ def test_demo_script_uses_the_shipped_clips() -> None:
     assert demo.caller_transcripts[0] == clips.clip_text("caller_1")
 
 
+async def _printed_url(capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``bridge fake-realtime`` printed once it listens: its URL (bounded wait)."""
+    for _ in range(200):
+        if url := capsys.readouterr().out.strip():
+            return url
+        await asyncio.sleep(0.02)
+    return ""
+
+
 async def test_cli_prints_its_url_and_serves_until_cancelled(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -695,12 +704,7 @@ async def test_cli_prints_its_url_and_serves_until_cancelled(
     args = parser.parse_args(["--dialect", "openai-beta", "--fault", "noise", "--api-key", "k"])
     task = asyncio.create_task(run_fake_realtime(args))
     try:
-        url = ""
-        for _ in range(200):
-            url = capsys.readouterr().out.strip()
-            if url:
-                break
-            await asyncio.sleep(0.02)
+        url = await _printed_url(capsys)
         assert url.startswith("ws://127.0.0.1:")
         headers = {"Authorization": "Bearer k", "OpenAI-Beta": "realtime=v1"}
         async with connect(url, additional_headers=headers, open_timeout=5) as ws:
@@ -720,12 +724,7 @@ async def test_cli_session_limit_ends_each_session_as_openai_does(
     args = parser.parse_args(["--session-limit-s", "0.3"])
     task = asyncio.create_task(run_fake_realtime(args))
     try:
-        url = ""
-        for _ in range(200):
-            url = capsys.readouterr().out.strip()
-            if url:
-                break
-            await asyncio.sleep(0.02)
+        url = await _printed_url(capsys)
         async with connect(url, open_timeout=5) as ws:
             async with asyncio.timeout(RECV_TIMEOUT):
                 created = json.loads(await ws.recv())

@@ -36,7 +36,7 @@ import pytest_asyncio
 
 from bridge.codecs.clips import load_clip
 from bridge.devtools.fake_script import FakeScript, Reply
-from bridge.devtools.ports import free_port
+from bridge.devtools.ports import free_port_block
 from bridge.protocols.sip.message import (
     SipParseError,
     SipRequest,
@@ -68,27 +68,6 @@ AGENT_SAYS = "Hello from the bridge over SIP."
 RTP_PORTS_PER_BRIDGE = 20
 
 
-# -- ports ----------------------------------------------------------------------------------
-
-
-def _udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_ports(count: int, *, even: bool = False) -> int:
-    """The first of ``count`` consecutive ports free for both TCP and UDP on 127.0.0.1."""
-    for _ in range(200):
-        first = free_port() & ~1 if even else free_port()
-        if all(_udp_free(port) for port in range(first, first + count)):
-            return first
-    raise RuntimeError("no free UDP ports on 127.0.0.1")
-
-
 # -- bridges --------------------------------------------------------------------------------
 
 
@@ -118,8 +97,8 @@ async def bridges(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bri
     async with fake_server("openai", script=script) as fake:
         starts = []
         for name in ("a", "b"):
-            sip_port = _free_ports(1)
-            rtp_low = _free_ports(RTP_PORTS_PER_BRIDGE, even=True)
+            sip_port = free_port_block(1)
+            rtp_low = free_port_block(RTP_PORTS_PER_BRIDGE, even=True)
             rtp = range(rtp_low, rtp_low + RTP_PORTS_PER_BRIDGE)
             env = provider_env(
                 fake,
@@ -236,7 +215,7 @@ class StandIn(asyncio.DatagramProtocol):
 
 async def _stand_in(status: int | None) -> tuple[StandIn, asyncio.DatagramTransport, str]:
     transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: StandIn(status), local_addr=("127.0.0.1", _free_ports(1))
+        lambda: StandIn(status), local_addr=("127.0.0.1", free_port_block(1))
     )
     port = transport.get_extra_info("sockname")[1]
     return protocol, transport, f"sip:127.0.0.1:{port}"
@@ -298,7 +277,7 @@ def run_kamailio(home: Path, bridges: list[str], *, ping_interval: int) -> Itera
     list_path.write_text(
         "".join(f"1 {uri} 0 {len(bridges) - n}\n" for n, uri in enumerate(bridges))
     )
-    port = _free_ports(1)
+    port = free_port_block(1)
     log_path = home / "kamailio.log"
     args = [
         KAMAILIO,
@@ -501,9 +480,9 @@ async def run_sipp(
         f"127.0.0.1:{proxy_port}",
         *("-sf", str(scenario_path)),
         *("-i", "127.0.0.1", "-mi", "127.0.0.1"),
-        *("-p", str(_free_ports(1))),
+        *("-p", str(free_port_block(1))),
         # The media port: -rtp_echo also takes the port two above it.
-        *("-mp", str(_free_ports(4, even=True))),
+        *("-mp", str(free_port_block(4, even=True))),
         *("-cid_str", f"{label}-%u-%p@%s"),
         *("-m", "1", "-nostdin"),
         *("-timeout", f"{timeout_s}s", "-timeout_error", "-recv_timeout", "8000"),

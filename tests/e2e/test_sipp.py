@@ -19,7 +19,6 @@ import json
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import pytest_asyncio
 from bridge.codecs.clips import load_clip
 from bridge.devtools.fake_realtime import FakeRealtimeServer
 from bridge.devtools.fake_script import FakeScript, Reply, ToolCall
-from bridge.devtools.ports import free_port
+from bridge.devtools.ports import free_port_block
 
 from .conftest import REVIEW_TOKEN, RunningBridge, fake_server, provider_env, run_bridge
 
@@ -76,27 +75,6 @@ needs_raw_socket = pytest.mark.skipif(
     not _can_send_raw_packets(),
     reason="SIPp's play_pcap_audio sends through a raw socket: needs root or CAP_NET_RAW",
 )
-
-
-# -- ports ----------------------------------------------------------------------------------
-
-
-def _udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_ports(count: int, *, even: bool = False) -> int:
-    """The first of ``count`` consecutive ports free for both TCP (``free_port``) and UDP."""
-    for _ in range(200):
-        first = free_port() & ~1 if even else free_port()
-        if all(_udp_free(port) for port in range(first, first + count)):
-            return first
-    raise RuntimeError("no free UDP ports on 127.0.0.1")
 
 
 # -- running SIPp ---------------------------------------------------------------------------
@@ -179,10 +157,10 @@ async def run_sipp(
         "-mi",
         "127.0.0.1",
         "-p",
-        str(_free_ports(1)),
+        str(free_port_block(1)),
         # The media port: -rtp_echo also takes the port two above it.
         "-mp",
-        str(_free_ports(4, even=True)),
+        str(free_port_block(4, even=True)),
         "-cid_str",
         f"{label}-%u-%p@%s",
         "-nostdin",
@@ -291,8 +269,8 @@ def _sip_env(sip_port: int, rtp_ports: str, **extra: str) -> dict[str, str]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def sip(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SipBridge]:
     """One bridge for the tests that need no special settings."""
-    sip_port = _free_ports(1)
-    rtp_low = _free_ports(2, even=True)
+    sip_port = free_port_block(1)
+    rtp_low = free_port_block(2, even=True)
     async with fake_server("openai", script=_script()) as fake:
         env = provider_env(fake, "openai", **_sip_env(sip_port, f"{rtp_low}-{rtp_low + 60}"))
         with run_bridge(tmp_path_factory.mktemp("sipp-bridge"), env) as bridge:
@@ -344,8 +322,8 @@ async def test_cancel_before_the_answer_gets_487_and_frees_the_call(
     bridge_factory: StartBridge, tmp_path: Path
 ) -> None:
     # Four RTP ports: a cancelled call that kept its port would leave later callers none.
-    rtp_low = _free_ports(8, even=True)
-    sip_port = _free_ports(1)
+    rtp_low = free_port_block(8, even=True)
+    sip_port = free_port_block(1)
     async with fake_server("openai", script=_script()) as fake:
         bridge = bridge_factory(
             provider_env(fake, "openai", **_sip_env(sip_port, f"{rtp_low}-{rtp_low + 7}"))
@@ -510,8 +488,8 @@ class _Md5OnlyRelay(asyncio.DatagramProtocol):
 async def test_a_caller_outside_the_allow_list_passes_the_digest_challenge(
     bridge_factory: StartBridge, tmp_path: Path
 ) -> None:
-    sip_port = _free_ports(1)
-    rtp_low = _free_ports(2, even=True)
+    sip_port = free_port_block(1)
+    rtp_low = free_port_block(2, even=True)
     async with fake_server("openai", script=_script()) as fake:
         bridge = bridge_factory(
             provider_env(
@@ -560,8 +538,8 @@ async def test_a_caller_outside_the_allow_list_passes_the_digest_challenge(
 async def test_a_call_beyond_the_limit_gets_503_with_retry_after(
     bridge_factory: StartBridge, tmp_path: Path
 ) -> None:
-    sip_port = _free_ports(1)
-    rtp_low = _free_ports(2, even=True)
+    sip_port = free_port_block(1)
+    rtp_low = free_port_block(2, even=True)
     async with fake_server("openai", script=_script()) as fake:
         bridge = bridge_factory(
             provider_env(
@@ -652,8 +630,8 @@ class TransferBridge(SipBridge):
 async def transfer_sip(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TransferBridge]:
     """A bridge whose agent for AGENT_NUMBER may transfer callers to reception."""
     home = tmp_path_factory.mktemp("sipp-transfer-bridge")
-    sip_port = _free_ports(1)
-    rtp_low = _free_ports(2, even=True)
+    sip_port = free_port_block(1)
+    rtp_low = free_port_block(2, even=True)
     async with fake_server("openai", script=_transfer_script()) as fake:
         env = provider_env(
             fake,
