@@ -332,7 +332,12 @@ class SipEndpoint:
                 self._spawn(self._offer(listener, event))
             case CallEstablished(call_id=call_id):
                 if (pending := self._pending.pop(call_id, None)) is not None:
-                    self._spawn(self._serve(*pending))
+                    rtp, answer, offer = pending
+                    # Known at once, not when the task first runs: a BYE right behind the
+                    # ACK must find the call, or the session would outlive its caller.
+                    established = SipDriver(self, call_id, answer, rtp)
+                    self._drivers[call_id] = established
+                    self._spawn(self._serve(established, offer))
             case CallEnded(call_id=call_id, reason=reason):
                 log.info("sip.call_ended", sip_call_id=call_id, reason=reason)
                 if (driver := self._drivers.get(call_id)) is not None:
@@ -386,11 +391,9 @@ class SipEndpoint:
             return rtp
         return None
 
-    async def _serve(self, rtp: _Rtp, answer: Answer, offer: CallOffered) -> None:
+    async def _serve(self, driver: SipDriver, offer: CallOffered) -> None:
         call_sid = "SI" + secrets.token_hex(16)
         call_log = log.bind(call_sid=call_sid, sip_call_id=offer.call_id)
-        driver = SipDriver(self, offer.call_id, answer, rtp)
-        self._drivers[offer.call_id] = driver
         new_call = NewCall(
             call_sid=call_sid,
             stream_sid="",
@@ -414,7 +417,7 @@ class SipEndpoint:
             self._drivers.pop(offer.call_id, None)
             self._listener_of.pop(offer.call_id, None)
             with contextlib.suppress(Exception):
-                rtp.close()
+                driver.rtp.close()
 
 
 __all__ = ["SipDriver", "SipEndpoint"]

@@ -13,6 +13,9 @@ recovers by itself after the database restarts.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import event
@@ -20,6 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import await_only
 
 from bridge.errors import ConfigurationError
 
@@ -50,7 +54,7 @@ def sqlite_engine(path: str) -> AsyncEngine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cursor)
             cursor.execute("PRAGMA synchronous = FULL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
@@ -61,6 +65,29 @@ def sqlite_engine(path: str) -> AsyncEngine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """Put the file in WAL mode, waiting out other processes as the busy timeout would.
+
+    Switching the journal mode needs the file to itself, and SQLite gives up on it at once
+    with "database is locked" instead of calling the busy handler while another connection
+    (a second bridge opening the same new file) holds a lock. So wait here up to the same
+    timeout. This runs inside SQLAlchemy's greenlet on the event loop, so the pause is an
+    asyncio sleep: blocking would stall the very connection that holds the lock when both
+    are in one process. Once the file is in WAL mode the setting is a no-op.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause_s = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        await_only(asyncio.sleep(pause_s))
+        pause_s = min(pause_s * 2, 0.1)
 
 
 def postgres_engine(url: str | URL, *, schema: str | None = None) -> AsyncEngine:

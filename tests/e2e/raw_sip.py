@@ -59,7 +59,8 @@ class Inbox(asyncio.DatagramProtocol):
 def request(method: str, sip_port: int, my_port: int, call_id: str, cseq: int, **kw: str) -> bytes:
     body = kw.get("body", "")
     to_tag = f";tag={kw['to_tag']}" if "to_tag" in kw else ""
-    branch = "z9hG4bK" + secrets.token_hex(6)
+    # A CANCEL, and the ACK of a failure, repeat the INVITE's branch (RFC 3261 9.1, 17.1.1.3).
+    branch = kw.get("branch") or "z9hG4bK" + secrets.token_hex(6)
     lines = [
         f"{method} sip:agent@127.0.0.1:{sip_port} SIP/2.0",
         f"Via: SIP/2.0/UDP 127.0.0.1:{my_port};branch={branch};rport",

@@ -318,32 +318,6 @@ async def test_bye_for_an_unknown_dialog_gets_481(sip: SipBridge, tmp_path: Path
     assert await _calls(sip.bridge, run.call_id_prefix) == []
 
 
-async def test_cancel_before_the_answer_gets_487_and_frees_the_call(
-    bridge_factory: StartBridge, tmp_path: Path
-) -> None:
-    # Four RTP ports: a cancelled call that kept its port would leave later callers none.
-    rtp_low = free_port_block(8, even=True)
-    sip_port = free_port_block(1)
-    async with fake_server("openai", script=_script()) as fake:
-        bridge = bridge_factory(
-            provider_env(fake, "openai", **_sip_env(sip_port, f"{rtp_low}-{rtp_low + 7}"))
-        )
-        # The 100 Trying comes at once and the 200 only once an RTP port is bound, so a
-        # CANCEL sent on the 100 arrives before the answer. Six callers give up in turn.
-        cancelled = await run_sipp(
-            sip_port, "cancel_before_answer.xml", tmp_path, "-m", "6", "-l", "1", "-r", "20"
-        )
-        assert cancelled.returncode == 0, cancelled.explain()
-        # Then a caller who stays is answered as usual.
-        call = await run_sipp(sip_port, "call.xml", tmp_path, "-d", "300")
-        assert call.returncode == 0, call.explain() + bridge.log()[-3000:]
-
-    assert await _calls(bridge, cancelled.call_id_prefix) == []
-    record = await call_record(bridge, call.call_id_prefix)
-    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
-    assert_no_errors(bridge, 0)
-
-
 async def test_cancel_after_the_answer_gets_200_and_the_call_goes_on(
     sip: SipBridge, tmp_path: Path
 ) -> None:

@@ -158,3 +158,28 @@ async def _open_together(stores: list[SqlCallStore]) -> None:
             assert await store.get_call("CA01") is not None
     finally:
         await asyncio.gather(*(store.close() for store in stores))
+
+
+async def test_a_bridge_opening_a_new_sqlite_file_another_process_holds_waits_its_turn(
+    tmp_path: Path,
+) -> None:
+    # Another process is mid-write on a file still in rollback-journal mode: switching it to
+    # WAL fails at once with "database is locked" unless the bridge waits, as it does for
+    # every other lock.
+    db = tmp_path / "busy.db"
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("CREATE TABLE other_process (x INTEGER)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO other_process VALUES (1)")
+    store = sqlite_store(str(db))
+    opening = asyncio.create_task(store.open())
+    try:
+        await asyncio.sleep(0.3)
+        assert not opening.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(opening, 10)
+        await store.create_call(new_call("CA01"))
+        assert await store.get_call("CA01") is not None
+    finally:
+        other.close()
+        await store.close()
