@@ -46,10 +46,12 @@ system-packages:
 test: $(DEV_STAMP) system-packages
 	$(BIN)/ruff check bridge tests
 	$(BIN)/mypy
-	# Two runs: the tests that need no servers' timing on both cores, then the end-to-end
-	# tests (real processes, real clocks) one at a time.
+	# Three runs: the tests without servers on both cores; the end-to-end tests (real
+	# processes, real sockets) two at a time; then those that hold real clocks to tens of
+	# milliseconds (marked `timing`) one at a time, with nothing else running.
 	$(BIN)/python -m pytest -q -n 2 --ignore=tests/e2e
-	$(BIN)/python -m pytest -q tests/e2e
+	$(BIN)/python -m pytest -q -n 2 -m "not timing" tests/e2e
+	$(BIN)/python -m pytest -q -m timing tests/e2e
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check bridge tests

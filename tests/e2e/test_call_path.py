@@ -91,6 +91,7 @@ async def test_one_full_turn_arrives_byte_identical(
         assert (await httpx.AsyncClient(base_url=bridge.url).get("/api/calls")).status_code == 401
 
 
+@pytest.mark.timing
 async def test_barge_in_clears_at_once_and_truncates_at_what_was_heard(
     bridge_factory: StartBridge,
 ) -> None:

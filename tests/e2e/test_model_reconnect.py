@@ -75,6 +75,7 @@ def _reconnects(record: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in record["events"] if e["type"] == "reconnect"]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("how", ["1011", "reset"])
 async def test_a_dropped_session_is_replaced_within_a_second_and_the_call_goes_on(
     how: str, bridge_factory: StartBridge

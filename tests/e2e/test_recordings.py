@@ -111,6 +111,7 @@ def call(bridge: RunningBridge, utterances: list[bytes], **kw: Any) -> Coroutine
     )
 
 
+@pytest.mark.timing
 async def test_a_barge_in_call_is_recorded_as_the_caller_heard_it(
     bridge_factory: StartBridge, tmp_path: Path, sent_frames: list[tuple[int, bytes]]
 ) -> None:

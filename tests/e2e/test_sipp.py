@@ -402,6 +402,7 @@ async def test_a_pcma_only_offer_is_answered_with_pcma(sip: SipBridge, tmp_path:
 
 
 @needs_raw_socket
+@pytest.mark.timing
 async def test_30ms_pcma_packets_arrive_whole(sip: SipBridge, tmp_path: Path) -> None:
     (tmp_path / "pcap").symlink_to(SIPP_PCAPS)
     since = sip.log_offset()
