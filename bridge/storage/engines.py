@@ -1,14 +1,23 @@
-"""SQLAlchemy engines for the two backends, each tuned for how the bridge uses it.
+"""Where the store's transactions run, for each backend, tuned for how the bridge uses it.
 
-SQLite: one connection through aiosqlite (its own thread, so a slow disk never blocks the
-event loop). In-process work queues for that connection in order; other processes sharing
-the file wait on the busy timeout. WAL lets readers in other processes run beside the writer,
-and ``synchronous = FULL`` makes each committed turn survive a power cut, not only a crash.
-Every transaction starts with ``BEGIN IMMEDIATE``: a transaction that reads and then writes
-would otherwise fail at once with "database is locked" instead of waiting its turn.
+The store writes every transaction as a plain function of a SQLAlchemy ``Connection`` and
+hands it to a :class:`StoreEngine`, which runs it inside ``BEGIN`` ... ``COMMIT`` and hands
+back its result:
 
-PostgreSQL: asyncpg with a small pool; connections are checked before use so the bridge
-recovers by itself after the database restarts.
+SQLite: one connection of the standard ``sqlite3`` driver, owned by one worker thread of
+the store's own, which runs each transaction whole. A slow disk never blocks the event loop,
+and a transaction costs the loop one hop to the thread and back; an asyncio driver would
+hop for every cursor, statement and commit (about eight per turn written, which made the
+store the largest cost of a call after its sockets). Transactions queue for the thread in
+order; other processes sharing the file wait on the busy timeout. WAL lets readers in other
+processes run beside the writer, and ``synchronous = FULL`` makes each committed turn survive
+a power cut, not only a crash. Every transaction starts with ``BEGIN IMMEDIATE``: one that
+reads and then writes would otherwise fail at once with "database is locked" instead of
+waiting its turn.
+
+PostgreSQL: asyncpg with a small pool, the transaction run in SQLAlchemy's greenlet on the
+loop (``run_sync``); connections are checked before use so the bridge recovers by itself
+after the database restarts.
 """
 
 from __future__ import annotations
@@ -16,16 +25,19 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlalchemy.util import await_only
+from sqlalchemy.pool import QueuePool
 
 from bridge.errors import ConfigurationError
+
+T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 PG_POOL_SIZE = 5
@@ -34,20 +46,74 @@ PG_CONNECT_TIMEOUT_S = 5.0
 PG_COMMAND_TIMEOUT_S = 30.0
 
 
-def sqlite_engine(path: str) -> AsyncEngine:
+class StoreEngine(Protocol):
+    """Runs the store's transactions against one database."""
+
+    #: SQLAlchemy's name of the backend's dialect: ``"sqlite"`` or ``"postgresql"``.
+    dialect_name: str
+
+    async def run(self, job: Callable[[Connection], T]) -> T:
+        """``job(connection)`` in one transaction, committed if it returns, rolled back if it
+        raises (and the exception raised here)."""
+        ...
+
+    async def dispose(self) -> None:
+        """Close the connections; wait for transactions already handed over first."""
+        ...
+
+
+class ThreadedEngine:
+    """A synchronous engine whose transactions all run, in order, on one thread of its own."""
+
+    def __init__(self, engine: Engine, thread_name: str) -> None:
+        self.engine = engine
+        self.dialect_name = engine.dialect.name
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+
+    async def run(self, job: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, job)
+
+    def _run(self, job: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as conn:
+            return job(conn)
+
+    async def dispose(self) -> None:
+        # Behind whatever was handed over already: the thread runs one thing at a time.
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
+        finally:
+            self._thread.shutdown(wait=False)
+
+
+class GreenletEngine:
+    """An asyncio engine: each transaction runs in SQLAlchemy's greenlet on the loop."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect_name = engine.dialect.name
+
+    async def run(self, job: Callable[[Connection], T]) -> T:
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(job)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def sqlite_engine(path: str) -> ThreadedEngine:
     """An engine over the SQLite file at ``path`` (or ``":memory:"``)."""
-    engine = create_async_engine(
-        URL.create("sqlite+aiosqlite", database=path),
-        # One connection, queued for: SQLite has one writer anyway, and for ":memory:" the
-        # connection is the database (SQLAlchemy's default there would share it unguarded).
-        poolclass=AsyncAdaptedQueuePool,
+    engine = create_engine(
+        URL.create("sqlite+pysqlite", database=path),
+        # One connection: SQLite has one writer anyway, and for ":memory:" the connection is
+        # the database. Only the store's thread ever uses it.
+        poolclass=QueuePool,
         pool_size=1,
         max_overflow=0,
         # A memory database lives in its one connection: never recycle it.
         pool_recycle=-1,
     )
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver: SQLAlchemy's begin event below issues it.
         dbapi_connection.isolation_level = None
@@ -60,22 +126,21 @@ def sqlite_engine(path: str) -> AsyncEngine:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-    return engine
+    return ThreadedEngine(engine, thread_name="sqlite-store")
 
 
 def _switch_to_wal(cursor: Any) -> None:
-    """Put the file in WAL mode, waiting out other processes as the busy timeout would.
+    """Put the file in WAL mode, waiting out other connections as the busy timeout would.
 
     Switching the journal mode needs the file to itself, and SQLite gives up on it at once
     with "database is locked" instead of calling the busy handler while another connection
     (a second bridge opening the same new file) holds a lock. So wait here up to the same
-    timeout. This runs inside SQLAlchemy's greenlet on the event loop, so the pause is an
-    asyncio sleep: blocking would stall the very connection that holds the lock when both
-    are in one process. Once the file is in WAL mode the setting is a no-op.
+    timeout. This runs on the store's own thread, so sleeping holds up nothing else. Once the
+    file is in WAL mode the setting is a no-op.
     """
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     pause_s = 0.005
@@ -86,11 +151,11 @@ def _switch_to_wal(cursor: Any) -> None:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
-        await_only(asyncio.sleep(pause_s))
+        time.sleep(pause_s)
         pause_s = min(pause_s * 2, 0.1)
 
 
-def postgres_engine(url: str | URL, *, schema: str | None = None) -> AsyncEngine:
+def postgres_engine(url: str | URL, *, schema: str | None = None) -> GreenletEngine:
     """A pooled asyncpg engine for ``url``; ``schema``, if given, is the search path."""
     try:
         parsed = make_url(url)
@@ -104,10 +169,12 @@ def postgres_engine(url: str | URL, *, schema: str | None = None) -> AsyncEngine
     }
     if schema is not None:
         connect_args["server_settings"]["search_path"] = schema
-    return create_async_engine(
-        parsed,
-        pool_size=PG_POOL_SIZE,
-        max_overflow=PG_MAX_OVERFLOW,
-        pool_pre_ping=True,
-        connect_args=connect_args,
+    return GreenletEngine(
+        create_async_engine(
+            parsed,
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_MAX_OVERFLOW,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+        )
     )

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from bridge.errors import ConfigurationError
 from bridge.storage.base import CallStore, Instance
-from bridge.storage.engines import postgres_engine, sqlite_engine
+from bridge.storage.engines import StoreEngine, postgres_engine, sqlite_engine
 from bridge.storage.sql_store import SqlCallStore
 
 _SQLITE_PREFIX = "sqlite:///"
@@ -42,7 +40,7 @@ def open_store(database_url: str, *, instance: Instance | None = None) -> CallSt
 def sqlite_store(path: str, *, instance: Instance | None = None) -> SqlCallStore:
     """A store in the SQLite file at ``path`` (its folder is created if missing)."""
 
-    def make() -> AsyncEngine:
+    def make() -> StoreEngine:
         if path != ":memory:":
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -60,8 +58,9 @@ def postgres_store(
     the default search path (several deployments sharing one database)."""
     # Built eagerly so a malformed URL is refused at start-up, not on first use.
     engine = postgres_engine(url, schema=schema)
-    host = engine.url.host or "localhost"
-    description = f"postgresql store {host}:{engine.url.port or 5432}/{engine.url.database}"
+    where = engine.engine.url
+    place = f"{where.host or 'localhost'}:{where.port or 5432}/{where.database}"
+    description = f"postgresql store {place}"
     return SqlCallStore(lambda: engine, description=description, instance=instance)
 
 

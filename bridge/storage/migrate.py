@@ -18,9 +18,9 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.errors import ConfigurationError
+from bridge.storage.engines import StoreEngine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The revision matching the schema the bridge created by hand before it had migrations.
@@ -45,18 +45,15 @@ def head_revision() -> str:
     return head
 
 
-async def migrate(engine: AsyncEngine) -> None:
+async def migrate(engine: StoreEngine) -> None:
     """Upgrade the database behind ``engine`` to the newest schema."""
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Released when this transaction ends, whether it commits or not.
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
-            )
-        await conn.run_sync(_upgrade)
+    await engine.run(_upgrade)
 
 
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Released when this transaction ends, whether it commits or not.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
     config = alembic_config(connection)
     current = MigrationContext.configure(connection).get_current_revision()
     if current is None and _has_legacy_schema(connection):

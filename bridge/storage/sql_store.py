@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
@@ -26,8 +26,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge.call.records import CallEvent, CallStatus, EndReason, Role, Turn
 from bridge.errors import LocalProtocolError
@@ -42,6 +42,7 @@ from bridge.storage.base import (
     UnknownCallError,
     require_aware,
 )
+from bridge.storage.engines import StoreEngine
 from bridge.storage.migrate import migrate
 from bridge.storage.tables import calls, events, instances, turns
 
@@ -85,7 +86,7 @@ def from_us(value: int) -> datetime:
 
 
 class SqlCallStore:
-    """A ``CallStore`` over an ``AsyncEngine`` built by ``bridge.storage.engines``.
+    """A ``CallStore`` over a ``StoreEngine`` built by ``bridge.storage.engines``.
 
     ``instance`` names the running bridge: calls it creates carry its id, and its lease
     (``renew_lease``) keeps other instances from ending them. Tools that only read (the
@@ -95,7 +96,7 @@ class SqlCallStore:
 
     def __init__(
         self,
-        make_engine: Callable[[], AsyncEngine],
+        make_engine: Callable[[], StoreEngine],
         *,
         description: str,
         instance: Instance | None = None,
@@ -103,7 +104,7 @@ class SqlCallStore:
         self._make_engine = make_engine
         self.description = description
         self.instance = instance
-        self._engine: AsyncEngine | None = None
+        self._engine: StoreEngine | None = None
         self._state = _State.NEW
         # Statements of the frequent writes, built on first use (they depend on the dialect).
         self._turn_stmt: Any = None
@@ -139,8 +140,7 @@ class SqlCallStore:
         if self._state is not _State.OPEN:
             return False
         try:
-            async with self._require_engine().connect() as conn:
-                value = await conn.scalar(select(1))
+            value = await self._require_engine().run(lambda conn: conn.scalar(select(1)))
         except Exception:
             return False
         return value == 1
@@ -154,16 +154,14 @@ class SqlCallStore:
         create = self._creator(call)
         own = None if self.instance is None else self.instance.instance_id
 
-        async def claim(conn: AsyncConnection) -> bool:
-            if await create(conn):
+        def claim(conn: Connection) -> bool:
+            if create(conn):
                 return True
             # Already there: ours only if this very stream on this instance created it (an
             # earlier attempt committed but its answer was lost).
-            row = (
-                await conn.execute(
-                    select(calls.c.stream_sid, calls.c.instance_id).where(
-                        calls.c.call_sid == call.call_sid
-                    )
+            row = conn.execute(
+                select(calls.c.stream_sid, calls.c.instance_id).where(
+                    calls.c.call_sid == call.call_sid
                 )
             ).first()
             return row is not None and tuple(row) == (call.stream_sid, own)
@@ -173,7 +171,7 @@ class SqlCallStore:
         except IntegrityError as exc:
             raise LocalProtocolError(f"invalid call {call.call_sid!r}: {_reason(exc)}") from None
 
-    def _creator(self, call: NewCall) -> Callable[[AsyncConnection], Awaitable[bool]]:
+    def _creator(self, call: NewCall) -> Callable[[Connection], bool]:
         """A job that inserts ``call`` unless it exists; it answers whether it inserted."""
         values = {
             "call_sid": call.call_sid,
@@ -190,13 +188,13 @@ class SqlCallStore:
             "sip_call_id": call.sip_call_id,
         }
 
-        async def create(conn: AsyncConnection) -> bool:
+        def create(conn: Connection) -> bool:
             stmt = (
                 self._insert(calls)
                 .values(values)
                 .on_conflict_do_nothing(index_elements=["call_sid"])
             )
-            return bool((await conn.execute(stmt)).rowcount)
+            return bool(conn.execute(stmt).rowcount)
 
         return create
 
@@ -214,8 +212,8 @@ class SqlCallStore:
 
         upsert = self._turn_upsert()
 
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(upsert, values)
+        def write(conn: Connection) -> None:
+            conn.execute(upsert, values)
 
         await self._write(write, call_sid)
 
@@ -252,8 +250,8 @@ class SqlCallStore:
 
         insert = self._event_insert()
 
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(insert, values)
+        def write(conn: Connection) -> None:
+            conn.execute(insert, values)
 
         await self._write(write, call_sid)
 
@@ -264,10 +262,10 @@ class SqlCallStore:
             raise LocalProtocolError("finish_call needs a final status, not in_progress")
         ended_us = to_us(ended_at, "ended_at")
 
-        async def write(conn: AsyncConnection) -> None:
+        def write(conn: Connection) -> None:
             # The status condition makes the first finish win: a status callback racing the
             # session's own finish cannot overwrite the reason recorded first.
-            await conn.execute(
+            conn.execute(
                 update(calls)
                 .where(calls.c.call_sid == call_sid, calls.c.status == CallStatus.IN_PROGRESS.value)
                 .values(status=status.value, end_reason=end_reason.value, ended_at=ended_us)
@@ -289,22 +287,20 @@ class SqlCallStore:
         lapsed_us = to_us(lapsed_before, "lapsed_before")
         own = None if self.instance is None else self.instance.instance_id
 
-        async def finish(conn: AsyncConnection) -> bool:
+        def finish(conn: Connection) -> bool:
             live_elsewhere = select(instances.c.instance_id).where(
                 instances.c.renewed_at >= lapsed_us, instances.c.instance_id != (own or "")
             )
-            owner = (
-                await conn.execute(
-                    select(calls.c.instance_id).where(
-                        calls.c.call_sid == call_sid,
-                        calls.c.status == CallStatus.IN_PROGRESS.value,
-                        calls.c.instance_id.in_(live_elsewhere),
-                    )
+            owner = conn.execute(
+                select(calls.c.instance_id).where(
+                    calls.c.call_sid == call_sid,
+                    calls.c.status == CallStatus.IN_PROGRESS.value,
+                    calls.c.instance_id.in_(live_elsewhere),
                 )
             ).first()
             if owner is not None:
                 return False
-            await conn.execute(
+            conn.execute(
                 update(calls)
                 .where(calls.c.call_sid == call_sid, calls.c.status == CallStatus.IN_PROGRESS.value)
                 .values(status=status.value, end_reason=end_reason.value, ended_at=ended_us)
@@ -316,8 +312,8 @@ class SqlCallStore:
     async def purge_calls(self, started_before: datetime) -> list[str]:
         cutoff = to_us(started_before, "started_before")
 
-        async def purge(conn: AsyncConnection) -> list[str]:
-            result = await conn.execute(
+        def purge(conn: Connection) -> list[str]:
+            result = conn.execute(
                 select(calls.c.call_sid).where(
                     calls.c.started_at < cutoff,
                     calls.c.status != CallStatus.IN_PROGRESS.value,
@@ -328,9 +324,9 @@ class SqlCallStore:
                 batch = sids[start : start + _PURGE_BATCH]
                 # Children first: a backend without cascading deletes must not be left with
                 # turns of calls that are gone.
-                await conn.execute(delete(turns).where(turns.c.call_sid.in_(batch)))
-                await conn.execute(delete(events).where(events.c.call_sid.in_(batch)))
-                await conn.execute(delete(calls).where(calls.c.call_sid.in_(batch)))
+                conn.execute(delete(turns).where(turns.c.call_sid.in_(batch)))
+                conn.execute(delete(events).where(events.c.call_sid.in_(batch)))
+                conn.execute(delete(calls).where(calls.c.call_sid.in_(batch)))
             return sids
 
         return await self._transaction(purge)
@@ -346,9 +342,9 @@ class SqlCallStore:
             "renewed_at": to_us(now, "now"),
         }
 
-        async def renew(conn: AsyncConnection) -> None:
+        def renew(conn: Connection) -> None:
             stmt = self._insert(instances).values(values)
-            await conn.execute(
+            conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["instance_id"], set_={"renewed_at": stmt.excluded.renewed_at}
                 )
@@ -357,8 +353,8 @@ class SqlCallStore:
         await self._transaction(renew)
 
     async def list_leases(self) -> list[InstanceLease]:
-        async def read(conn: AsyncConnection) -> list[InstanceLease]:
-            result = await conn.execute(select(instances).order_by(instances.c.renewed_at.desc()))
+        def read(conn: Connection) -> list[InstanceLease]:
+            result = conn.execute(select(instances).order_by(instances.c.renewed_at.desc()))
             return [
                 InstanceLease(
                     instance=Instance(row.instance_id, row.host, row.pid),
@@ -376,7 +372,7 @@ class SqlCallStore:
         now_us = to_us(now, "now")
         own = None if self.instance is None else self.instance.instance_id
 
-        async def sweep(conn: AsyncConnection) -> list[str]:
+        def sweep(conn: Connection) -> list[str]:
             alive = select(instances.c.instance_id).where(
                 instances.c.renewed_at >= lapsed_us,
                 instances.c.instance_id.not_in(sorted(dead)) if dead else true(),
@@ -397,12 +393,8 @@ class SqlCallStore:
                 .where(events.c.call_sid == calls.c.call_sid)
                 .scalar_subquery()
             )
-            rows = (
-                await conn.execute(
-                    select(calls.c.call_sid, calls.c.started_at, last_turn, last_event).where(
-                        *orphaned
-                    )
-                )
+            rows = conn.execute(
+                select(calls.c.call_sid, calls.c.started_at, last_turn, last_event).where(*orphaned)
             ).all()
             ended: list[str] = []
             for sid, started_us, turn_ms, event_ms in rows:
@@ -410,7 +402,7 @@ class SqlCallStore:
                 # this sweep could be hours later and would make the call look that long.
                 last_ms = max(turn_ms or 0, event_ms or 0)
                 ended_us = min(now_us, started_us + last_ms * 1000)
-                result = await conn.execute(
+                result = conn.execute(
                     update(calls)
                     .where(calls.c.call_sid == sid, calls.c.status == CallStatus.IN_PROGRESS.value)
                     .values(
@@ -424,7 +416,7 @@ class SqlCallStore:
             # Leases of instances known gone are of no further use.
             gone = [lid for lid in dead if lid != own]
             stale = instances.c.renewed_at < lapsed_us
-            await conn.execute(
+            conn.execute(
                 delete(instances).where(
                     or_(stale, instances.c.instance_id.in_(gone)) if gone else stale,
                     instances.c.instance_id != (own or ""),
@@ -437,24 +429,20 @@ class SqlCallStore:
     async def release_lease(self) -> None:
         instance = self._own_instance()
 
-        async def release(conn: AsyncConnection) -> None:
-            await conn.execute(
-                delete(instances).where(instances.c.instance_id == instance.instance_id)
-            )
+        def release(conn: Connection) -> None:
+            conn.execute(delete(instances).where(instances.c.instance_id == instance.instance_id))
 
         await self._transaction(release)
 
     # -- reads ------------------------------------------------------------------------
 
     async def get_call(self, call_sid: str) -> CallRecord | None:
-        async def read(conn: AsyncConnection) -> CallRecord | None:
+        def read(conn: Connection) -> CallRecord | None:
             # One transaction, so the call, its turns and its events agree with each other.
-            row = (
-                await conn.execute(select(*_CALL_COLUMNS).where(calls.c.call_sid == call_sid))
-            ).first()
+            row = conn.execute(select(*_CALL_COLUMNS).where(calls.c.call_sid == call_sid)).first()
             if row is None:
                 return None
-            turn_rows = await conn.execute(
+            turn_rows = conn.execute(
                 select(
                     turns.c.seq,
                     turns.c.role,
@@ -467,7 +455,7 @@ class SqlCallStore:
                 .where(turns.c.call_sid == call_sid)
                 .order_by(turns.c.seq)
             )
-            event_rows = await conn.execute(
+            event_rows = conn.execute(
                 select(events.c.type, events.c.at_ms, events.c.data)
                 .where(events.c.call_sid == call_sid)
                 .order_by(events.c.at_ms, events.c.id)
@@ -507,8 +495,8 @@ class SqlCallStore:
             .limit(limit)
         )
 
-        async def read(conn: AsyncConnection) -> list[CallSummary]:
-            rows = await conn.execute(query)
+        def read(conn: Connection) -> list[CallSummary]:
+            rows = conn.execute(query)
             count = len(_CALL_COLUMNS)
             return [CallSummary(**_call_fields(row), turn_count=int(row[count])) for row in rows]
 
@@ -518,8 +506,7 @@ class SqlCallStore:
 
     def _insert(self, table: Any) -> Any:
         """The dialect's INSERT, which knows ``ON CONFLICT`` on both backends."""
-        engine = self._require_engine()
-        if engine.dialect.name == "postgresql":
+        if self._require_engine().dialect_name == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
 
@@ -528,14 +515,12 @@ class SqlCallStore:
             raise LocalProtocolError("this store was opened without an instance; it holds no lease")
         return self.instance
 
-    def _require_engine(self) -> AsyncEngine:
+    def _require_engine(self) -> StoreEngine:
         if self._state is not _State.OPEN or self._engine is None:
             raise LocalProtocolError(f"store is {self._state.value}; await open() first")
         return self._engine
 
-    async def _write(
-        self, job: Callable[[AsyncConnection], Awaitable[object]], call_sid: str
-    ) -> None:
+    async def _write(self, job: Callable[[Connection], object], call_sid: str) -> None:
         try:
             await self._transaction(job)
         except IntegrityError as exc:
@@ -545,11 +530,10 @@ class SqlCallStore:
                 f"invalid write for call {call_sid!r}: {_reason(exc)}"
             ) from None
 
-    async def _transaction(self, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _transaction(self, job: Callable[[Connection], T]) -> T:
         engine = self._require_engine()
         try:
-            async with engine.begin() as conn:
-                return await job(conn)
+            return await engine.run(job)
         except IntegrityError:
             raise
         except (SQLAlchemyError, OSError, TimeoutError) as exc:

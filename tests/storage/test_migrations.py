@@ -61,10 +61,11 @@ async def test_sqlite_file_is_migrated_to_head_in_wal_mode(tmp_path: Path) -> No
     await store.open()
     await store.close()
     engine = sqlite_engine(str(db))
-    async with engine.connect() as conn:
-        assert await conn.run_sync(_revision) == head_revision()
-        assert await conn.run_sync(_schema_diff) == []
-        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+    assert await engine.run(_revision) == head_revision()
+    assert await engine.run(_schema_diff) == []
+    assert (
+        await engine.run(lambda conn: conn.execute(text("PRAGMA journal_mode")).scalar()) == "wal"
+    )
     await engine.dispose()
 
 
@@ -73,9 +74,8 @@ async def test_postgres_schema_is_migrated_to_head_and_matches_the_tables(pg_sch
     await store.open()
     await store.close()
     engine = postgres_engine(PG_URL, schema=pg_schema)
-    async with engine.connect() as conn:
-        assert await conn.run_sync(_revision) == head_revision()
-        assert await conn.run_sync(_schema_diff) == []
+    assert await engine.run(_revision) == head_revision()
+    assert await engine.run(_schema_diff) == []
     await engine.dispose()
 
 
@@ -92,9 +92,8 @@ async def test_migrations_go_down_and_up_again_on_postgres(pg_schema: str) -> No
         command.upgrade(config, "head")
         return [at_base, _revision(connection)]
 
-    async with engine.begin() as conn:
-        assert await conn.run_sync(down_and_up) == [None, head_revision()]
-        assert await conn.run_sync(_schema_diff) == []
+    assert await engine.run(down_and_up) == [None, head_revision()]
+    assert await engine.run(_schema_diff) == []
     await engine.dispose()
 
 
