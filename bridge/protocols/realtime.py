@@ -27,6 +27,7 @@ from bridge.protocols.dialects import (
     SessionConfig,
     build_session_update,
 )
+from bridge.protocols.json_text import parse_json
 from bridge.protocols.realtime_events import (
     AssistantItemStarted,
     AudioDelta,
@@ -211,7 +212,7 @@ class RealtimeConnection:
         event types are ignored. Values out of range in optional fields count as absent.
         """
         try:
-            message = json.loads(text)
+            message = parse_json(text)
         except (ValueError, RecursionError):  # RecursionError: nesting deeper than the stack
             raise RemoteProtocolError(
                 "realtime server sent text that is not JSON", CLOSE_INVALID_PAYLOAD

@@ -10,7 +10,7 @@ The adapter that owns the WebSocket drives one :class:`TwilioMediaStream` per ca
    as a text frame, in order.
 
 Nothing here awaits, reads a clock or touches a socket. The media path is one
-``json.loads`` and a few dict lookups per frame inbound, and one string concatenation
+one JSON parse (orjson) and a few dict lookups per frame inbound, and one string concatenation
 per frame outbound.
 """
 
@@ -30,6 +30,7 @@ from bridge.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
+from bridge.protocols.json_text import parse_json
 from bridge.protocols.phone import (
     DtmfReceived,
     MarkPlayed,
@@ -223,7 +224,7 @@ class TwilioMediaStream:
                 CLOSE_MESSAGE_TOO_BIG,
             )
         try:
-            msg = json.loads(text)
+            msg = parse_json(text)
         except (ValueError, RecursionError):
             raise _invalid("frame is not valid JSON") from None
         if not isinstance(msg, dict):
