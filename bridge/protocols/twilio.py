@@ -9,9 +9,9 @@ The adapter that owns the WebSocket drives one :class:`TwilioMediaStream` per ca
 3. after any ``send_*`` call, write every string of :meth:`~TwilioMediaStream.data_to_send`
    as a text frame, in order.
 
-Nothing here awaits, reads a clock or touches a socket. The media path is one
-one JSON parse (orjson) and a few dict lookups per frame inbound, and one string concatenation
-per frame outbound.
+Nothing here awaits, reads a clock or touches a socket. The media path is one JSON parse
+(orjson) and a few dict lookups per frame inbound, and one string concatenation per frame
+outbound.
 """
 
 from __future__ import annotations
