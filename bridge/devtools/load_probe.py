@@ -1,8 +1,9 @@
 """What one load-test pass records, on one clock, and the hop latencies it yields.
 
-The fake model and the simulated callers live in the load test's process; the server under
-test is a child process in between. So every hop is two readings of this process's
-``time.monotonic()``, one at each end:
+The simulated callers live in the load test's process, the fake model in a child of its own
+(:mod:`bridge.devtools.load_model`), the server under test in another. Every hop is two
+readings of ``time.monotonic()``, one at each end: on Linux that is the system's
+``CLOCK_MONOTONIC``, one clock for every process. The hops:
 
 - **first byte out** and **every delta out**: the fake is about to send an answer's audio
   delta (the first of its response, or any) -> the simulated Twilio gets the ``media`` that
@@ -14,19 +15,17 @@ test is a child process in between. So every hop is two readings of this process
 
 Frames and deltas are told apart by a numbered tag in their audio
 (:mod:`bridge.devtools.load_tags`), so the server may re-chunk as it likes. The taps only
-append to lists on the media path; matching and statistics happen after the pass.
+append to lists on the media path; matching and statistics happen after the pass, when the
+model's readings (:class:`~bridge.devtools.load_model.ModelReadings`) have come back.
 """
 
 from __future__ import annotations
 
-import base64
 import math
-import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from bridge.devtools.fake_records import FakeSessionRecord
+from bridge.devtools.load_model import ModelReadings, ModelSessionReadings
 from bridge.devtools.load_tags import TagScanner, stamp
 from bridge.devtools.simulator import BargeInRecord
 
@@ -49,8 +48,6 @@ SEND_LATE_S = 0.020
 fell behind (it shares the machine with the server), so its figures mean less."""
 
 _NAN = math.nan
-_AUDIO = re.compile(r'"audio"\s*:\s*"([^"]*)"')
-_AUDIO_DELTAS = frozenset({"response.output_audio.delta", "response.audio.delta"})
 # A clear later than this after the speech_started it answers is counted as missing.
 _CLEAR_WITHIN_S = 2.0
 
@@ -100,17 +97,6 @@ class FrameCounts:
     send_lateness_p99_ms: float
 
 
-class _Session:
-    __slots__ = ("call", "opened_at", "response", "scanner", "speech_started")
-
-    def __init__(self, opened_at: float) -> None:
-        self.opened_at = opened_at
-        self.call = -1  # known from the first tagged frame that arrives
-        self.scanner = TagScanner()
-        self.response: object = None
-        self.speech_started: list[float] = []
-
-
 class CallTap:
     """The simulated Twilio side of one call (a :class:`~bridge.devtools.simulator.CallProbe`)."""
 
@@ -128,85 +114,49 @@ class CallTap:
         ident = len(rec.frame_sent)
         rec.frame_sent.append(now)
         rec.frame_call.append(self._call)
-        rec.frame_arrived.append(_NAN)
         rec.send_lateness.append(now - due)
         return stamp(audio, ident)
 
     def media(self, audio: bytes, at: float) -> None:
         arrived = self._rec.delta_arrived
         for ident in self._scanner.feed(audio):
-            if ident < len(arrived) and arrived[ident] != arrived[ident]:  # NaN: first sight
-                arrived[ident] = at
+            arrived.setdefault(ident, at)  # the first sight is the one that counts
 
     def clear(self, at: float) -> None:
         self.clears.append(at)
 
 
 class LoadRecorder:
-    """One pass's readings: give each call :meth:`call_tap`, hand the fake to this as its
-    tap (``opened``/``received``/``sending``), then ask for the figures."""
+    """One pass's readings: give each call :meth:`call_tap`; after the pass, set
+    :attr:`model` to the fake model's readings of it, then ask for the figures."""
 
     def __init__(self) -> None:
         # Caller frames, indexed by their tag id.
         self.frame_sent: list[float] = []
         self.frame_call: list[int] = []
-        self.frame_arrived: list[float] = []
         self.send_lateness: list[float] = []
-        # Answer deltas, indexed by their tag id.
-        self.delta_sent: list[float] = []
-        self.delta_first: list[bool] = []
-        self.delta_arrived: list[float] = []
+        # Answer deltas (the model numbers them): tag id -> when a caller first got it.
+        self.delta_arrived: dict[int, float] = {}
         self.calls: list[CallTap] = []
-        self._sessions: dict[int, _Session] = {}
+        self.model = ModelReadings()
 
     def call_tap(self) -> CallTap:
         tap = CallTap(self, len(self.calls))
         self.calls.append(tap)
         return tap
 
-    # ------------------------------------------------------------ the fake's side
-
-    def opened(self, record: FakeSessionRecord, at: float) -> None:
-        self._sessions[id(record)] = _Session(at)
-
-    def received(self, record: FakeSessionRecord, text: str, at: float) -> None:
-        if "input_audio_buffer.append" not in text:
-            return
-        session = self._sessions.get(id(record))
-        found = _AUDIO.search(text)
-        if session is None or found is None:
-            return
-        try:
-            audio = base64.b64decode(found.group(1))
-        except ValueError:
-            return  # the fake itself reports bad base64 to the server
-        arrived = self.frame_arrived
-        for ident in session.scanner.feed(audio):
-            if ident < len(arrived) and arrived[ident] != arrived[ident]:
-                arrived[ident] = at
-                if session.call < 0:
-                    session.call = self.frame_call[ident]
-
-    def sending(self, record: FakeSessionRecord, event: dict[str, Any], at: float) -> None:
-        kind = event.get("type")
-        session = self._sessions.get(id(record))
-        if session is None:
-            return
-        if kind in _AUDIO_DELTAS:
-            ident = len(self.delta_sent)
-            audio = stamp(base64.b64decode(event["delta"]), ident)
-            event["delta"] = base64.b64encode(audio).decode("ascii")
-            response = event.get("response_id")
-            self.delta_first.append(response != session.response)
-            session.response = response
-            self.delta_sent.append(at)
-            self.delta_arrived.append(_NAN)
-        elif kind == "input_audio_buffer.speech_started":
-            session.speech_started.append(at)
-
     @property
     def sessions_opened(self) -> int:
-        return len(self._sessions)
+        return len(self.model.sessions)
+
+    def _session_calls(self) -> list[tuple[int, ModelSessionReadings]]:
+        """Each model session whose call is known, with that call (from its first frame)."""
+        calls = self.frame_call
+        return [
+            (calls[s.first_frame], s)
+            for s in self.model.sessions
+            if 0 <= s.first_frame < len(calls)
+        ]
 
     # ------------------------------------------------------------ the figures
 
@@ -216,10 +166,12 @@ class LoadRecorder:
         first: list[float] = []
         every: list[float] = []
         unseen = 0
-        for sent, arrived, is_first in zip(
-            self.delta_sent, self.delta_arrived, self.delta_first, strict=True
+        arrivals = self.delta_arrived
+        for ident, (sent, is_first) in enumerate(
+            zip(self.model.delta_sent, self.model.delta_first, strict=True)
         ):
-            if arrived != arrived:
+            arrived = arrivals.get(ident)
+            if arrived is None:
                 unseen += 1
                 continue
             every.append(arrived - sent)
@@ -229,21 +181,20 @@ class LoadRecorder:
 
     def _opened_by_call(self) -> dict[int, float]:
         opened: dict[int, float] = {}
-        for session in self._sessions.values():
-            if session.call >= 0:
-                opened[session.call] = min(opened.get(session.call, math.inf), session.opened_at)
+        for call, session in self._session_calls():
+            opened[call] = min(opened.get(call, math.inf), session.opened_at)
         return opened
 
     def inbound(self) -> tuple[Hop, FrameCounts]:
         opened = self._opened_by_call()
         latencies: list[float] = []
         startup = undelivered = 0
-        for sent, call, arrived in zip(
-            self.frame_sent, self.frame_call, self.frame_arrived, strict=True
-        ):
+        arrivals = self.model.frame_arrived
+        for ident, (sent, call) in enumerate(zip(self.frame_sent, self.frame_call, strict=True)):
+            arrived = arrivals.get(ident)
             if sent < opened.get(call, math.inf):
                 startup += 1
-            elif arrived != arrived:
+            elif arrived is None:
                 undelivered += 1
             else:
                 latencies.append(arrived - sent)
@@ -264,9 +215,8 @@ class LoadRecorder:
         simulator), and how many barge-ins got no clear within 2 s of the model noticing
         them (or were never noticed)."""
         started: dict[int, list[float]] = {}
-        for session in self._sessions.values():
-            if session.call >= 0:
-                started.setdefault(session.call, []).extend(session.speech_started)
+        for call, session in self._session_calls():
+            started.setdefault(call, []).extend(session.speech_started)
         latencies: list[float] = []
         missing = 0
         for call, records in enumerate(barge_ins):

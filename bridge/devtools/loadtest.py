@@ -1,9 +1,10 @@
 """``bridge loadtest``: concurrent simulated calls against the bridge, then against a naive
 pass-through (the floor), with the same calls in the same run, and the ratio between them.
 
-This process holds the fake model (:class:`~bridge.devtools.fake_realtime.FakeRealtimeServer`,
-answers streamed at 5x real time) and the simulated callers; the server under test is a
-child process in between, so every hop is timed on this process's monotonic clock
+This process holds the simulated callers; the fake model (answers streamed at 5x real time)
+runs in a child of its own (:mod:`bridge.devtools.load_model`), so that neither half of the
+load generator falls behind for sharing a core with the other; the server under test is
+another child in between. Every hop is timed on the system's monotonic clock
 (:mod:`bridge.devtools.load_probe`) and the server's CPU and memory are its process tree's,
 from /proc (:mod:`bridge.devtools.proc_tree`). Each call runs on its own 20 ms clock, the
 starts spread over a ramp; the caller says an utterance, hears the answer and waits a
@@ -33,10 +34,9 @@ import httpx
 
 from bridge.codecs.clips import load_clip
 
-# The load benchmark's conversation and model key, so the figures compare with its own.
-from bridge.devtools.bench_load import _MODEL_KEY, _SCRIPT
-from bridge.devtools.fake_realtime import FakeRealtimeServer
-from bridge.devtools.fake_records import FakeSessionRecord
+# The load benchmark's model key, so the bridge it starts presents the key the fake expects.
+from bridge.devtools.bench_load import _MODEL_KEY
+from bridge.devtools.load_model import ModelProcess
 from bridge.devtools.load_probe import LoadRecorder
 from bridge.devtools.loadtest_report import LoadtestReport, PassReport
 from bridge.devtools.loadtest_servers import Target, running_bridge, with_bridge, with_floor
@@ -46,7 +46,7 @@ from bridge.devtools.simulator import SimulationResult, fetch_call_record, simul
 __all__ = [
     "DEFAULT_FAKE_PORT",
     "LoadtestOptions",
-    "SwitchTap",
+    "PassMeasure",
     "caller_utterances",
     "existing_bridge",
     "measure_pass",
@@ -83,25 +83,6 @@ class LoadtestOptions:
     workers: int = 1  # `bridge serve --workers` for a bridge the load test starts
 
 
-class SwitchTap:
-    """The fake outlives the passes; each pass's readings go to its own recorder."""
-
-    def __init__(self) -> None:
-        self.current: LoadRecorder | None = None
-
-    def opened(self, record: FakeSessionRecord, at: float) -> None:
-        if self.current is not None:
-            self.current.opened(record, at)
-
-    def received(self, record: FakeSessionRecord, text: str, at: float) -> None:
-        if self.current is not None:
-            self.current.received(record, text, at)
-
-    def sending(self, record: FakeSessionRecord, event: dict[str, Any], at: float) -> None:
-        if self.current is not None:
-            self.current.sending(record, event, at)
-
-
 def caller_utterances(seconds: float) -> list[bytes]:
     """Enough utterances for a call of about ``seconds``, given the turn pattern."""
     clips = [load_clip(name) for name in _CLIPS]
@@ -128,21 +109,39 @@ async def _peak_rss(pid: int, peak: list[int]) -> None:
 CallRunner = Callable[[int, float, LoadRecorder], Awaitable[Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class PassMeasure:
+    """What :func:`measure_pass` read around one pass's calls: their results (values or
+    exceptions, in call order), its wall time, the CPU of the server's tree, of the simulated
+    callers (this process) and of the fake model (its process), and the server's resident
+    set before the first call and at its largest."""
+
+    results: list[Any]
+    wall_s: float
+    server_cpu_s: float
+    callers_cpu_s: float
+    model_cpu_s: float
+    rss_idle_kib: int
+    rss_peak_kib: int
+
+
 async def measure_pass(
     target: Target,
+    model: ModelProcess,
     recorder: LoadRecorder,
     calls: int,
     ramp_s: float,
     run_call: CallRunner,
-) -> tuple[list[Any], float, float, float, int, int]:
-    """Run ``calls`` of ``run_call(index, start_delay, recorder)`` concurrently and read the
-    server's tree around them: (results, wall s, server CPU s, generator CPU s, idle RSS
-    KiB, peak RSS KiB). Results are values or exceptions, in call order."""
+) -> PassMeasure:
+    """Run ``calls`` of ``run_call(index, start_delay, recorder)`` concurrently, read the
+    processes around them, and give ``recorder`` the model's readings of the pass."""
     idle = tree_rss_kib(target.pid)
     peak = [idle]
+    await model.begin()
     sampler = asyncio.create_task(_peak_rss(target.pid, peak))
     cpu_before = tree_cpu_seconds(target.pid)
-    gen_before = time.process_time()
+    callers_before = time.process_time()
+    model_before = model.cpu_seconds()
     started = time.monotonic()
     try:
         results = await asyncio.gather(
@@ -150,17 +149,19 @@ async def measure_pass(
             return_exceptions=True,
         )
         wall = time.monotonic() - started
-        generator = time.process_time() - gen_before
+        callers = time.process_time() - callers_before
+        model_cpu = model.cpu_seconds() - model_before
         server = tree_cpu_seconds(target.pid) - cpu_before
         with contextlib.suppress(OSError):
             peak[0] = max(peak[0], tree_rss_kib(target.pid))
     finally:
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
-    return list(results), wall, server, generator, idle, peak[0]
+    recorder.model = await model.end()
+    return PassMeasure(list(results), wall, server, callers, model_cpu, idle, peak[0])
 
 
-async def _twilio_pass(target: Target, opts: LoadtestOptions, recorder: LoadRecorder) -> PassReport:
+async def _twilio_pass(target: Target, opts: LoadtestOptions, model: ModelProcess) -> PassReport:
     utterances = caller_utterances(opts.seconds)
     limit = opts.seconds * 2 + 30
 
@@ -181,9 +182,9 @@ async def _twilio_pass(target: Target, opts: LoadtestOptions, recorder: LoadReco
         )
 
     ramp = opts.ramp_s if opts.ramp_s is not None else min(8.0, opts.seconds / 4)
-    results, wall, server, generator, idle, peak = await measure_pass(
-        target, recorder, opts.calls, ramp, one
-    )
+    recorder = LoadRecorder()
+    measured = await measure_pass(target, model, recorder, opts.calls, ramp, one)
+    results = measured.results
     # Read after the CPU: fetching records is the load test's work, not the server's.
     records = await _records(target, results) if target.records else {}
     failures: list[str] = []
@@ -205,7 +206,7 @@ async def _twilio_pass(target: Target, opts: LoadtestOptions, recorder: LoadReco
         calls=opts.calls,
         failures=failures,
         call_seconds=call_seconds,
-        measured=(wall, server, generator, idle, peak),
+        measured=measured,
         barge_ins=barge_ins,
     )
 
@@ -217,11 +218,10 @@ def summarize(
     calls: int,
     failures: list[str],
     call_seconds: float,
-    measured: tuple[float, float, float, int, int],
+    measured: PassMeasure,
     barge_ins: list[list[Any]],
 ) -> PassReport:
     """One pass's report from its recorder and what :func:`measure_pass` read."""
-    wall, server, generator, idle, peak = measured
     first, every, unseen = recorder.outbound()
     inbound, frames = recorder.inbound()
     clear, missing = recorder.clear_hop(barge_ins)
@@ -231,18 +231,19 @@ def summarize(
         completed=calls - len(failures),
         failures=tuple(failures),
         call_seconds=call_seconds,
-        wall_seconds=wall,
-        server_cpu_s=server,
-        generator_cpu_s=generator,
-        rss_idle_kib=idle,
-        rss_peak_kib=peak,
+        wall_seconds=measured.wall_s,
+        server_cpu_s=measured.server_cpu_s,
+        generator_cpu_s=measured.callers_cpu_s,
+        model_cpu_s=measured.model_cpu_s,
+        rss_idle_kib=measured.rss_idle_kib,
+        rss_peak_kib=measured.rss_peak_kib,
         sessions=recorder.sessions_opened,
         first_byte=first,
         delta=every,
         inbound=inbound,
         clear=clear,
         frames=frames,
-        deltas_sent=len(recorder.delta_sent),
+        deltas_sent=len(recorder.model.delta_sent),
         deltas_unseen=unseen,
         barge_ins=sum(len(records) for records in barge_ins),
         clears_missing=missing,
@@ -316,41 +317,34 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
     if opts.calls < 1 or opts.seconds <= 0:
         raise ValueError("need --calls >= 1 and --seconds > 0")
     limit = opts.timeout_s if opts.timeout_s is not None else opts.seconds * 5 + 180
-    switch = SwitchTap()
     fake_port = opts.fake_port
     if fake_port is None:
         fake_port = DEFAULT_FAKE_PORT if opts.url is not None else 0
-    # With a running bridge, the key it presents is its own business: accept any.
-    fake = FakeRealtimeServer(
-        "openai",
-        script=_SCRIPT,
-        api_key=None if opts.url is not None else _MODEL_KEY,
-        realtime_factor=REALTIME_FACTOR,
-        tap=switch,
-    )
-    await fake.start("127.0.0.1", fake_port)
-    try:
-        async with asyncio.timeout(limit):
-            with tempfile.TemporaryDirectory(prefix="bridge-loadtest-") as tmp_dir:
-                tmp = Path(tmp_dir)
+    async with asyncio.timeout(limit):
+        with tempfile.TemporaryDirectory(prefix="bridge-loadtest-") as tmp_dir:
+            tmp = Path(tmp_dir)
+            # With a running bridge, the key it presents is its own business: accept any.
+            model = await ModelProcess.start(
+                port=fake_port,
+                api_key=None if opts.url is not None else _MODEL_KEY,
+                realtime_factor=REALTIME_FACTOR,
+                log=tmp / "model.log",
+            )
+            try:
                 if opts.sip:
                     from bridge.devtools.loadtest_sip import run_sip_passes
 
-                    return await run_sip_passes(opts, fake, switch, tmp)
+                    return await run_sip_passes(opts, model, tmp)
 
                 async def twilio(target: Target) -> PassReport:
-                    switch.current = recorder = LoadRecorder()
-                    try:
-                        return await _twilio_pass(target, opts, recorder)
-                    finally:
-                        switch.current = None
+                    return await _twilio_pass(target, opts, model)
 
                 bridge = await with_bridge(
-                    existing_bridge(opts), fake, tmp, twilio, workers=opts.workers
+                    existing_bridge(opts), model.url, tmp, twilio, workers=opts.workers
                 )
-                floor = await with_floor(fake, tmp, twilio) if opts.floor else None
-    finally:
-        await fake.stop()
+                floor = await with_floor(model.url, tmp, twilio) if opts.floor else None
+            finally:
+                await model.stop()
     notes = pass_notes(bridge, opts.url is not None)
     if floor is not None:
         notes += pass_notes(floor, False)

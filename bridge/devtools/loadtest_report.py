@@ -23,7 +23,8 @@ _HOP_LABELS = {
 @dataclass(frozen=True, slots=True)
 class PassReport:
     """One server under the calls. CPU and memory are the server's process tree, read from
-    /proc; ``generator_cpu_s`` is this process (simulated callers, fake model, taps)."""
+    /proc; ``generator_cpu_s`` is the load test's own process (the simulated callers and their
+    taps), ``model_cpu_s`` the fake model's process."""
 
     name: str
     calls: int
@@ -33,6 +34,7 @@ class PassReport:
     wall_seconds: float
     server_cpu_s: float
     generator_cpu_s: float
+    model_cpu_s: float
     rss_idle_kib: int  # the tree before the first call
     rss_peak_kib: int  # the tree's largest resident set, sampled during the calls
     sessions: int  # model sessions the fake accepted
@@ -60,8 +62,13 @@ class PassReport:
 
     @property
     def generator_cpu_share(self) -> float:
-        """The generator's CPU as a share of one core over the pass."""
+        """The simulated callers' CPU as a share of one core over the pass."""
         return self.generator_cpu_s / self.wall_seconds if self.wall_seconds > 0 else math.nan
+
+    @property
+    def model_cpu_share(self) -> float:
+        """The fake model's CPU as a share of one core over the pass."""
+        return self.model_cpu_s / self.wall_seconds if self.wall_seconds > 0 else math.nan
 
     def hop(self, name: str) -> Hop:
         hop: Hop = getattr(self, name)
@@ -183,8 +190,12 @@ def format_report(report: LoadtestReport) -> str:
             ],
         ),
         row(
-            "generator CPU s (share of a core)",
-            [f"{p.generator_cpu_s:.1f} ({p.generator_cpu_share:.0%})" for p in passes],
+            "generator CPU s: callers / model",
+            [
+                f"{p.generator_cpu_s:.1f} ({p.generator_cpu_share:.0%}) / "
+                f"{p.model_cpu_s:.1f} ({p.model_cpu_share:.0%})"
+                for p in passes
+            ],
         ),
     ]
     for p in passes:
@@ -207,6 +218,7 @@ def report_json(report: LoadtestReport) -> dict[str, Any]:
         data["cpu_ms_per_call_second"] = p.cpu_ms_per_call_second
         data["rss_per_call_mib"] = p.rss_per_call_mib
         data["generator_cpu_share"] = p.generator_cpu_share
+        data["model_cpu_share"] = p.model_cpu_share
         return data
 
     result: dict[str, Any] = _clean(

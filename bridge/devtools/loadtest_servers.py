@@ -28,7 +28,6 @@ from bridge.devtools.bench_load import (
     _tail,
     _wait_ready,
 )
-from bridge.devtools.fake_realtime import FakeRealtimeServer
 from bridge.devtools.loadtest_report import PassReport
 from bridge.devtools.ports import free_port
 from bridge.devtools.proc_tree import listening_pid
@@ -122,20 +121,20 @@ def running_bridge(
 
 async def with_bridge(
     existing: Target | None,
-    fake: FakeRealtimeServer,
+    model_url: str,
     tmp: Path,
     run: Callable[[Target], Awaitable[PassReport]],
     extra_env: Callable[[dict[str, str]], dict[str, str]] | None = None,
     workers: int = 1,
 ) -> PassReport:
     """``run`` against the ``existing`` bridge, or else against a fresh ``bridge serve`` on a
-    free port (``workers`` processes), pointed at ``fake`` (``extra_env`` adjusts its
-    environment), stopped after."""
+    free port (``workers`` processes), pointed at the fake model at ``model_url``
+    (``extra_env`` adjusts its environment), stopped after."""
     if existing is not None:
         return await run(existing)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = _bridge_env(url, fake.url, tmp / "calls.db")
+    env = _bridge_env(url, model_url, tmp / "calls.db")
     if extra_env is not None:
         env = extra_env(env)
     log = tmp / "bridge.log"
@@ -148,12 +147,13 @@ async def with_bridge(
 
 
 async def with_floor(
-    fake: FakeRealtimeServer, tmp: Path, run: Callable[[Target], Awaitable[PassReport]]
+    model_url: str, tmp: Path, run: Callable[[Target], Awaitable[PassReport]]
 ) -> PassReport:
-    """``run`` against a fresh naive pass-through pointed at ``fake``, stopped after."""
+    """``run`` against a fresh naive pass-through pointed at the fake model at ``model_url``,
+    stopped after."""
     port = free_port()
     log = tmp / "floor.log"
-    proc = start_floor(port, fake.url, log)
+    proc = start_floor(port, model_url, log)
     try:
         await wait_listening(port, proc, log)
         url = f"http://127.0.0.1:{port}"

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from bridge.devtools.bench_sip import STEADY_AFTER_S, _failure, _records, _sip_env, jitter_of
-from bridge.devtools.fake_realtime import FakeRealtimeServer
+from bridge.devtools.load_model import ModelProcess
 from bridge.devtools.load_probe import LoadRecorder
 from bridge.devtools.loadtest import (
     BARGE_IN_AT_S,
     BARGE_IN_EVERY,
     REPLY_SILENCE_S,
     LoadtestOptions,
-    SwitchTap,
     caller_utterances,
     existing_bridge,
     measure_pass,
@@ -60,7 +59,7 @@ def _replay_received(result: SipSimulationResult, recorder: LoadRecorder, call: 
 
 
 async def _sip_pass(
-    target: Target, sip_target: str, opts: LoadtestOptions, recorder: LoadRecorder
+    target: Target, sip_target: str, opts: LoadtestOptions, model: ModelProcess
 ) -> tuple[PassReport, list[str]]:
     utterances = caller_utterances(opts.seconds)
     limit = opts.seconds * 2 + 30
@@ -78,9 +77,9 @@ async def _sip_pass(
         )
 
     ramp = opts.ramp_s if opts.ramp_s is not None else min(8.0, opts.seconds / 4)
-    results, wall, server, generator, idle, peak = await measure_pass(
-        target, recorder, opts.calls, ramp, one
-    )
+    recorder = LoadRecorder()
+    measured = await measure_pass(target, model, recorder, opts.calls, ramp, one)
+    results = measured.results
     done = [r for r in results if isinstance(r, SipSimulationResult)]
     records = await _sip_records(target, opts, done)
     failures: list[str] = []
@@ -106,7 +105,7 @@ async def _sip_pass(
         calls=opts.calls,
         failures=failures,
         call_seconds=call_seconds,
-        measured=(wall, server, generator, idle, peak),
+        measured=measured,
         barge_ins=barge_ins,
     )
     jitter = jitter_of([r.received for r in done], skip_first_s=STEADY_AFTER_S)
@@ -131,26 +130,20 @@ async def _sip_records(
     return found
 
 
-async def run_sip_passes(
-    opts: LoadtestOptions, fake: FakeRealtimeServer, switch: SwitchTap, tmp: Path
-) -> LoadtestReport:
+async def run_sip_passes(opts: LoadtestOptions, model: ModelProcess, tmp: Path) -> LoadtestReport:
     """The SIP pass against the bridge (started here unless ``opts.url``)."""
     sip_port = free_port()
     sip_target = opts.sip_target or f"sip:agent@127.0.0.1:{sip_port}"
     notes: list[str] = []
 
     async def run(target: Target) -> PassReport:
-        switch.current = recorder = LoadRecorder()
-        try:
-            report, extra = await _sip_pass(target, sip_target, opts, recorder)
-        finally:
-            switch.current = None
+        report, extra = await _sip_pass(target, sip_target, opts, model)
         notes.extend(extra)
         return report
 
     bridge = await with_bridge(
         existing_bridge(opts),
-        fake,
+        model.url,
         tmp,
         run,
         extra_env=lambda env: _sip_env(env, sip_port, opts.calls),
