@@ -12,12 +12,44 @@ from collections.abc import AsyncIterator, Mapping
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
 from bridge.errors import ProviderError
 
+__all__ = ["CONNECT_TIMEOUT_S", "MAX_FRAME_BYTES", "RealtimeSocket", "write_now"]
+
 CONNECT_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a generous bound: one audio delta is a few KiB
+
+
+def _has_direct_path(conn: Connection) -> bool:
+    """Whether this websockets release has what :func:`write_now` relies on."""
+    return all(
+        hasattr(conn, name)
+        for name in ("protocol", "transport", "paused", "send_data", "send_in_progress")
+    )
+
+
+def write_now(conn: Connection, text: str) -> bool:
+    """Write one text frame at once if the connection can take it without waiting: open,
+    its buffer drained, no other send under way. False when it cannot (then ``await
+    conn.send(text)``, which waits its turn).
+
+    The usual case, 50 times a second per call for caller audio. websockets' own ``send()``
+    does the same write inside a context manager whose bookkeeping costs more than the write
+    itself; here the frame goes straight through its sans-I/O protocol. A write that fills the
+    buffer pauses the transport, so the next frame takes the waiting path."""
+    if (
+        conn.protocol.state is State.OPEN
+        and not conn.paused
+        and conn.send_in_progress is None
+        and not conn.transport.is_closing()
+    ):
+        conn.protocol.send_text(text.encode())
+        conn.send_data()
+        return True
+    return False
 
 
 class RealtimeSocket:
@@ -25,10 +57,7 @@ class RealtimeSocket:
 
     def __init__(self, conn: ClientConnection) -> None:
         self._conn = conn
-        # Whether this websockets release has what the direct path of send() relies on.
-        self._direct = all(
-            hasattr(conn, name) for name in ("protocol", "transport", "paused", "send_data")
-        ) and hasattr(conn, "send_in_progress")
+        self._direct = _has_direct_path(conn)
 
     @classmethod
     async def open(
@@ -55,20 +84,7 @@ class RealtimeSocket:
     async def send(self, text: str) -> None:
         """Send one event; ``ProviderError`` when the connection is gone."""
         conn = self._conn
-        if (
-            self._direct
-            and conn.protocol.state is State.OPEN
-            and not conn.paused
-            and conn.send_in_progress is None
-            and not conn.transport.is_closing()
-        ):
-            # The usual case, 50 times a second per call (caller audio): the socket is open
-            # and its buffer drained, so the frame is written straight through the sans-I/O
-            # protocol. websockets' own send() does the same inside a context manager whose
-            # bookkeeping cost more than the write itself. A write that fills the buffer
-            # pauses the transport, and the next send takes the path below, which waits.
-            conn.protocol.send_text(text.encode())
-            conn.send_data()
+        if self._direct and write_now(conn, text):
             return
         try:
             await conn.send(text)

@@ -75,6 +75,11 @@ class EventOutbox:
         self.closed = False
         self.now = now  # the latest time the session was told; noise pings read it
 
+    @property
+    def pending(self) -> bool:
+        """Whether anything is queued to send."""
+        return bool(self._queue)
+
     def take(self) -> list[Outgoing]:
         """Hand over everything queued, in order, and empty the queue."""
         out, self._queue = self._queue, []

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from bridge.adapters.realtime_socket import write_now
 from bridge.devtools.fake_config import Dialect
 from bridge.devtools.fake_records import (
     AbortConnection,
@@ -89,6 +91,27 @@ class FakeTap(Protocol):
         ...
 
 
+class _Wake:
+    """Wakes one session's writer. The writer sleeps until the session's next deadline
+    (``until``); a message read only needs to wake it when it left something to send or
+    brought a deadline nearer. Waking it for every caller frame, 50 times a second per
+    session, cost more than handling the frames."""
+
+    __slots__ = ("event", "until")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.until = math.inf  # while the writer waits: when it will look again by itself
+
+    def after_read(self, session: FakeSession) -> None:
+        if session.has_data_to_send():
+            self.event.set()
+            return
+        deadline = session.next_deadline()
+        if deadline is not None and deadline < self.until:
+            self.event.set()
+
+
 class FakeRealtimeServer:
     """A realtime server for one dialect; ``await start()`` (or ``async with``) to listen.
 
@@ -138,7 +161,7 @@ class FakeRealtimeServer:
         #: right after its first caller transcript, before answering it; then this clears.
         self.drop_after_transcript: str | None = None
         self._progress = (0, 0)
-        self._live: dict[int, tuple[FakeSession, asyncio.Event]] = {}
+        self._live: dict[int, tuple[FakeSession, _Wake]] = {}
         self._server: Server | None = None
         self._host = "127.0.0.1"
 
@@ -208,7 +231,7 @@ class FakeRealtimeServer:
         live = list(self._live.values())
         for session, wake in live:
             session.drop(how)
-            wake.set()
+            wake.event.set()
         return len(live)
 
     # ------------------------------------------------------------ handshake
@@ -287,7 +310,7 @@ class FakeRealtimeServer:
         session.drop_after_transcript = self.drop_after_transcript
         self.drop_after_transcript = None
         session.start(beta_header="OpenAI-Beta" in request.headers)
-        wake = asyncio.Event()
+        wake = _Wake()
         self._live[id(session)] = (session, wake)
         try:
             async with asyncio.TaskGroup() as group:
@@ -299,7 +322,7 @@ class FakeRealtimeServer:
             self._live.pop(id(session), None)
             self._progress = max(self._progress, session.progress)
 
-    async def _read(self, ws: ServerConnection, session: FakeSession, wake: asyncio.Event) -> None:
+    async def _read(self, ws: ServerConnection, session: FakeSession, wake: _Wake) -> None:
         tap, record = self.tap, session.record
         try:
             async for message in ws:
@@ -310,7 +333,7 @@ class FakeRealtimeServer:
                     session.receive_text(message, now)
                 else:
                     session.receive_bytes(message, time.monotonic())
-                wake.set()
+                wake.after_read(session)
         except ConnectionClosed:
             pass
 
@@ -318,12 +341,13 @@ class FakeRealtimeServer:
         self,
         ws: ServerConnection,
         session: FakeSession,
-        wake: asyncio.Event,
+        wake: _Wake,
         record: FakeSessionRecord,
     ) -> None:
         tap = self.tap
         try:
             while True:
+                # Anything the reader queues from here on wakes the wait below at once.
                 for out in session.data_to_send():
                     if isinstance(out, CloseConnection):
                         await ws.close(out.code, out.reason)
@@ -333,18 +357,21 @@ class FakeRealtimeServer:
                         return
                     if tap is not None:
                         tap.sending(record, out, time.monotonic())
-                    async with asyncio.timeout(_SEND_TIMEOUT_S):
-                        await ws.send(json.dumps(out))
+                    text = json.dumps(out)
+                    if not write_now(ws, text):
+                        async with asyncio.timeout(_SEND_TIMEOUT_S):
+                            await ws.send(text)
                     if out["type"] == "input_audio_buffer.speech_started":
                         record.speech_started_at.append(time.monotonic())
                 deadline = session.next_deadline()
+                wake.until = math.inf if deadline is None else deadline
                 delay = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
                     async with asyncio.timeout(delay):
-                        await wake.wait()
+                        await wake.event.wait()
                 except TimeoutError:
                     pass
-                wake.clear()
+                wake.event.clear()
                 session.advance(time.monotonic())
         except TimeoutError:
             ws.transport.abort()  # the client stopped reading: drop it like a real server

@@ -15,6 +15,7 @@ the model then waits for the client's ``function_call_output`` items and its nex
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -47,6 +48,7 @@ _MIN_SYNTH_MS = 300
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
+@functools.lru_cache(maxsize=64)  # a load test asks for the same few answers thousands of times
 def synthesize_voice(duration_ms: int, *, pitch_hz: float = 140.0, level: float = 0.3) -> bytes:
     """A voice-like 8 kHz mu-law signal of ``duration_ms``: harmonics under a syllable envelope.
 

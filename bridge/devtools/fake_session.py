@@ -176,6 +176,10 @@ class FakeSession:
         """What to write, in order: event dicts, then possibly a close or drop request."""
         return self._out.take()
 
+    def has_data_to_send(self) -> bool:
+        """Whether :meth:`data_to_send` would hand anything over now."""
+        return self._out.pending
+
     def next_deadline(self) -> float | None:
         """The ``now`` at which :meth:`advance` has something to do (``None``: nothing)."""
         if self._out.closed:

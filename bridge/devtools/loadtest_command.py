@@ -8,7 +8,7 @@ import json
 import sys
 
 from bridge.devtools.loadtest import DEFAULT_FAKE_PORT, LoadtestOptions, run_loadtest
-from bridge.devtools.loadtest_report import format_report, report_json
+from bridge.devtools.loadtest_report import LoadtestReport, format_report, report_json
 
 __all__ = ["add_loadtest_arguments", "run_command"]
 
@@ -82,7 +82,7 @@ def run_command(
         workers=args.workers,
     )
     try:
-        report = asyncio.run(run_loadtest(opts))
+        report = _run(opts)
     except (ValueError, RuntimeError, OSError, TimeoutError) as exc:
         print(f"bridge loadtest: {exc}", file=sys.stderr)
         return 1
@@ -91,3 +91,14 @@ def run_command(
     else:
         print(format_report(report))
     return 0 if report.bridge.completed == report.calls else 1
+
+
+def _run(opts: LoadtestOptions) -> LoadtestReport:
+    """The run on uvloop, the bridge's own event loop: a hundred simulated callers cost it
+    less per frame than the standard loop, so the generator stays on time for longer."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - installed with uvicorn[standard]
+        return asyncio.run(run_loadtest(opts))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run_loadtest(opts))
