@@ -195,6 +195,11 @@ class ModelProcess:
     def pid(self) -> int:
         return self._proc.pid
 
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it has ended (None while it runs)."""
+        return self._proc.returncode
+
     def cpu_seconds(self) -> float:
         """CPU the child has used so far (0 once it is gone)."""
         try:

@@ -256,7 +256,15 @@ def _twilio_failure(
     if result.protocol_problems:
         return f"{result.call_sid}: {result.protocol_problems[0]}"
     if result.timed_out:
-        return f"{result.call_sid}: timed out"
+        # What the caller had got by then, to tell a stalled bridge from a stalled model.
+        said = len(result.utterances_ended_at)
+        answered = sum(1 for heard in result.replies_heard_at if heard is not None)
+        turns = None if record is None else len(record.get("turns") or ())
+        return (
+            f"{result.call_sid}: timed out ({said} utterances said, {answered} answered, "
+            f"{result.marks_echoed} marks echoed, {len(result.clears)} clears; "
+            f"call record: {'none' if record is None else f'{turns} turns'})"
+        )
     if result.closed_by_bridge:
         return f"{result.call_sid}: the server closed the stream (code {result.close_code})"
     if records and (record is None or record.get("status") != "completed"):
