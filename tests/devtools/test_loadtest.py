@@ -12,10 +12,16 @@ import pytest
 
 from bridge.cli import main
 from bridge.devtools.load_tags import TAG_BYTES, TagScanner, stamp
-from bridge.devtools.loadtest import LoadtestOptions, caller_utterances, run_loadtest
+from bridge.devtools.loadtest import (
+    LoadtestOptions,
+    _twilio_failure,
+    caller_utterances,
+    run_loadtest,
+)
 from bridge.devtools.loadtest_report import HOPS, format_report, report_json
 from bridge.devtools.playout import SILENCE_FRAME
 from bridge.devtools.proc_tree import listening_pid, tree_cpu_seconds, tree_pids, tree_rss_kib
+from bridge.devtools.simulator import SimulationResult
 
 
 def test_tags_are_found_again_however_the_audio_is_cut() -> None:
@@ -119,3 +125,18 @@ def test_the_command_refuses_what_it_cannot_run(capsys: pytest.CaptureFixture[st
     assert "--calls" in capsys.readouterr().err
     assert main(["loadtest", "--calls", "1", "--sip", "--url", "http://127.0.0.1:1"]) == 2
     assert "--sip-target" in capsys.readouterr().err
+
+
+def test_a_timed_out_call_says_how_far_it_got() -> None:
+    result = SimulationResult(call_sid="CA1", stream_sid="MZ1", twiml_parameters={})
+    result.timed_out = True
+    result.utterances_ended_at = [1.0, 9.0]
+    result.replies_heard_at = [1.5, None]
+    result.marks_echoed = 30
+    problem = _twilio_failure(result, {"status": "in_progress", "turns": [{}, {}, {}]}, True)
+    assert problem == (
+        "CA1: timed out (2 utterances said, 1 answered, 30 marks echoed, 0 clears; "
+        "call record: 3 turns)"
+    )
+    assert _twilio_failure(result, None, True) is not None
+    assert "call record: none" in str(_twilio_failure(result, None, True))
