@@ -7,10 +7,12 @@ import asyncio
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
 from bridge.cli import main
+from bridge.devtools.bench_load import _AUTH_TOKEN, _bridge_env, _start_bridge, _stop, _wait_ready
 from bridge.devtools.load_tags import TAG_BYTES, TagScanner, stamp
 from bridge.devtools.loadtest import (
     LoadtestOptions,
@@ -20,6 +22,7 @@ from bridge.devtools.loadtest import (
 )
 from bridge.devtools.loadtest_report import HOPS, format_report, report_json
 from bridge.devtools.playout import SILENCE_FRAME
+from bridge.devtools.ports import free_port
 from bridge.devtools.proc_tree import listening_pid, tree_cpu_seconds, tree_pids, tree_rss_kib
 from bridge.devtools.simulator import SimulationResult
 
@@ -140,3 +143,39 @@ def test_a_timed_out_call_says_how_far_it_got() -> None:
     )
     assert _twilio_failure(result, None, True) is not None
     assert "call record: none" in str(_twilio_failure(result, None, True))
+
+
+@pytest.mark.timeout(120)
+def test_a_running_bridge_is_loaded_through_the_fake_model_it_was_pointed_at(
+    tmp_path: Path,
+) -> None:
+    # The bridge was started by someone else, with its own model key: the load test's fake
+    # model (in its own process) listens where the bridge was told and accepts that key.
+    fake_port, port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = _bridge_env(url, f"ws://127.0.0.1:{fake_port}/v1/realtime", tmp_path / "calls.db")
+    env["OPENAI_API_KEY"] = "sk-someone-elses-key"
+    env["BRIDGE_REVIEW_TOKEN"] = "review-token-0123456789"
+    log = tmp_path / "bridge.log"
+    proc = _start_bridge(port, env, log)
+    try:
+        asyncio.run(_wait_ready(url, proc, log))
+        opts = LoadtestOptions(
+            calls=2,
+            seconds=6,
+            url=url,
+            pid=proc.pid,
+            auth_token=_AUTH_TOKEN,
+            review_token="review-token-0123456789",
+            fake_port=fake_port,
+            floor=False,
+            timeout_s=90,
+        )
+        report = asyncio.run(run_loadtest(opts))
+    finally:
+        _stop(proc)
+    assert report.floor is None and report.target == url
+    assert report.bridge.completed == 2, report.bridge.failures
+    assert report.bridge.sessions == 2
+    assert report.bridge.inbound.samples > 0 and report.bridge.first_byte.samples > 0
+    assert report.bridge.server_cpu_s > 0
