@@ -66,6 +66,7 @@ class OpenAiSipDriver:
 
     # No audio passes through the bridge on these calls.
     chunk_ms = 20
+    mark_chunks = 1
 
     def __init__(self, calls: OpenAiCalls, call_id: str, log: Any) -> None:
         self.calls = calls

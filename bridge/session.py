@@ -126,6 +126,8 @@ class PhoneDriver(Protocol):
     bad_input: RemoteProtocolError | None
     #: Agent audio goes to this leg in chunks of this many ms, each followed by a mark.
     chunk_ms: int
+    #: ...or up to this many chunks of one item under one mark (where marks are messages).
+    mark_chunks: int
 
     async def read(self, logic: CallLogic, after: Callable[[], Awaitable[None]]) -> None:
         """Feed the leg's events to ``logic`` (calling ``after`` after each batch) until the
@@ -277,6 +279,7 @@ class CallSession:
             tools=agent.policy,
             limits=LimitPolicy(agent.max_duration_s, agent.silence_timeout_s),
             chunk_ms=self.driver.chunk_ms,
+            mark_chunks=self.driver.mark_chunks,
             media=self._media,
         )
 

@@ -58,6 +58,7 @@ class SipDriver:
     # The bridge paces RTP itself: a mark per frame costs no message, and keeps what was
     # heard exact to the frame.
     chunk_ms = 20
+    mark_chunks = 1
 
     def __init__(self, endpoint: SipEndpoint, call_id: str, answer: Answer, rtp: _Rtp) -> None:
         self.endpoint = endpoint

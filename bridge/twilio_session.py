@@ -24,6 +24,7 @@ from bridge.call.records import EndReason
 from bridge.errors import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, RemoteProtocolError
 from bridge.protocols.twilio import (
     MARK_CHUNK_MS,
+    MARK_CHUNKS,
     MarkPlayed,
     MediaReceived,
     StreamStarted,
@@ -88,6 +89,7 @@ class TwilioDriver:
     """The I/O of one Twilio media socket (a :class:`~bridge.session.PhoneDriver`)."""
 
     chunk_ms = MARK_CHUNK_MS
+    mark_chunks = MARK_CHUNKS
 
     def __init__(self, ws: WebSocket, deps: SessionDeps) -> None:
         self.ws = ws

@@ -24,7 +24,7 @@ from bridge.call.limits import (
     LimitAction,
     LimitPolicy,
 )
-from bridge.call.playback import Playback
+from bridge.call.playback import CHUNK_BYTES, Playback
 from bridge.call.recording import CallRecorder
 from bridge.call.records import CallEvent, EndReason, Role, Turn
 from bridge.call.tools import (
@@ -99,6 +99,9 @@ class CallConfig:
     # Agent audio goes to the phone leg in chunks of this many ms, a mark after each: 20 for
     # a leg that counts frames itself (RTP), more where every mark is a message each way.
     chunk_ms: int = 20
+    # Up to this many chunks of one item may share a mark (see ``Playback``): 1 where marks
+    # cost nothing, more where each is a message each way.
+    mark_chunks: int = 1
     # What server VAD folds into audio_start_ms / audio_end_ms (reference §7.3).
     vad_padding_ms: int = 300
     vad_silence_ms: int = 500
@@ -208,7 +211,12 @@ class CallLogic:
         self._pcm24k = config.session.audio_format == "pcm24k"
         self._to_model = StreamResampler(8000, 24000) if self._pcm24k else None
         self._to_phone = StreamResampler(24000, 8000) if self._pcm24k else None
-        self._playback = Playback(config.max_lead_ms, config.chunk_ms)
+        # Each echo now frees a whole marked chunk at once: raise the lead by what the extra
+        # chunks under a mark take, so the least queued at Twilio stays what it was.
+        lead_ms = config.max_lead_ms + (max(1, config.mark_chunks) - 1) * config.chunk_ms
+        self._playback = Playback(lead_ms, config.chunk_ms, config.mark_chunks)
+        # A marked chunk goes to the leg as media of at most one chunk each.
+        self._media_bytes = max(1, config.chunk_ms // 20) * CHUNK_BYTES
         self._transcript = TranscriptBuilder()
         self._outputs: list[Output] = []
         self._early_audio: list[tuple[bytes, int]] = []
@@ -476,13 +484,19 @@ class CallLogic:
             self._playback.add_audio(item_id, pcm16_to_ulaw(tail), 0.0)
 
     def _pump(self, now: float) -> None:
-        """Send what the playout lead allows, each chunk followed by its mark."""
+        """Send what the playout lead allows, each marked chunk followed by its mark."""
         if self.phase is Phase.ENDED:
             return
+        size = self._media_bytes
         for chunk in self._playback.release(now):
             if self._reply_due_ms is not None:
                 self._reply_heard(now)
-            self.phone.send_media(chunk.audio)
+            audio = chunk.audio
+            if len(audio) <= size:
+                self.phone.send_media(audio)
+            else:
+                for start in range(0, len(audio), size):
+                    self.phone.send_media(audio[start : start + size])
             self.phone.send_mark(chunk.mark)
             if self.recorder is not None:
                 self.recorder.agent_sent(chunk.mark, chunk.audio, self.stream_ms(now))

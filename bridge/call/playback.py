@@ -5,11 +5,14 @@ has played. So the audio the caller really heard is the chunks whose marks came 
 audio queued at Twilio is the chunks whose marks are still pending: byte counts.
 
 A mark per 20 ms makes three messages per frame (media, mark, echo), so a leg may send larger
-chunks (``chunk_ms``). Between two echoes the caller is then somewhere inside the head chunk,
-which started playing when the echo before it came back (or when it was sent to an idle leg):
-the playout clock places them there, capped at the chunk's length, so what counts as heard
-never runs ahead of what was sent (an estimate past the end would make the model reject the
-truncation, see twilio-media-streams.md §11.3).
+chunks (``chunk_ms``), and may let up to ``mark_chunks`` chunks of one item travel under one
+mark: a *marked chunk* is then that run of chunks, sent as that many ``media`` messages and
+one ``mark``. Between two echoes the caller is somewhere inside the head marked chunk, which
+started playing when the echo before it came back (or when it was sent to an idle leg): the
+playout clock places them there, capped at its length, so what counts as heard never runs
+ahead of what was sent (an estimate past the end would make the model reject the truncation,
+see twilio-media-streams.md §11.3). How many chunks share a mark changes only how often the
+clock is corrected, not where it puts the caller.
 
 ``Playback`` keeps, per assistant item, how much audio the model sent (``received_ms``) and how
 much the caller heard (``played_ms``). Chunks wait in a local hold queue and are released to
@@ -28,8 +31,9 @@ BYTES_PER_MS = 8
 
 @dataclass(frozen=True, slots=True)
 class OutboundChunk:
-    """A chunk to send now: ``media`` with ``audio``, then a ``mark`` named ``mark``.
-    ``ahead_ms`` is the audio already queued at Twilio before it: when it will start playing."""
+    """A marked chunk to send now: ``audio`` as ``media`` (in pieces of the leg's chunk size),
+    then a ``mark`` named ``mark``. ``ahead_ms`` is the audio already queued at Twilio before
+    it: when it will start playing."""
 
     item_id: str
     mark: str
@@ -56,9 +60,10 @@ class Playback:
     """Tracks outbound audio for one call. Feed it model audio, echoes and barge-ins; it says
     which chunks to send. Pure: no clock, no I/O."""
 
-    def __init__(self, max_lead_ms: int = 600, chunk_ms: int = 20) -> None:
+    def __init__(self, max_lead_ms: int = 600, chunk_ms: int = 20, mark_chunks: int = 1) -> None:
         self._max_lead_bytes = max_lead_ms * BYTES_PER_MS
         self._chunk_bytes = max(1, chunk_ms // 20) * CHUNK_BYTES
+        self._mark_chunks = max(1, mark_chunks)
         # When the head pending chunk started playing (loop time), for the playout clock.
         self._head_since: float | None = None
         self._gen = 0
@@ -106,19 +111,46 @@ class Playback:
         return item_id
 
     def release(self, now: float = 0.0) -> list[OutboundChunk]:
-        """Chunks to send to Twilio now, each followed by its mark, keeping the lead bounded."""
+        """Marked chunks to send to Twilio now, keeping the lead bounded.
+
+        With ``mark_chunks`` > 1 a mark covers a run of up to that many chunks of one item.
+        While less than a run's worth below the bound is queued (the low-water mark), what is
+        held goes out at once, a chunk at a time if that is all there is: a response starts
+        playing as soon as its first chunk arrives. Above it, a run waits until it is whole
+        (or its item has ended) and fits under the bound, so each echo lets out a whole run
+        under one mark and the lead stays between the low-water mark and the bound."""
         out: list[OutboundChunk] = []
-        if self._held and not self._pending:
+        held = self._held
+        if held and not self._pending:
             self._head_since = now  # an idle leg starts playing what it is sent at once
-        while self._held and self._pending_bytes < self._max_lead_bytes:
-            item_id, audio = self._held.popleft()
-            name = f"g{self._gen}-{item_id}-{self._seq}"
-            self._seq += 1
-            ahead_ms = self._pending_bytes / BYTES_PER_MS
-            self._pending[name] = (item_id, len(audio))
-            self._pending_bytes += len(audio)
-            out.append(OutboundChunk(item_id, name, audio, ahead_ms))
+        if self._mark_chunks == 1:
+            while held and self._pending_bytes < self._max_lead_bytes:
+                item_id, audio = held.popleft()
+                out.append(self._send(item_id, audio))
+            return out
+        low = self._max_lead_bytes - self._mark_chunks * self._chunk_bytes
+        while held:
+            item_id = held[0][0]
+            run = 0
+            size = 0
+            while run < min(self._mark_chunks, len(held)) and held[run][0] == item_id:
+                size += len(held[run][1])
+                run += 1
+            whole = run == self._mark_chunks or run < len(held) or self._receiving != item_id
+            pending = self._pending_bytes
+            if not (pending < low or (whole and pending + size <= self._max_lead_bytes)):
+                break
+            audio = b"".join(held.popleft()[1] for _ in range(run))
+            out.append(self._send(item_id, audio))
         return out
+
+    def _send(self, item_id: str, audio: bytes) -> OutboundChunk:
+        name = f"g{self._gen}-{item_id}-{self._seq}"
+        self._seq += 1
+        ahead_ms = self._pending_bytes / BYTES_PER_MS
+        self._pending[name] = (item_id, len(audio))
+        self._pending_bytes += len(audio)
+        return OutboundChunk(item_id, name, audio, ahead_ms)
 
     # -- phone side -------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from bridge.codecs.g711 import ulaw_to_pcm16
 from bridge.devtools.fake_script import synthesize_voice
 from bridge.protocols.dialects import DIALECTS, SessionConfig
 from bridge.protocols.realtime import RealtimeConnection
-from bridge.protocols.twilio import MARK_CHUNK_MS, TwilioMediaStream
+from bridge.protocols.twilio import MARK_CHUNK_MS, MARK_CHUNKS, TwilioMediaStream
 
 __all__ = ["MicroReport", "PathFigures", "format_micro", "run_micro"]
 
@@ -202,7 +202,7 @@ def _bridge_call(audio_format: str) -> CallLogic:
     twilio.events_received()
     session = SessionConfig(instructions="Be brief.", voice=None, audio_format=audio_format)
     realtime = RealtimeConnection(DIALECTS["openai"], audio_format)
-    config = CallConfig(session=session, chunk_ms=MARK_CHUNK_MS)
+    config = CallConfig(session=session, chunk_ms=MARK_CHUNK_MS, mark_chunks=MARK_CHUNKS)
     logic = CallLogic(twilio, realtime, config, started_at=100.0)
     logic.receive_realtime('{"type":"session.created","event_id":"e1","session":{}}', 100.0)
     logic.receive_realtime('{"type":"session.updated","event_id":"e2","session":{}}', 100.0)
@@ -249,7 +249,7 @@ def _drain(logic: CallLogic, at_twilio: deque[str]) -> int:
 
 
 def _bridge_outbound(logic: CallLogic, work: _Workload) -> float:
-    at_twilio: deque[str] = deque()  # marks queued at "Twilio", one per chunk played
+    at_twilio: deque[str] = deque()  # marks queued at "Twilio", one per marked chunk
     twilio = _twilio(logic)
     media = 0
     now = 200.0

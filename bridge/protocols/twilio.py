@@ -70,10 +70,12 @@ MAX_PARAMETERS = 32
 MAX_UNKNOWN_EVENT_NAMES = 8
 UNKNOWN_EVENT_NAME_CHARS = 40
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
-# Agent audio goes out in chunks of this many ms, a mark after each. Every mark is a message
-# each way: 100 ms chunks send a fifth of the messages of 20 ms ones, and the call logic's
-# playout clock keeps what was heard exact between two echoes.
+# Agent audio goes out in media messages of this many ms, and a mark after at most
+# MARK_CHUNKS of them. Every mark is a message each way: 100 ms chunks send a fifth of the
+# messages of 20 ms ones, a mark per three of them a third of the marks again, and the call
+# logic's playout clock keeps what was heard exact between two echoes.
 MARK_CHUNK_MS = 100
+MARK_CHUNKS = 3
 
 
 class StreamState(enum.Enum):
@@ -384,8 +386,8 @@ class TwilioMediaStream:
     def send_media(self, payload: bytes) -> None:
         """Queue mu-law audio for the caller; then write :meth:`data_to_send`.
 
-        Send whole multiples of 160 bytes (20 ms), each followed by its own mark, so a
-        barge-in can tell how much was heard. Raises :class:`LocalProtocolError` unless
+        Send whole multiples of 160 bytes (20 ms), with a mark after each or after a few,
+        so a barge-in can tell how much was heard. Raises :class:`LocalProtocolError` unless
         the stream is ``STREAMING``.
         """
         self._require_open("send_media")
