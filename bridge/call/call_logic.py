@@ -211,8 +211,9 @@ class CallLogic:
         self._pcm24k = config.session.audio_format == "pcm24k"
         self._to_model = StreamResampler(8000, 24000) if self._pcm24k else None
         self._to_phone = StreamResampler(24000, 8000) if self._pcm24k else None
-        # Each echo now frees a whole marked chunk at once: raise the lead by what the extra
-        # chunks under a mark take, so the least queued at Twilio stays what it was.
+        # With several chunks under a mark, each echo frees a whole run at once: the bound grows
+        # by the extra chunks of a run, so the least queued at Twilio is what one chunk per
+        # mark would leave.
         lead_ms = config.max_lead_ms + (max(1, config.mark_chunks) - 1) * config.chunk_ms
         self._playback = Playback(lead_ms, config.chunk_ms, config.mark_chunks)
         # A marked chunk goes to the leg as media of at most one chunk each.
