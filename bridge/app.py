@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from bridge.adapters.agents_watch import AgentsWatcher
 from bridge.adapters.background import BackgroundTasks
+from bridge.adapters.loop_lag import watch_loop_lag
 from bridge.adapters.realtime_target import RealtimeTarget, resolve_fallback, resolve_target
 from bridge.adapters.twilio_auth import TwilioAuth
 from bridge.agent_hub import AgentHub
@@ -104,6 +105,10 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(leases.stop)
             keeper = asyncio.create_task(leases.keep(), name="lease-keeper")
             stack.callback(keeper.cancel)
+            lag = asyncio.create_task(
+                watch_loop_lag(app.state.metrics.loop_lag.observe), name="loop-lag"
+            )
+            stack.callback(lag.cancel)
             stack.push_async_callback(app.state.background.cancel_all)
             stack.push_async_callback(close_outbound_client, app)
             local_url = None

@@ -24,6 +24,8 @@ TURN_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
 CLEAR_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)
 STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 TOOL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
+# An idle loop wakes well within a millisecond; a caller hears tens of milliseconds.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 def _multiprocess() -> bool:
@@ -121,6 +123,13 @@ class BridgeMetrics:
             "bridge_tool_calls",
             "Agents' tool calls, by tool and outcome (ok, error)",
             ["tool", "outcome"],
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "bridge_event_loop_lag_seconds",
+            "How late the event loop woke from a timed sleep: grows when the bridge is short "
+            "of CPU",
+            buckets=LAG_BUCKETS,
             registry=self.registry,
         )
         self.draining = Gauge(

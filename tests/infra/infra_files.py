@@ -61,6 +61,7 @@ HISTOGRAMS = {
     "bridge_clear_latency_seconds",
     "bridge_store_write_seconds",
     "bridge_tool_call_seconds",
+    "bridge_event_loop_lag_seconds",
 }
 METRICS = GAUGES | COUNTERS | HISTOGRAMS
 
