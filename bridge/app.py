@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import structlog
@@ -32,6 +32,7 @@ from bridge.drain import Drain
 from bridge.metrics import BridgeMetrics
 from bridge.openai_webhook import openai_routes, openai_webhook_key, start_openai_sip
 from bridge.outbound import close_outbound_client, outbound_routes
+from bridge.overload import Overload
 from bridge.protocols.dialects import SessionConfig
 from bridge.review.api import review_api_routes
 from bridge.review.pages import review_page_routes
@@ -82,6 +83,14 @@ async def store_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+def _lag_observer(metrics: BridgeMetrics, overload: Overload) -> Callable[[float], None]:
+    def observe(lag_s: float) -> None:
+        metrics.loop_lag.observe(lag_s)
+        overload.observe(lag_s)
+
+    return observe
+
+
 def create_app(settings: Settings) -> Starlette:
     """The bridge for ``settings``. Nothing is opened until the app's lifespan starts.
     A bad agents file (``BRIDGE_AGENTS``) is refused here, with what is wrong and where."""
@@ -106,7 +115,8 @@ def create_app(settings: Settings) -> Starlette:
             keeper = asyncio.create_task(leases.keep(), name="lease-keeper")
             stack.callback(keeper.cancel)
             lag = asyncio.create_task(
-                watch_loop_lag(app.state.metrics.loop_lag.observe), name="loop-lag"
+                watch_loop_lag(_lag_observer(app.state.metrics, app.state.overload)),
+                name="loop-lag",
             )
             stack.callback(lag.cancel)
             stack.push_async_callback(app.state.background.cancel_all)
@@ -168,6 +178,7 @@ def create_app(settings: Settings) -> Starlette:
                 idle_timeout_s=settings.idle_timeout_s,
                 fallback=fallback,
                 drain=app.state.drain,
+                overload=app.state.overload,
                 recordings=(
                     RecordingFiles(settings.resolved_recordings_dir)
                     if settings.recordings
@@ -223,6 +234,8 @@ def create_app(settings: Settings) -> Starlette:
     app.state.token_secret = _token_secret(settings)
     # Whether new calls are taken, and the live ones a stopping bridge waits for.
     app.state.drain = Drain(app.state.metrics)
+    # Whether the event loop runs too late to take another call.
+    app.state.overload = Overload()
     app.state.background = BackgroundTasks()
     # How long a status callback for a call another instance serves waits before finishing
     # it anyway: enough for that session to notice the hang-up and write its own end.

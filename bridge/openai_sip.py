@@ -163,16 +163,21 @@ class OpenAiSipConnector:
     def release(self, call_id: str) -> None:
         self._calls.discard(call_id)
 
-    async def serve(self, call: IncomingCall, *, draining: bool = False) -> None:
+    async def serve(
+        self, call: IncomingCall, *, draining: bool = False, overloaded: bool = False
+    ) -> None:
         """Accept (or reject) a claimed call and serve it to its end."""
         call_log = log.bind(call_sid=call.call_id, sip_call_id=call.sip_call_id)
         try:
-            if draining or len(self._calls) > self.max_calls:
+            full = len(self._calls) > self.max_calls
+            if draining or overloaded or full:
+                reason = "draining" if draining else "overloaded" if overloaded else "capacity"
                 call_log.warning(
-                    "openai_sip.rejected", reason="draining" if draining else "capacity",
+                    "openai_sip.rejected", reason=reason,
                     active=len(self._calls) - 1, max_calls=self.max_calls,
                 )  # fmt: skip
-                self.deps.metrics.rejected.labels("openai_sip_capacity").inc()
+                label = "overloaded" if reason == "overloaded" else "openai_sip_capacity"
+                self.deps.metrics.rejected.labels(label).inc()
                 await self.calls.reject(call.call_id, BUSY_STATUS)
                 return
             await self._answer(call, call_log)

@@ -102,7 +102,9 @@ async def _offer(
         connector.release(offer.call_id)
         log.warning("openai_webhook.call_known", call_sid=offer.call_id)
         return _answer(409, "call already handled")
-    state.background.spawn(connector.serve(offer, draining=state.drain.draining))
+    state.background.spawn(
+        connector.serve(offer, draining=state.drain.draining, overloaded=state.overload.busy)
+    )
     log.info("openai_webhook.call_offered", call_sid=offer.call_id)
     return _answer(200, "ok")
 

@@ -46,6 +46,7 @@ from bridge.call.tools import ToolCallReady, ToolPolicy
 from bridge.drain import Drain
 from bridge.errors import ProviderError, RemoteProtocolError
 from bridge.metrics import BridgeMetrics
+from bridge.overload import Overload
 from bridge.protocols.dialects import Dialect, SessionConfig
 from bridge.protocols.phone import PhoneLeg
 from bridge.protocols.realtime import RealtimeConnection
@@ -102,6 +103,8 @@ class SessionDeps:
     fallback: RealtimeTarget | None = None
     # The live calls of this process, and whether it still takes new ones (SIGTERM).
     drain: Drain = field(default_factory=Drain)
+    # Whether the event loop runs too late to take another call.
+    overload: Overload = field(default_factory=Overload)
     admission: StreamAdmission = field(init=False)
 
     def __post_init__(self) -> None:

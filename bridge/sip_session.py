@@ -262,6 +262,7 @@ class SipEndpoint:
                     max_calls=settings.sip_max_calls,
                 ),
                 others_active=self._calls_elsewhere(len(self.listeners)),
+                overloaded=self._refuse_overloaded,
             )
             kind = TcpSipListener if transport == "tcp" else UdpSipListener
             self.listeners.append(kind(server, self._handle))
@@ -272,6 +273,14 @@ class SipEndpoint:
         self._drivers: dict[str, SipDriver] = {}
         self._listener_of: dict[str, SipListener] = {}  # by SIP Call-ID
         self._referring: dict[str, asyncio.Future[int]] = {}  # transfers awaiting an answer
+
+    def _refuse_overloaded(self) -> bool:
+        """Whether an INVITE about to be taken is refused because the bridge runs late."""
+        if not self.deps.overload.busy:
+            return False
+        self.deps.metrics.rejected.labels("overloaded").inc()
+        log.warning("sip.refused_overloaded")
+        return True
 
     def _calls_elsewhere(self, index: int) -> Callable[[], int]:
         def count() -> int:

@@ -46,6 +46,9 @@ _FAILED_CALL_STATUSES = {"busy", "failed", "no-answer", "canceled"}
 # parameter; if it lands on a draining bridge again the caller hears this and is hung up.
 DRAINED_PARAM = "drained"
 DRAINING_MESSAGE = "Sorry, this line is being updated. Please call again in a minute. Goodbye."
+# The same for a bridge too far behind to take another call (bridge.overload).
+BUSY_PARAM = "busy"
+BUSY_MESSAGE = "Sorry, all our lines are busy. Please call again in a few minutes. Goodbye."
 
 
 def _state(request: Request | WebSocket) -> tuple[Settings, TwilioAuth, BridgeMetrics]:
@@ -104,7 +107,10 @@ async def voice(request: Request) -> Response:
         return PlainTextResponse("CallSid missing or invalid\n", status_code=400)
     settings, _, _ = _state(request)
     if request.app.state.drain.draining:
-        return _elsewhere(request, settings, call_sid)
+        return _elsewhere(request, settings, call_sid, DRAINED_PARAM, DRAINING_MESSAGE)
+    if request.app.state.overload.busy:
+        request.app.state.metrics.rejected.labels("overloaded").inc()
+        return _elsewhere(request, settings, call_sid, BUSY_PARAM, BUSY_MESSAGE)
     token = mint_stream_token(request.app.state.token_secret, call_sid, time.time())
     parameters = {
         "from": clean_text(params.get("From", ""), _MAX_FORM_FIELD),
@@ -128,15 +134,19 @@ async def voice(request: Request) -> Response:
     return Response(twiml, media_type="text/xml")
 
 
-def _elsewhere(request: Request, settings: Settings, call_sid: str) -> Response:
-    """This bridge is draining: send the call to another through the public URL, once."""
+def _elsewhere(
+    request: Request, settings: Settings, call_sid: str, param: str, message: str
+) -> Response:
+    """This bridge takes no new calls now: send the call to another through the public URL,
+    once per reason (``param`` marks it); the second time the caller hears ``message``."""
+    why = "draining" if param == DRAINED_PARAM else "overloaded"
     query = dict(request.query_params)
-    if DRAINED_PARAM in query:
-        log.warning("call.refused_draining", call_sid=call_sid)
-        return Response(say_and_hang_up(DRAINING_MESSAGE), media_type="text/xml")
-    query[DRAINED_PARAM] = "1"
+    if param in query:
+        log.warning(f"call.refused_{why}", call_sid=call_sid)
+        return Response(say_and_hang_up(message), media_type="text/xml")
+    query[param] = "1"
     url = settings.public_http_url("/twilio/voice") + "?" + urlencode(query)
-    log.info("call.redirected_draining", call_sid=call_sid)
+    log.info(f"call.redirected_{why}", call_sid=call_sid)
     return Response(redirect(url), media_type="text/xml")
 
 

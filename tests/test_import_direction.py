@@ -27,6 +27,7 @@ RANK = {
     "metrics": 4,
     "review": 5,
     "drain": 5,
+    "overload": 5,
     "session": 6,
     "agent_hub": 6,
     "twilio_session": 6,

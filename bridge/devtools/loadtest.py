@@ -41,7 +41,12 @@ from bridge.devtools.load_probe import LoadRecorder
 from bridge.devtools.loadtest_report import LoadtestReport, PassReport
 from bridge.devtools.loadtest_servers import Target, running_bridge, with_bridge, with_floor
 from bridge.devtools.proc_tree import tree_cpu_seconds, tree_rss_kib
-from bridge.devtools.simulator import SimulationResult, fetch_call_record, simulate_call
+from bridge.devtools.simulator import (
+    CallRefused,
+    SimulationResult,
+    fetch_call_record,
+    simulate_call,
+)
 
 __all__ = [
     "DEFAULT_FAKE_PORT",
@@ -188,9 +193,16 @@ async def _twilio_pass(target: Target, opts: LoadtestOptions, model: ModelProces
     # Read after the CPU: fetching records is the load test's work, not the server's.
     records = await _records(target, results) if target.records else {}
     failures: list[str] = []
+    refused = 0
     call_seconds = 0.0
     barge_ins: list[list[Any]] = []
     for result in results:
+        if isinstance(result, CallRefused):
+            # Turned away at the door (the bridge is overloaded): not a failure of a call
+            # it took, and what it does instead of letting every call fall behind.
+            refused += 1
+            barge_ins.append([])
+            continue
         if isinstance(result, BaseException):
             failures.append(f"{type(result).__name__}: {result}")
             barge_ins.append([])
@@ -208,6 +220,7 @@ async def _twilio_pass(target: Target, opts: LoadtestOptions, model: ModelProces
         call_seconds=call_seconds,
         measured=measured,
         barge_ins=barge_ins,
+        refused=refused,
     )
 
 
@@ -220,16 +233,19 @@ def summarize(
     call_seconds: float,
     measured: PassMeasure,
     barge_ins: list[list[Any]],
+    refused: int = 0,
 ) -> PassReport:
-    """One pass's report from its recorder and what :func:`measure_pass` read."""
+    """One pass's report from its recorder and what :func:`measure_pass` read; ``refused``
+    calls were turned away by the server (busy), ``failures`` went wrong."""
     first, every, unseen = recorder.outbound()
     inbound, frames = recorder.inbound()
     clear, missing = recorder.clear_hop(barge_ins)
     return PassReport(
         name=name,
         calls=calls,
-        completed=calls - len(failures),
+        completed=calls - len(failures) - refused,
         failures=tuple(failures),
+        refused=refused,
         call_seconds=call_seconds,
         wall_seconds=measured.wall_s,
         server_cpu_s=measured.server_cpu_s,

@@ -30,6 +30,7 @@ class PassReport:
     calls: int
     completed: int
     failures: tuple[str, ...]
+    refused: int  # turned away by the server at the door (busy): neither completed nor failed
     call_seconds: float  # sum over calls of the stream's length, as the caller lived it
     wall_seconds: float
     server_cpu_s: float
@@ -139,6 +140,7 @@ def format_report(report: LoadtestReport) -> str:
         "",
         row("", ["bridge", floor_name][: len(passes)], "bridge/floor" if ratios else ""),
         row("calls completed", [f"{p.completed} of {p.calls}" for p in passes]),
+        row("calls turned away (busy)", [str(p.refused) for p in passes]),
         row(
             "call-seconds (wall s)",
             [f"{p.call_seconds:.0f} ({p.wall_seconds:.1f})" for p in passes],

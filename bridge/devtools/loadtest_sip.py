@@ -34,8 +34,11 @@ from bridge.devtools.loadtest_report import LoadtestReport, PassReport
 from bridge.devtools.loadtest_servers import Target, with_bridge
 from bridge.devtools.playout import FRAME_BYTES
 from bridge.devtools.ports import free_port
+from bridge.devtools.sip_phone import SipCallError
 from bridge.devtools.sip_simulator import SipSimulationResult, fetch_sip_record, simulate_sip_call
 from bridge.protocols.rtp import Codec
+
+BUSY = 503  # Service Unavailable: the bridge took no more calls
 
 __all__ = ["run_sip_passes"]
 
@@ -83,11 +86,16 @@ async def _sip_pass(
     done = [r for r in results if isinstance(r, SipSimulationResult)]
     records = await _sip_records(target, opts, done)
     failures: list[str] = []
+    refused = 0
     call_seconds = 0.0
     barge_ins: list[list[Any]] = []
     # The phones' pacer knows how late it woke for each slot; the tap only saw the slot.
     recorder.send_lateness = []
     for call, result in enumerate(results):
+        if isinstance(result, SipCallError) and result.status == BUSY:
+            refused += 1  # 503: turned away at the door (full or overloaded)
+            barge_ins.append([])
+            continue
         if isinstance(result, BaseException):
             failures.append(f"{type(result).__name__}: {result}")
             barge_ins.append([])
@@ -107,6 +115,7 @@ async def _sip_pass(
         call_seconds=call_seconds,
         measured=measured,
         barge_ins=barge_ins,
+        refused=refused,
     )
     jitter = jitter_of([r.received for r in done], skip_first_s=STEADY_AFTER_S)
     notes = [

@@ -17,7 +17,7 @@ import json
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -35,6 +35,7 @@ from bridge.errors import BridgeError
 __all__ = [
     "BargeInRecord",
     "CallProbe",
+    "CallRefused",
     "ClearRecord",
     "SimulationError",
     "SimulationResult",
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 _HTTP_TIMEOUT_S = 10.0
+_MAX_REDIRECTS = 3
 _RECORD_WAIT_S = 3.0
 
 
@@ -56,6 +58,16 @@ class SimulationError(BridgeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class CallRefused(SimulationError):
+    """The bridge answered the call only to turn it away (TwiML ``<Say>`` then ``<Hangup>``,
+    after any ``<Redirect>`` was followed): it is draining or overloaded. ``said`` is what
+    the caller heard."""
+
+    def __init__(self, said: str) -> None:
+        super().__init__(f"the bridge turned the call away: {said!r}", 200)
+        self.said = said
 
 
 class CallProbe(Protocol):
@@ -173,16 +185,22 @@ def _ws_base(http_base: str) -> str:
     return base
 
 
-def _reachable_url(stream_url: str, base_url: str, public_base: str) -> str:
-    """Where to connect for the TwiML ``stream_url``: the same path, on ``base_url``'s host.
-    The public prefix (a tunnel or proxy the simulator may not reach) is swapped out."""
-    public_ws = _ws_base(public_base)
-    absolute = urljoin(public_ws + "/", stream_url)
-    if absolute.startswith(public_ws + "/"):
-        return _ws_base(base_url) + absolute[len(public_ws) :]
+def _reachable_url(url: str, base_url: str, public_base: str, *, ws: bool = True) -> str:
+    """Where to connect for the TwiML ``url`` (a stream's, or with ``ws=False`` a
+    redirect's): the same path, on ``base_url``'s host. The public prefix (a tunnel or proxy
+    the simulator may not reach) is swapped out."""
+    scheme: Callable[[str], str] = _ws_base if ws else _http_base
+    public = scheme(public_base)
+    absolute = urljoin(public + "/", url)
+    if absolute.startswith(public + "/"):
+        return scheme(base_url) + absolute[len(public) :]
     parts = urlsplit(absolute)
-    base = urlsplit(_ws_base(base_url))
+    base = urlsplit(scheme(base_url))
     return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
+
+
+def _http_base(base_url: str) -> str:
+    return base_url.rstrip("/")
 
 
 def _is_loopback(url: str) -> bool:
@@ -411,20 +429,7 @@ async def simulate_call(
     account_sid = account_sid or "AC" + secrets.token_hex(16)
     form = voice_form(call_sid, account_sid, from_number, to_number)
     async with httpx.AsyncClient(trust_env=not _is_loopback(base)) as http:
-        try:
-            response = await http.post(
-                base + "/twilio/voice",
-                data=form,
-                headers=_signed(auth_token, public + "/twilio/voice", form),
-                timeout=_remaining(deadline),
-            )
-        except httpx.HTTPError as exc:
-            raise SimulationError(f"cannot reach the bridge at {base}: {exc!r}") from exc
-        if response.status_code != 200:
-            raise SimulationError(
-                f"voice webhook answered {response.status_code}", response.status_code
-            )
-        stream_url, params = parse_twiml(response.text)
+        stream_url, params = await _answer(http, base, public, auth_token, form, deadline)
         result = SimulationResult(
             call_sid, "MZ" + secrets.token_hex(16), params, stream_url=stream_url
         )
@@ -463,6 +468,55 @@ async def simulate_call(
             url = f"{base}/api/calls/{call_sid}"
             result.call_record = await _fetch_record(http, url, review_token)
     return result
+
+
+async def _answer(
+    http: httpx.AsyncClient,
+    base: str,
+    public: str,
+    auth_token: str | None,
+    form: dict[str, str],
+    deadline: float,
+) -> tuple[str, dict[str, str]]:
+    """POST the voice webhook and follow its ``<Redirect>``s, as Twilio does (a few at most);
+    the stream URL and parameters of the ``<Connect>`` it ends with."""
+    url = public + "/twilio/voice"
+    for _ in range(_MAX_REDIRECTS + 1):
+        try:
+            response = await http.post(
+                _reachable_url(url, base, public, ws=False),
+                data=form,
+                headers=_signed(auth_token, url, form),
+                timeout=_remaining(deadline),
+            )
+        except httpx.HTTPError as exc:
+            raise SimulationError(f"cannot reach the bridge at {base}: {exc!r}") from exc
+        if response.status_code != 200:
+            raise SimulationError(
+                f"voice webhook answered {response.status_code}", response.status_code
+            )
+        turned_away = _redirect_or_refusal(response.text)
+        if turned_away is None:
+            return parse_twiml(response.text)
+        url = turned_away
+    raise SimulationError(f"the voice webhook redirected more than {_MAX_REDIRECTS} times")
+
+
+def _redirect_or_refusal(text: str) -> str | None:
+    """The URL of a TwiML ``<Redirect>``; None for anything else. Raises
+    :class:`CallRefused` for a ``<Say>`` and ``<Hangup>`` with no stream."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return None  # parse_twiml says what is wrong with it
+    if root.tag != "Response" or root.find("Connect") is not None:
+        return None
+    redirect = root.find("Redirect")
+    if redirect is not None and redirect.text:
+        return redirect.text.strip()
+    if root.find("Hangup") is not None:
+        raise CallRefused(" ".join((say.text or "").strip() for say in root.iter("Say")))
+    return None
 
 
 def voice_form(call_sid: str, account_sid: str, from_number: str, to_number: str) -> dict[str, str]:

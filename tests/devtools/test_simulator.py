@@ -21,6 +21,7 @@ from twilio.request_validator import RequestValidator
 
 from bridge.devtools.playout import SILENCE_FRAME, CallerScript, PlayTick
 from bridge.devtools.simulator import (
+    CallRefused,
     SimulationError,
     _reachable_url,
     format_transcript,
@@ -293,6 +294,10 @@ class FakeBridge:
     clears: int = 0
     stopped: bool = False
     statuses: list[str] = field(default_factory=list)
+    # Turning callers away as a busy bridge does: ``redirect`` sends the first landing back
+    # with ``?busy=1``; ``refuse`` then says so and hangs up instead of connecting.
+    redirect: bool = False
+    refuse: bool = False
 
     def _check(self, kind: str, url: str, params: dict[str, str], signature: str | None) -> bool:
         ok = self.token is None or RequestValidator(self.token).validate(
@@ -305,8 +310,16 @@ class FakeBridge:
     async def voice(self, request: Request) -> Response:
         form = {k: str(v) for k, v in (await request.form()).items()}
         sig = request.headers.get("x-twilio-signature")
-        if not self._check("voice", self.base + "/twilio/voice", form, sig):
+        query = request.url.query
+        url = self.base + "/twilio/voice" + (f"?{query}" if query else "")
+        if not self._check("voice", url, form, sig):
             return Response(status_code=403)
+        if self.redirect and "busy=1" not in query:
+            twiml = f'<Response><Redirect method="POST">{url}?busy=1</Redirect></Response>'
+            return Response(twiml, media_type="text/xml")
+        if self.refuse:
+            twiml = "<Response><Say>All our lines are busy.</Say><Hangup/></Response>"
+            return Response(twiml, media_type="text/xml")
         twiml = (
             f'<Response><Connect><Stream url="{self._ws()}/twilio/media">'
             f'<Parameter name="from" value="{form["From"]}"/>'
@@ -614,3 +627,29 @@ def test_serve_refuses_a_sip_flag_it_cannot_listen_on(capsys: pytest.CaptureFixt
 
     assert main(["serve", "--sip", "sctp:127.0.0.1:5060"]) == 2
     assert "BRIDGE_SIP_LISTEN entry 'sctp:127.0.0.1:5060'" in capsys.readouterr().err
+
+
+async def test_a_redirect_is_followed_signed_like_twilio_and_the_call_goes_on() -> None:
+    fake = FakeBridge(token=TOKEN, redirect=True)
+    async with serving(fake) as base:
+        result = await simulate_call(
+            base,
+            auth_token=TOKEN,
+            caller_utterances=[],
+            initial_silence_s=0.2,
+            max_duration_s=10,
+            fetch_record=False,
+        )
+    # Signed over the redirect's own URL, query and all, or the fake would have said 403.
+    assert fake.signatures_ok[:3] == ["voice", "voice", "media"]
+    assert len(fake.started) == 1 and not result.timed_out
+
+
+async def test_a_caller_turned_away_is_a_refusal_with_what_was_said() -> None:
+    fake = FakeBridge(token=TOKEN, redirect=True, refuse=True)
+    async with serving(fake) as base:
+        with pytest.raises(CallRefused) as refused:
+            await simulate_call(base, auth_token=TOKEN, caller_utterances=[], max_duration_s=10)
+    assert refused.value.said == "All our lines are busy."
+    assert fake.signatures_ok == ["voice", "voice"]  # no stream was opened
+    assert not fake.started

@@ -478,3 +478,26 @@ def test_a_draining_bridge_answers_new_invites_503_and_keeps_its_calls() -> None
     [busy] = uas.feed(request("INVITE", body=SDP_OFFER, call="late", branch="z9hG4bK-9"))
     assert busy.status == 503 and busy.get("Retry-After") == "5"
     assert uas.server.active_calls == 1 and tag
+
+
+def test_an_overloaded_bridge_answers_new_invites_503_and_keeps_its_calls() -> None:
+    overloaded = [False]
+    asked: list[bool] = []
+
+    def ask() -> bool:
+        asked.append(overloaded[0])
+        return overloaded[0]
+
+    uas = Uas()
+    uas.server = SipServer(UasConfig(advertise_host="127.0.0.1", port=5070), overloaded=ask)
+    tag = uas.answered_call()
+    overloaded[0] = True
+    [busy] = uas.feed(request("INVITE", body=SDP_OFFER, call="late", branch="z9hG4bK-9"))
+    assert busy.status == 503 and busy.get("Retry-After") == "5"
+    assert uas.server.active_calls == 1 and tag
+    # Caught up: the next INVITE is taken as usual.
+    overloaded[0] = False
+    taken = uas.feed(request("INVITE", body=SDP_OFFER, call="next", branch="z9hG4bK-a"))
+    assert statuses(taken) == [100]
+    # Asked once for each INVITE that would otherwise have been taken, and only then.
+    assert asked == [False, True, False]

@@ -96,10 +96,18 @@ class _Call:
 class SipServer:
     """Every SIP dialog and transaction on one listening address; see the module doc."""
 
-    def __init__(self, config: UasConfig, others_active: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        config: UasConfig,
+        others_active: Callable[[], int] = lambda: 0,
+        overloaded: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.config = config
         # Calls the bridge carries on its other SIP transports: one limit for them all.
         self._others_active = others_active
+        # Asked only of an INVITE that would otherwise be taken: True refuses it (503 with
+        # Retry-After), as when full; the bridge is too far behind to take another call.
+        self._overloaded = overloaded
         #: False once the bridge drains (it is stopping): new INVITEs get 503 with
         #: Retry-After, so a dispatcher in front tries another bridge.
         self.accepting = True
@@ -276,7 +284,7 @@ class SipServer:
             )
             return
         full = self.active_calls + self._others_active() >= self.config.max_calls
-        if full or not self.accepting:
+        if full or not self.accepting or self._overloaded():
             self._reply(
                 request,
                 source,
