@@ -2,8 +2,8 @@
 
 A real ``bridge serve`` is held up as a bridge short of CPU would be: stopped (SIGSTOP) for
 most of every second with a moment to run in between, until its own loop-lag reader says
-so. Then a new Twilio caller is sent elsewhere and a SIP INVITE gets 503; once it runs freely
-again it takes calls as before.
+so. Then a new Twilio caller is sent elsewhere, a SIP INVITE gets 503 and OpenAI's SIP
+connector rejects its call; once it runs freely again it takes calls as before.
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
+from bridge.devtools.fake_openai_sip import FakeOpenAiSip
 from bridge.devtools.simulator import sign
 from bridge.devtools.sip_phone import SipCallError
 from bridge.devtools.sip_simulator import simulate_sip_call
 
 from .conftest import AUTH_TOKEN, RunningBridge, fake_server, sample, scrape
 from .raw_sip import sip_env
+from .test_openai_sip import API_KEY, FRONT_DESK, env, incoming, new_call_id, post_webhook
 
 StartBridge = Callable[..., RunningBridge]
 
@@ -85,3 +88,19 @@ async def test_a_bridge_held_up_refuses_new_calls_until_it_catches_up(
         samples = await scrape(bridge)
     assert sample(samples, "bridge_requests_rejected_total", reason="overloaded") == 2
     assert not fake.sessions  # nothing refused cost a model session
+
+
+async def test_a_bridge_held_up_rejects_the_openai_sip_connectors_call(
+    bridge_factory: StartBridge, tmp_path: Path
+) -> None:
+    async with FakeOpenAiSip(api_key=API_KEY, script=[]) as fake:
+        bridge = bridge_factory(env(fake, tmp_path))
+        await asyncio.to_thread(_hold_up_until_overloaded, bridge)
+        busy = new_call_id()
+        assert (await post_webhook(bridge, incoming(busy, FRONT_DESK))).status_code == 200
+        await fake.until(lambda: "reject" in fake.actions(busy))
+        samples = await scrape(bridge)
+    assert fake.actions(busy) == ["reject"]
+    assert fake.request(busy, "reject").body == {"status_code": 503}
+    assert not fake.sidebands  # no model session was opened for it
+    assert sample(samples, "bridge_requests_rejected_total", reason="overloaded") == 1
