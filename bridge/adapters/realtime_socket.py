@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Mapping
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
-from websockets.protocol import State
+from websockets.protocol import Side, State
 
+from bridge.adapters.client_frames import client_text_frame
 from bridge.errors import ProviderError
 
 __all__ = ["CONNECT_TIMEOUT_S", "MAX_FRAME_BYTES", "RealtimeSocket", "write_now"]
@@ -28,6 +29,9 @@ def _has_direct_path(conn: Connection) -> bool:
     return all(
         hasattr(conn, name)
         for name in ("protocol", "transport", "paused", "send_data", "send_in_progress")
+    ) and all(
+        hasattr(conn.protocol, name)
+        for name in ("side", "extensions", "writes", "expect_continuation_frame")
     )
 
 
@@ -38,16 +42,28 @@ def write_now(conn: Connection, text: str) -> bool:
 
     The usual case, 50 times a second per call for caller audio. websockets' own ``send()``
     does the same write inside a context manager whose bookkeeping costs more than the write
-    itself; here the frame goes straight through its sans-I/O protocol. A write that fills the
-    buffer pauses the transport, so the next frame takes the waiting path."""
+    itself; here the frame goes straight through its sans-I/O protocol, or, from a client with
+    no extension and nothing else queued, is framed here with a pooled mask key
+    (:mod:`bridge.adapters.client_frames`). A write that fills the buffer pauses the
+    transport, so the next frame takes the waiting path."""
+    protocol = conn.protocol
     if (
-        conn.protocol.state is State.OPEN
+        protocol.state is State.OPEN
         and not conn.paused
         and conn.send_in_progress is None
         and not conn.transport.is_closing()
     ):
-        conn.protocol.send_text(text.encode())
-        conn.send_data()
+        data = text.encode()
+        if (
+            protocol.side is Side.CLIENT
+            and not protocol.extensions
+            and not protocol.writes
+            and not protocol.expect_continuation_frame
+        ):
+            conn.transport.write(client_text_frame(data))
+        else:
+            protocol.send_text(data)
+            conn.send_data()
         return True
     return False
 

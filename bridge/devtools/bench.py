@@ -5,6 +5,7 @@
     python -m bridge.devtools.bench store [--calls 500] [--postgres URL]
     python -m bridge.devtools.bench sip [--calls 50] [--seconds 20] [--json]
     python -m bridge.devtools.bench reconnect [--calls 20] [--json]
+    python -m bridge.devtools.bench frames [--frames 20000] [--rounds 5]
     python -m bridge.devtools.bench            # micro with defaults, then load with 10 calls
 
 ``micro`` times the pure call path against a naive pass-through measured in the same run
@@ -17,7 +18,9 @@ jitter of its outbound RTP and its CPU per call-second, then runs ``load`` with 
 for the Twilio figure beside it (:mod:`bridge.devtools.bench_sip`); ``reconnect`` places
 calls one at a time against a ``bridge serve``, half of them losing their model session
 between the caller's question and the answer, and reports the caller's wait for the answer
-in both kinds and what the reconnect adds to it (:mod:`bridge.devtools.bench_reconnect`).
+in both kinds and what the reconnect adds to it (:mod:`bridge.devtools.bench_reconnect`);
+``frames`` times one caller-audio frame written to the model's socket against websockets' own
+framing (:mod:`bridge.devtools.bench_frames`).
 Figures depend on the machine: compare ratios, and
 compare runs on the same machine only.
 """
@@ -32,6 +35,7 @@ import platform
 import sys
 from collections.abc import Sequence
 
+from bridge.devtools.bench_frames import format_frames, run_frames
 from bridge.devtools.bench_load import format_load, run_load
 from bridge.devtools.bench_micro import format_micro, run_micro
 from bridge.devtools.bench_reconnect import format_reconnect, reconnect_json, run_reconnect
@@ -80,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     reconnect.add_argument(
         "--timeout", type=float, default=None, help="bound on the whole run (default: generous)"
     )
+    frames = sub.add_parser("frames", help="one audio frame written to the model's socket")
+    frames.add_argument("--frames", type=int, default=20_000, help="frames per round")
+    frames.add_argument("--rounds", type=int, default=5, help="rounds per way; the best counts")
     return parser
 
 
@@ -130,6 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sip(args)
     if args.command == "reconnect":
         return _reconnect(args)
+    if args.command == "frames":
+        if args.frames < 100 or args.rounds < 1:
+            print("bench: frames needs --frames >= 100 and --rounds >= 1", file=sys.stderr)
+            return 2
+        print(format_frames(run_frames(args.frames, args.rounds)))
+        return 0
     if args.command == "store":
         if args.calls < 1 or args.turns < 1:
             print("bench: store needs --calls >= 1 and --turns >= 1", file=sys.stderr)

@@ -4,6 +4,7 @@ in order, whichever way send() writes it, and a closed socket is a ProviderError
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -77,3 +78,51 @@ async def test_a_closed_socket_is_a_provider_error(sink: tuple[Sink, str]) -> No
     with pytest.raises(ProviderError):
         await socket.send("too late")
     await socket.close()
+
+
+async def test_frames_of_every_length_encoding_arrive_whole(sink: tuple[Sink, str]) -> None:
+    server, url = sink
+    socket = await RealtimeSocket.open(url, {})
+    async with socket:
+        # Short, 16-bit and 64-bit lengths, at and around each boundary, with non-ASCII text.
+        events = ["é" * (size // 2) + "x" * (size % 2) for size in (0, 1, 125, 126, 65536, 70000)]
+        for event in events:
+            await socket.send(event)
+        await _until(lambda: len(server.received) == len(events))
+    assert server.received == events
+
+
+async def test_caller_audio_draws_no_key_of_its_own(
+    sink: tuple[Sink, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common case (an open socket, nothing else queued) takes a pooled key: websockets'
+    own framing, which reads the system's randomness once per frame, is not used."""
+    server, url = sink
+    socket = await RealtimeSocket.open(url, {})
+    drawn: list[int] = []
+    real = secrets.token_bytes
+
+    def counted(n: int | None = None) -> bytes:
+        drawn.append(n or 0)
+        return real(n)
+
+    monkeypatch.setattr(secrets, "token_bytes", counted)
+    async with socket:
+        for n in range(500):
+            await socket.send(f'{{"type":"input_audio_buffer.append","n":{n}}}')
+        await _until(lambda: len(server.received) == 500)
+        assert drawn == []
+
+
+async def test_a_frame_queued_by_the_protocol_goes_out_first(sink: tuple[Sink, str]) -> None:
+    """A control frame websockets has queued but not yet written (a ping, say) leaves before
+    the next text, so nothing is reordered or left behind."""
+    server, url = sink
+    socket = await RealtimeSocket.open(url, {})
+    async with socket:
+        conn = socket._conn
+        conn.protocol.send_ping(b"queued")
+        assert conn.protocol.writes, "the ping waits in the protocol"
+        await socket.send("after the ping")
+        assert not conn.protocol.writes, "the ping was written with the text, not left behind"
+        await _until(lambda: server.received == ["after the ping"])

@@ -92,3 +92,18 @@ def test_store_bench_runs_on_both_backends_and_leaves_no_schema_behind(
     assert out.count("bare driver") == 2 and out.count("search by transcript text") == 2
     assert asyncio.run(schemas()) == before
     assert main(["store", "--calls", "0"]) == 2
+
+
+def test_frames_times_both_writers_and_refuses_sizes_it_cannot_measure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bridge.devtools.bench_frames import run_frames
+
+    report = run_frames(frames=500, rounds=1)
+    assert report.frames == 500 and report.rounds == 1
+    assert report.pooled_us > 0 and report.websockets_us > 0
+    assert math.isclose(report.ratio, report.pooled_us / report.websockets_us)
+    assert main(["frames", "--frames", "300", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "websockets' framing" in out and "write_now (pooled mask keys)" in out
+    assert main(["frames", "--frames", "10"]) == 2
