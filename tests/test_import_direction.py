@@ -18,6 +18,7 @@ RANK = {
     "errors": 0,
     "settings": 0,
     "log": 0,
+    "heap": 0,
     "codecs": 1,
     "agents": 1,
     "protocols": 2,

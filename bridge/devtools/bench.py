@@ -6,6 +6,7 @@
     python -m bridge.devtools.bench sip [--calls 50] [--seconds 20] [--json]
     python -m bridge.devtools.bench reconnect [--calls 20] [--json]
     python -m bridge.devtools.bench frames [--frames 20000] [--rounds 5]
+    python -m bridge.devtools.bench heap [--rounds 3]
     python -m bridge.devtools.bench            # micro with defaults, then load with 10 calls
 
 ``micro`` times the pure call path against a naive pass-through measured in the same run
@@ -20,7 +21,8 @@ calls one at a time against a ``bridge serve``, half of them losing their model 
 between the caller's question and the answer, and reports the caller's wait for the answer
 in both kinds and what the reconnect adds to it (:mod:`bridge.devtools.bench_reconnect`);
 ``frames`` times one caller-audio frame written to the model's socket against websockets' own
-framing (:mod:`bridge.devtools.bench_frames`).
+framing (:mod:`bridge.devtools.bench_frames`); ``heap`` times one full garbage collection in
+a started `bridge serve` before and after its heap is settled (:mod:`bridge.devtools.bench_heap`).
 Figures depend on the machine: compare ratios, and
 compare runs on the same machine only.
 """
@@ -36,6 +38,7 @@ import sys
 from collections.abc import Sequence
 
 from bridge.devtools.bench_frames import format_frames, run_frames
+from bridge.devtools.bench_heap import format_heap, run_heap
 from bridge.devtools.bench_load import format_load, run_load
 from bridge.devtools.bench_micro import format_micro, run_micro
 from bridge.devtools.bench_reconnect import format_reconnect, reconnect_json, run_reconnect
@@ -87,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     frames = sub.add_parser("frames", help="one audio frame written to the model's socket")
     frames.add_argument("--frames", type=int, default=20_000, help="frames per round")
     frames.add_argument("--rounds", type=int, default=5, help="rounds per way; the best counts")
+    heap = sub.add_parser("heap", help="one full garbage collection, as started and settled")
+    heap.add_argument("--rounds", type=int, default=3, help="bridge starts; the median counts")
     return parser
 
 
@@ -142,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("bench: frames needs --frames >= 100 and --rounds >= 1", file=sys.stderr)
             return 2
         print(format_frames(run_frames(args.frames, args.rounds)))
+        return 0
+    if args.command == "heap":
+        if args.rounds < 1:
+            print("bench: heap needs --rounds >= 1", file=sys.stderr)
+            return 2
+        print(format_heap(run_heap(args.rounds)))
         return 0
     if args.command == "store":
         if args.calls < 1 or args.turns < 1:

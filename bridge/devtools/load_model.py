@@ -36,6 +36,7 @@ import orjson
 from bridge.devtools.fake_records import FakeSessionRecord
 from bridge.devtools.load_tags import TagScanner, stamp
 from bridge.devtools.proc_tree import tree_cpu_seconds
+from bridge.heap import settle_heap
 
 __all__ = [
     "ModelProcess",
@@ -322,6 +323,9 @@ async def _serve(port: int, api_key: str | None, realtime_factor: float, out: IO
         out.flush()
 
     try:
+        # As the bridge does: a full collection walking this process's start-up objects
+        # would stall every simulated model session for tens of milliseconds mid-run.
+        settle_heap()
         say(f"listening {fake.port}")
         loop = asyncio.get_running_loop()
         commands = asyncio.StreamReader()

@@ -107,3 +107,20 @@ def test_frames_times_both_writers_and_refuses_sizes_it_cannot_measure(
     out = capsys.readouterr().out
     assert "websockets' framing" in out and "write_now (pooled mask keys)" in out
     assert main(["frames", "--frames", "10"]) == 2
+
+
+def test_heap_reads_how_a_started_bridge_settled_its_heap(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bridge.devtools.bench_heap import run_heap
+
+    # A real `bridge serve` each round: its start-up log says it froze the tens of thousands
+    # of objects start-up built (the pauses are figures to read, not to assert on).
+    report = run_heap(rounds=1)
+    assert report.rounds == 1
+    assert report.frozen > 20_000
+    assert report.full_ms > 0 and report.settled_full_ms >= 0
+    assert main(["heap", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "as started" in out and "settled (what it runs on)" in out
+    assert main(["heap", "--rounds", "0"]) == 2
