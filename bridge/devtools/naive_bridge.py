@@ -142,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=False,
         ws_max_size=256 * 1024,
         ws_ping_interval=None,
+        ws_per_message_deflate=False,
         lifespan="off",
     )
 

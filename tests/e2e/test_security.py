@@ -105,6 +105,29 @@ async def test_forged_webhooks_upgrades_and_tokens_open_no_model_session(
         assert "bad or expired stream token" in bridge.log()
 
 
+async def test_a_media_socket_is_never_compressed_whatever_the_client_offers(
+    bridge_factory: StartBridge,
+) -> None:
+    async with fake_server("openai") as fake:
+        bridge = bridge_factory(provider_env(fake, "openai"))
+        call_sid, stream_url, parameters = await answer_call(bridge.url)
+        ws = await open_media(stream_url)
+        try:
+            # The client asks for permessage-deflate (websockets does by default); a client
+            # must not be able to make the bridge spend CPU compressing every audio frame.
+            offered = ws.request.headers.get("Sec-WebSocket-Extensions", "")
+            assert offered.startswith("permessage-deflate")
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+            await ws.send(start_message(call_sid, parameters))
+            for _ in range(100):
+                if fake.sessions:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(fake.sessions) == 1  # and the call goes on, uncompressed
+        finally:
+            await ws.close()
+
+
 def test_serve_refuses_a_public_host_without_a_twilio_token() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "BRIDGE_"))}
     done = subprocess.run(
