@@ -6,7 +6,7 @@
     python -m bridge.devtools.bench sip [--calls 50] [--seconds 20] [--json]
     python -m bridge.devtools.bench reconnect [--calls 20] [--json]
     python -m bridge.devtools.bench frames [--frames 20000] [--rounds 5]
-    python -m bridge.devtools.bench heap [--rounds 3]
+    python -m bridge.devtools.bench heap [--rounds 3] [--calls N] [--seconds 30]
     python -m bridge.devtools.bench            # micro with defaults, then load with 10 calls
 
 ``micro`` times the pure call path against a naive pass-through measured in the same run
@@ -22,7 +22,9 @@ between the caller's question and the answer, and reports the caller's wait for 
 in both kinds and what the reconnect adds to it (:mod:`bridge.devtools.bench_reconnect`);
 ``frames`` times one caller-audio frame written to the model's socket against websockets' own
 framing (:mod:`bridge.devtools.bench_frames`); ``heap`` times one full garbage collection in
-a started `bridge serve` before and after its heap is settled (:mod:`bridge.devtools.bench_heap`).
+a started `bridge serve` before and after its heap is settled, and with ``--calls`` what
+collections forced during a load test cost either way
+(:mod:`bridge.devtools.bench_heap`).
 Figures depend on the machine: compare ratios, and
 compare runs on the same machine only.
 """
@@ -38,7 +40,12 @@ import sys
 from collections.abc import Sequence
 
 from bridge.devtools.bench_frames import format_frames, run_frames
-from bridge.devtools.bench_heap import format_heap, run_heap
+from bridge.devtools.bench_heap import (
+    format_heap,
+    format_heap_under_load,
+    run_heap,
+    run_heap_under_load,
+)
 from bridge.devtools.bench_load import format_load, run_load
 from bridge.devtools.bench_micro import format_micro, run_micro
 from bridge.devtools.bench_reconnect import format_reconnect, reconnect_json, run_reconnect
@@ -92,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("--rounds", type=int, default=5, help="rounds per way; the best counts")
     heap = sub.add_parser("heap", help="one full garbage collection, as started and settled")
     heap.add_argument("--rounds", type=int, default=3, help="bridge starts; the median counts")
+    heap.add_argument("--calls", type=int, default=0, help="also load this many calls")
+    heap.add_argument("--seconds", type=float, default=30.0, help="about how long each call is")
     return parser
 
 
@@ -149,10 +158,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_frames(run_frames(args.frames, args.rounds)))
         return 0
     if args.command == "heap":
-        if args.rounds < 1:
-            print("bench: heap needs --rounds >= 1", file=sys.stderr)
+        if args.rounds < 1 or args.calls < 0 or (args.calls and args.seconds < 8):
+            print("bench: heap needs --rounds >= 1, --calls >= 0, --seconds >= 8", file=sys.stderr)
             return 2
-        print(format_heap(run_heap(args.rounds)))
+        print(format_heap(run_heap(args.rounds)), flush=True)
+        if args.calls:
+            settled, unsettled = run_heap_under_load(args.calls, args.seconds)
+            print()
+            print(format_heap_under_load(settled, unsettled))
+            if min(settled.completed, unsettled.completed) < args.calls:
+                return 1
         return 0
     if args.command == "store":
         if args.calls < 1 or args.turns < 1:

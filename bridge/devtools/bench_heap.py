@@ -6,22 +6,42 @@ dialled), waits until it is ready, stops it, and reads from its ``bridge.heap_se
 line the full collection it ran on its heap as start-up left it and one run once settled.
 Median of the rounds; the ratio is what carries over to another machine.
 
-    python -m bridge.devtools.bench heap [--rounds 3]
+With ``--calls N`` it then runs the load test's Twilio pass twice, N calls each, against a
+bridge carrying a probe (:mod:`bridge.devtools.heap_probe`) that forces three full
+collections while the calls are up: once settled, once with the settling undone. It
+prints what each collection walked and paused, and the inbound frames that ran late.
+
+    python -m bridge.devtools.bench heap [--rounds 3] [--calls N] [--seconds 30]
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvloop
+
 from bridge.devtools.bench_load import _bridge_env, _start_bridge, _stop, _tail, _wait_ready
+from bridge.devtools.loadtest import LoadtestOptions, run_loadtest
 from bridge.devtools.ports import free_port
 
-__all__ = ["HeapReport", "format_heap", "run_heap"]
+__all__ = [
+    "HeapReport",
+    "LoadedHeap",
+    "format_heap",
+    "format_heap_under_load",
+    "run_heap",
+    "run_heap_under_load",
+]
+
+_PROBE_DIR = Path(__file__).resolve().parent / "heap_probe"
+_PROBE_ROUNDS = 3
+_READY_S = 2.0  # from the bridge process's start to its first call, roughly
 
 _NOT_DIALLED = "ws://127.0.0.1:9/v1/realtime"  # start-up never opens a model session
 
@@ -66,6 +86,76 @@ async def _one_start() -> dict[str, float]:
                 entry: dict[str, float] = json.loads(line)
                 return entry
         raise RuntimeError(f"bridge serve logged no bridge.heap_settled:\n{_tail(log)}")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedHeap:
+    """One load-test pass with full collections forced while its calls are up."""
+
+    settled: bool
+    calls: int
+    completed: int
+    walked: tuple[int, ...]  # objects each forced collection walked
+    pauses_ms: tuple[float, ...]
+    late_frames: int  # inbound frames that reached the model over 100 ms late
+    inbound_p99_ms: float
+
+
+def run_heap_under_load(calls: int, seconds: float = 30.0) -> tuple[LoadedHeap, LoadedHeap]:
+    """The same load on a settled bridge and on one whose settling is undone by the probe."""
+    return _loaded(calls, seconds, settled=True), _loaded(calls, seconds, settled=False)
+
+
+def _loaded(calls: int, seconds: float, *, settled: bool) -> LoadedHeap:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "probe.json"
+        env = {
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(_PROBE_DIR), os.environ.get("PYTHONPATH", "")) if p
+            ),
+            "HEAP_PROBE_OUT": str(out),
+            # Once every call is up (their starts are spread over a quarter of their length)
+            # and a third of the way through them: the forced collections meet live calls.
+            "HEAP_PROBE_AT_S": f"{_READY_S + seconds / 4 + seconds / 3:g}",
+            "HEAP_PROBE_ROUNDS": str(_PROBE_ROUNDS),
+            "HEAP_PROBE_UNSETTLED": "0" if settled else "1",
+        }
+        opts = LoadtestOptions(
+            calls=calls, seconds=seconds, floor=False, bridge_env=tuple(env.items())
+        )
+        # On uvloop, as `bridge loadtest` runs: the simulated callers keep time better.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            report = runner.run(run_loadtest(opts)).bridge
+        if not out.exists():
+            raise RuntimeError("the heap probe wrote nothing: were the calls shorter than it?")
+        probe = json.loads(out.read_text())
+    return LoadedHeap(
+        settled=settled,
+        calls=calls,
+        completed=report.completed,
+        walked=tuple(int(c["walked"]) for c in probe["collections"]),
+        pauses_ms=tuple(float(c["pause_ms"]) for c in probe["collections"]),
+        late_frames=report.frames.late,
+        inbound_p99_ms=report.inbound.p99_ms,
+    )
+
+
+def format_heap_under_load(settled: LoadedHeap, unsettled: LoadedHeap) -> str:
+    rows = [
+        f"under load: {settled.calls} calls, {len(settled.pauses_ms)} full collections forced "
+        "while they were up (a probe in the bridge)",
+        f"  {'':12}{'objects walked':>16}{'pauses ms':>26}{'late frames':>13}{'inbound p99':>13}",
+    ]
+    for name, run in (("settled", settled), ("as started", unsettled)):
+        pauses = " / ".join(f"{p:.1f}" for p in run.pauses_ms)
+        rows.append(
+            f"  {name:12}{max(run.walked):>16,}{pauses:>26}{run.late_frames:>13,}"
+            f"{run.inbound_p99_ms:>10.1f} ms"
+        )
+    longest = max(unsettled.pauses_ms)
+    ratio = max(settled.pauses_ms) / longest if longest else 0.0
+    rows.append(f"  longest pause, settled / as started: {ratio:.2f}x")
+    return "\n".join(rows)
 
 
 def format_heap(report: HeapReport) -> str:

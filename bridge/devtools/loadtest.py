@@ -86,6 +86,8 @@ class LoadtestOptions:
     ramp_s: float | None = None  # call starts spread over this; None: a quarter of seconds
     timeout_s: float | None = None
     workers: int = 1  # `bridge serve --workers` for a bridge the load test starts
+    # Added to the environment of a bridge the load test starts (a benchmark's probe).
+    bridge_env: tuple[tuple[str, str], ...] = ()
 
 
 def caller_utterances(seconds: float) -> list[bytes]:
@@ -364,7 +366,14 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
                     return await _twilio_pass(target, opts, model)
 
                 bridge = await with_bridge(
-                    existing_bridge(opts), model.url, tmp, twilio, workers=opts.workers
+                    existing_bridge(opts),
+                    model.url,
+                    tmp,
+                    twilio,
+                    extra_env=(lambda env: {**env, **dict(opts.bridge_env)})
+                    if opts.bridge_env
+                    else None,
+                    workers=opts.workers,
                 )
                 floor = await with_floor(model.url, tmp, twilio) if opts.floor else None
             finally:

@@ -124,3 +124,18 @@ def test_heap_reads_how_a_started_bridge_settled_its_heap(
     out = capsys.readouterr().out
     assert "as started" in out and "settled (what it runs on)" in out
     assert main(["heap", "--rounds", "0"]) == 2
+
+
+def test_heap_under_load_forces_collections_in_a_settled_and_an_unsettled_bridge() -> None:
+    from bridge.devtools.bench_heap import format_heap_under_load, run_heap_under_load
+
+    settled, unsettled = run_heap_under_load(calls=3, seconds=12)
+    assert (settled.settled, unsettled.settled) == (True, False)
+    assert settled.completed == unsettled.completed == 3
+    assert settled.pauses_ms and unsettled.pauses_ms  # the probe ran during the calls
+    # Settled, a full collection walks what the calls hold; unsettled, everything start-up
+    # built as well.
+    assert max(unsettled.walked) > max(settled.walked) + 20_000
+    table = format_heap_under_load(settled, unsettled)
+    assert "settled" in table and "as started" in table and "late frames" in table
+    assert main(["heap", "--calls", "2", "--seconds", "5"]) == 2
