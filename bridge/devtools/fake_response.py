@@ -2,10 +2,11 @@
 
 :class:`FakeResponse` is sans-I/O: :meth:`~FakeResponse.start_events` gives the opening
 events, :meth:`~FakeResponse.step` the transcript and audio deltas that are due at ``now``
-(100 ms of audio per delta, ``realtime_factor`` times faster than real time, words running a
-little ahead of the audio), and :meth:`~FakeResponse.end_events` the closing events, either
-``completed`` or cut short (``cancelled`` with the transcript spoken so far). The caller adds
-``event_id`` and writes them out; it asks :meth:`~FakeResponse.next_due` when to call again.
+(100 ms of audio per delta unless ``delta_ms`` says otherwise, ``realtime_factor`` times
+faster than real time, words running a little ahead of the audio), and
+:meth:`~FakeResponse.end_events` the closing events, either ``completed`` or cut short
+(``cancelled`` with the transcript spoken so far). The caller adds ``event_id`` and writes
+them out; it asks :meth:`~FakeResponse.next_due` when to call again.
 
 A response may also carry function calls (:class:`PlannedCall`). As on a real server they
 follow the spoken message, each as its own output item whose arguments stream as
@@ -137,6 +138,7 @@ class FakeResponse:
         now: float,
         realtime_factor: float,
         calls: Sequence[PlannedCall] = (),
+        delta_ms: Sequence[int] = (CHUNK_MS,),
     ) -> None:
         self.dialect = dialect
         self.names = names_for(dialect)
@@ -147,15 +149,24 @@ class FakeResponse:
         self.conversation_id = conversation_id
         self.full_text = text
         fmt = config.output_format
-        step = fmt.bytes_per_second * CHUNK_MS // 1000
-        self._chunks = [audio[i : i + step] for i in range(0, len(audio), step)]
+        # Deltas of these lengths in turn (real servers send roughly 20-100 ms each), each due
+        # when the audio before it would have played, ``realtime_factor`` times faster.
+        self._chunks: list[bytes] = []
+        self._due_s: list[float] = []
+        at = played_ms = 0
+        while at < len(audio):
+            ms = delta_ms[len(self._chunks) % len(delta_ms)]
+            step = max(1, fmt.bytes_per_second * ms // 1000)
+            self._chunks.append(audio[at : at + step])
+            self._due_s.append(played_ms / 1000.0 / realtime_factor)
+            at += step
+            played_ms += ms
         self._format = fmt
         self._words = _WORD.findall(text.strip())
         total_ms = fmt.duration_ms(len(audio))
         count = max(1, len(self._words))
         self._word_at_ms = [total_ms * j / count for j in range(len(self._words))]
         self._started = now
-        self._interval = CHUNK_MS / 1000.0 / realtime_factor
         self._next_chunk = 0
         self._next_word = 0
         self._previous_item_id: str | None = None
@@ -175,7 +186,7 @@ class FakeResponse:
         """When the next delta is due (``None`` once finished)."""
         if self.finished:
             return None
-        return self._started + self._next_chunk * self._interval
+        return self._started + self._due_s[self._next_chunk]
 
     def start_events(self, previous_item_id: str | None) -> list[dict[str, Any]]:
         """``response.created`` through ``response.content_part.added`` (the message's)."""
@@ -203,7 +214,7 @@ class FakeResponse:
     def step(self, now: float) -> list[tuple[dict[str, Any], bytes]]:
         """Deltas due at ``now``, each with the raw audio it carries (``b""`` for text)."""
         out: list[tuple[dict[str, Any], bytes]] = []
-        while not self.finished and self._started + self._next_chunk * self._interval <= now:
+        while not self.finished and self._started + self._due_s[self._next_chunk] <= now:
             chunk = self._chunks[self._next_chunk]
             chunk_end_ms = self._format.duration_ms(self.audio_bytes_sent + len(chunk))
             self._words_until(chunk_end_ms + _LEAD_MS, out)

@@ -39,7 +39,7 @@ from bridge.devtools.fake_records import (
     ToolOutputRecord,
     TruncateRecord,
 )
-from bridge.devtools.fake_response import FakeResponse, PlannedCall, to_output_format
+from bridge.devtools.fake_response import CHUNK_MS, FakeResponse, PlannedCall, to_output_format
 from bridge.devtools.fake_script import FakeScript, ToolCall
 from bridge.devtools.fake_update import apply_update, render_session
 from bridge.devtools.fake_vad import EnergyVad, SpeechStart, VadParams
@@ -77,6 +77,7 @@ class FakeSession:
         now: float,
         epoch: float,
         tag: str,
+        delta_ms: tuple[int, ...] = (CHUNK_MS,),
         model: str | None = None,
         session_limit_s: float | None = None,
         resume: tuple[int, int] = (0, 0),
@@ -88,6 +89,7 @@ class FakeSession:
         self._faults = faults
         self._vad_params = vad
         self._factor = realtime_factor
+        self._delta_ms = delta_ms
         self._epoch = epoch
         self._tag = tag
         self._out = EventOutbox(dialect, record, tag=tag, noise=faults.noise, now=now, epoch=epoch)
@@ -467,6 +469,7 @@ class FakeSession:
             now=self._out.now,
             realtime_factor=self._factor,
             calls=[self._plan_call(call) for call in reply.tool_calls],
+            delta_ms=self._delta_ms,
         )
         previous = self._conversation.last_id()
         if item_id is not None:

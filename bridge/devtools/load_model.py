@@ -44,6 +44,7 @@ __all__ = [
     "ModelSessionReadings",
     "ModelTap",
     "main",
+    "parse_delta_ms",
 ]
 
 _READY_S = 20.0
@@ -210,7 +211,13 @@ class ModelProcess:
 
     @classmethod
     async def start(
-        cls, *, port: int, api_key: str | None, realtime_factor: float, log: Path
+        cls,
+        *,
+        port: int,
+        api_key: str | None,
+        realtime_factor: float,
+        log: Path,
+        delta_ms: tuple[int, ...] = (100,),
     ) -> ModelProcess:
         """The fake model listening on 127.0.0.1:``port`` (0: a free one); ``api_key`` None
         accepts any key. Raises ``RuntimeError`` with the child's log if it does not come up."""
@@ -222,6 +229,8 @@ class ModelProcess:
             str(port),
             "--realtime-factor",
             str(realtime_factor),
+            "--delta-ms",
+            ",".join(str(ms) for ms in delta_ms),
         ]
         env = dict(os.environ)
         if api_key is not None:
@@ -297,6 +306,18 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+def parse_delta_ms(text: str) -> tuple[int, ...]:
+    """``"20,40,100"``: the answers' audio deltas take these lengths in turn (ms, 10-500).
+    Raises ``ValueError`` saying what is wrong (argparse shows it)."""
+    try:
+        lengths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"not a comma-separated list of milliseconds: {text!r}") from None
+    if not lengths or not all(10 <= ms <= 500 for ms in lengths):
+        raise ValueError(f"delta lengths must be 10 to 500 ms: {text!r}")
+    return lengths
+
+
 def _tail(log: Path, lines: int = 20) -> str:
     try:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -307,14 +328,25 @@ def _tail(log: Path, lines: int = 20) -> str:
 # ---------------------------------------------------------------- the child
 
 
-async def _serve(port: int, api_key: str | None, realtime_factor: float, out: IO[bytes]) -> None:
+async def _serve(
+    port: int,
+    api_key: str | None,
+    realtime_factor: float,
+    delta_ms: tuple[int, ...],
+    out: IO[bytes],
+) -> None:
     # The load benchmark's conversation, so the figures compare with its own.
     from bridge.devtools.bench_load import _SCRIPT
     from bridge.devtools.fake_realtime import FakeRealtimeServer
 
     tap = ModelTap()
     fake = FakeRealtimeServer(
-        "openai", script=_SCRIPT, api_key=api_key, realtime_factor=realtime_factor, tap=tap
+        "openai",
+        script=_SCRIPT,
+        api_key=api_key,
+        realtime_factor=realtime_factor,
+        tap=tap,
+        delta_ms=delta_ms,
     )
     await fake.start("127.0.0.1", port)
 
@@ -348,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.devtools.load_model")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--realtime-factor", type=float, default=5.0)
+    parser.add_argument("--delta-ms", type=parse_delta_ms, default=(100,))
     args = parser.parse_args(argv)
     api_key = os.environ.get("BRIDGE_LOAD_MODEL_KEY") or None
     out = sys.stdout.buffer
@@ -355,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop  # the bridge's own event loop, lighter per message
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(args.port, api_key, args.realtime_factor, out))
+            runner.run(_serve(args.port, api_key, args.realtime_factor, args.delta_ms, out))
     except KeyboardInterrupt:
         return 130
     return 0

@@ -86,6 +86,9 @@ class LoadtestOptions:
     ramp_s: float | None = None  # call starts spread over this; None: a quarter of seconds
     timeout_s: float | None = None
     workers: int = 1  # `bridge serve --workers` for a bridge the load test starts
+    # The fake model's answer deltas take these lengths in turn (ms); real servers send
+    # roughly 20-100 ms each.
+    delta_ms: tuple[int, ...] = (100,)
     # Added to the environment of a bridge the load test starts (a benchmark's probe).
     bridge_env: tuple[tuple[str, str], ...] = ()
 
@@ -354,6 +357,7 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
                 port=fake_port,
                 api_key=None if opts.url is not None else _MODEL_KEY,
                 realtime_factor=REALTIME_FACTOR,
+                delta_ms=opts.delta_ms,
                 log=tmp / "model.log",
             )
             try:
@@ -395,4 +399,5 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
         bridge=bridge,
         floor=floor,
         notes=tuple(notes),
+        delta_ms=opts.delta_ms,
     )

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 
+from bridge.devtools.load_model import parse_delta_ms
 from bridge.devtools.loadtest import DEFAULT_FAKE_PORT, LoadtestOptions, run_loadtest
 from bridge.devtools.loadtest_report import LoadtestReport, format_report, report_json
 
@@ -55,6 +56,21 @@ def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="start the bridge with `bridge serve --workers N` (not with --url)",
     )
+    parser.add_argument(
+        "--delta-ms",
+        type=_delta_ms,
+        default=(100,),
+        metavar="MS[,MS...]",
+        help="the fake model's answer deltas take these lengths in turn (default: 100; real "
+        "servers send roughly 20-100 ms each, e.g. 20,40,60,100)",
+    )
+
+
+def _delta_ms(text: str) -> tuple[int, ...]:
+    try:
+        return parse_delta_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_command(
@@ -80,6 +96,7 @@ def run_command(
         ramp_s=args.ramp,
         timeout_s=args.timeout,
         workers=args.workers,
+        delta_ms=args.delta_ms,
     )
     try:
         report = _run(opts)

@@ -85,6 +85,7 @@ class LoadtestReport:
     bridge: PassReport
     floor: PassReport | None
     notes: tuple[str, ...] = ()
+    delta_ms: tuple[int, ...] = (100,)  # the fake model's answer deltas, in turn
 
     def ratios(self) -> dict[str, float]:
         """bridge / floor for CPU, memory and each hop's p50 and p99 (empty without a floor)."""
@@ -136,7 +137,8 @@ def format_report(report: LoadtestReport) -> str:
     floor_name = "floor (naive pass-through)" if report.floor is not None else ""
     lines = [
         f"loadtest: {report.calls} concurrent simulated {report.channel} calls of about "
-        f"{report.seconds:g} s against {where}; fake model, answers at 5x real time",
+        f"{report.seconds:g} s against {where}; fake model, answers at 5x real time in "
+        f"{'/'.join(str(ms) for ms in report.delta_ms)} ms deltas",
         "",
         row("", ["bridge", floor_name][: len(passes)], "bridge/floor" if ratios else ""),
         row("calls completed", [f"{p.completed} of {p.calls}" for p in passes]),
@@ -228,6 +230,7 @@ def report_json(report: LoadtestReport) -> dict[str, Any]:
             "channel": report.channel,
             "calls": report.calls,
             "seconds": report.seconds,
+            "delta_ms": list(report.delta_ms),
             "target": report.target,
             "bridge": one(report.bridge),
             "floor": None if report.floor is None else one(report.floor),

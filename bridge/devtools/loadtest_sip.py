@@ -172,4 +172,5 @@ async def run_sip_passes(opts: LoadtestOptions, model: ModelProcess, tmp: Path) 
         bridge=bridge,
         floor=None,
         notes=tuple(notes),
+        delta_ms=opts.delta_ms,
     )

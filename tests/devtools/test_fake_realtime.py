@@ -28,6 +28,7 @@ from bridge.devtools.fake_realtime import (
 )
 from bridge.devtools.fake_script import FakeScript, Reply, demo_script, load_script
 from bridge.devtools.fake_script import synthesize_voice as voice
+from bridge.errors import ConfigurationError
 
 RECV_TIMEOUT = 5.0
 SILENCE = b"\xff"  # one mu-law sample of digital silence
@@ -342,6 +343,29 @@ async def test_a_full_ga_turn_follows_the_reference_sequence(ga: FakeRealtimeSer
     assert set(record.append_sizes) == {160}
     assert len(record.speech_started_at) == 1
     await client.ws.close()
+
+
+async def test_answer_deltas_take_the_lengths_asked_for_in_turn() -> None:
+    async with FakeRealtimeServer(
+        "openai", script=script(1000), realtime_factor=50, delta_ms=(20, 40, 100)
+    ) as server:
+        client = await open_client(server)
+        await client.recv()
+        await client.configure(GA_PCMU)
+        await client.append(caller_turn())
+        events = await client.until("response.done")
+        deltas = [
+            len(base64.b64decode(e["delta"]))
+            for e in events
+            if e["type"] == "response.output_audio.delta"
+        ]
+        # 1000 ms of mu-law in 20, 40 and 100 ms pieces, in turn, the last one short.
+        assert deltas[:6] == [160, 320, 800, 160, 320, 800]
+        assert sum(deltas) == 1000 * 8
+        assert all(size <= 800 for size in deltas)
+        await client.ws.close()
+    with pytest.raises(ConfigurationError):
+        FakeRealtimeServer("openai", delta_ms=())
 
 
 async def test_a_beta_turn_uses_beta_names_and_24k_pcm() -> None:

@@ -60,7 +60,9 @@ def test_calls_last_about_as_long_as_asked() -> None:
 
 @pytest.fixture(scope="module")
 def twilio_report() -> dict[str, object]:
-    report = asyncio.run(run_loadtest(LoadtestOptions(calls=3, seconds=10, timeout_s=100)))
+    # Answer deltas of mixed lengths, as real servers send (the default is 100 ms each).
+    opts = LoadtestOptions(calls=3, seconds=10, timeout_s=100, delta_ms=(20, 40, 60, 100))
+    report = asyncio.run(run_loadtest(opts))
     text = format_report(report)
     data = report_json(report)
     json.dumps(data, allow_nan=False)  # plain JSON: NaN must have become null
@@ -74,6 +76,7 @@ def test_every_call_completes_on_the_bridge_and_on_the_floor(
     data = twilio_report["data"]
     assert isinstance(data, dict)
     assert data["channel"] == "Twilio" and data["calls"] == 3 and data["target"] == "started"
+    assert data["delta_ms"] == [20, 40, 60, 100]
     for name in ("bridge", "floor"):
         one = data[name]
         assert one["name"] == name
@@ -110,6 +113,7 @@ def test_the_floor_ratio_is_printed(twilio_report: dict[str, object]) -> None:
     assert cpu.rstrip().endswith("x")
     for label in ("first byte out", "every delta out", "inbound frame", "clear", "late inbound"):
         assert label in text
+    assert "in 20/40/60/100 ms deltas" in text.splitlines()[0]
 
 
 @pytest.mark.timeout(90)
@@ -128,6 +132,11 @@ def test_the_command_refuses_what_it_cannot_run(capsys: pytest.CaptureFixture[st
     assert "--calls" in capsys.readouterr().err
     assert main(["loadtest", "--calls", "1", "--sip", "--url", "http://127.0.0.1:1"]) == 2
     assert "--sip-target" in capsys.readouterr().err
+    for bad in ("5", "20,x", ""):
+        with pytest.raises(SystemExit) as refused:
+            main(["loadtest", "--calls", "1", "--delta-ms", bad])
+        assert refused.value.code == 2
+        assert "--delta-ms" in capsys.readouterr().err
 
 
 def test_a_timed_out_call_says_how_far_it_got() -> None:
