@@ -41,7 +41,7 @@ __all__ = [
 
 _PROBE_DIR = Path(__file__).resolve().parent / "heap_probe"
 _PROBE_ROUNDS = 3
-_READY_S = 2.0  # from the bridge process's start to its first call, roughly
+_FIRST_CALL_S = 2.0  # from the bridge process's start to its first call, roughly
 
 _NOT_DIALLED = "ws://127.0.0.1:9/v1/realtime"  # start-up never opens a model session
 
@@ -116,7 +116,7 @@ def _loaded(calls: int, seconds: float, *, settled: bool) -> LoadedHeap:
             "HEAP_PROBE_OUT": str(out),
             # Once every call is up (their starts are spread over a quarter of their length)
             # and a third of the way through them: the forced collections meet live calls.
-            "HEAP_PROBE_AT_S": f"{_READY_S + seconds / 4 + seconds / 3:g}",
+            "HEAP_PROBE_AT_S": f"{_FIRST_CALL_S + seconds / 4 + seconds / 3:g}",
             "HEAP_PROBE_ROUNDS": str(_PROBE_ROUNDS),
             "HEAP_PROBE_UNSETTLED": "0" if settled else "1",
         }

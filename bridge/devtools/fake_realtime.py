@@ -45,7 +45,7 @@ from bridge.devtools.fake_records import (
     FakeSessionRecord,
     TruncateRecord,
 )
-from bridge.devtools.fake_response import CHUNK_MS
+from bridge.devtools.fake_response import DEFAULT_DELTA_MS, check_delta_ms
 from bridge.devtools.fake_script import FakeScript, Reply, demo_script, load_script
 from bridge.devtools.fake_session import FakeSession
 from bridge.devtools.fake_vad import VadParams
@@ -134,7 +134,7 @@ class FakeRealtimeServer:
         session_limit_s: float | None = None,
         continue_script: bool = False,
         tap: FakeTap | None = None,
-        delta_ms: tuple[int, ...] = (CHUNK_MS,),
+        delta_ms: tuple[int, ...] = DEFAULT_DELTA_MS,
     ) -> None:
         try:
             self.dialect = Dialect(dialect)
@@ -143,10 +143,11 @@ class FakeRealtimeServer:
             raise ConfigurationError(f"unknown dialect {dialect!r}; use one of {choices}") from exc
         if not realtime_factor > 0:
             raise ConfigurationError(f"realtime_factor must be > 0, got {realtime_factor}")
-        if not delta_ms or not all(5 <= ms <= 1000 for ms in delta_ms):
-            raise ConfigurationError(f"delta_ms must be lengths of 5 to 1000 ms, got {delta_ms}")
-        #: The lengths of the answers' audio deltas, in turn.
-        self.delta_ms = tuple(delta_ms)
+        try:
+            #: The lengths of the answers' audio deltas, in turn.
+            self.delta_ms = check_delta_ms(tuple(delta_ms))
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.script = script if script is not None else _DEFAULT_SCRIPT
         self.api_key = api_key
         self.faults = faults if faults is not None else FakeFaults()

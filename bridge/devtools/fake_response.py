@@ -31,17 +31,28 @@ from bridge.devtools.fake_vad import AudioFormat
 
 __all__ = [
     "CHUNK_MS",
+    "DEFAULT_DELTA_MS",
     "DialectNames",
     "FakeResponse",
     "PlannedCall",
+    "check_delta_ms",
     "names_for",
     "to_output_format",
 ]
 
 CHUNK_MS = 100
+DEFAULT_DELTA_MS = (CHUNK_MS,)
 _ARGUMENTS_CHUNK = 16  # characters per arguments delta: models stream a few tokens at a time
 _LEAD_MS = 100  # how far the transcript runs ahead of the end of the audio sent
 _WORD = re.compile(r"\S+\s*")
+
+
+def check_delta_ms(lengths: tuple[int, ...]) -> tuple[int, ...]:
+    """``lengths`` if they can be the answers' audio deltas (10 to 500 ms each, at least one),
+    else ``ValueError`` saying what is wrong."""
+    if not lengths or not all(10 <= ms <= 500 for ms in lengths):
+        raise ValueError(f"delta lengths must be 10 to 500 ms each, got {lengths}")
+    return lengths
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +149,7 @@ class FakeResponse:
         now: float,
         realtime_factor: float,
         calls: Sequence[PlannedCall] = (),
-        delta_ms: Sequence[int] = (CHUNK_MS,),
+        delta_ms: Sequence[int] = DEFAULT_DELTA_MS,
     ) -> None:
         self.dialect = dialect
         self.names = names_for(dialect)

@@ -39,7 +39,12 @@ from bridge.devtools.fake_records import (
     ToolOutputRecord,
     TruncateRecord,
 )
-from bridge.devtools.fake_response import CHUNK_MS, FakeResponse, PlannedCall, to_output_format
+from bridge.devtools.fake_response import (
+    DEFAULT_DELTA_MS,
+    FakeResponse,
+    PlannedCall,
+    to_output_format,
+)
 from bridge.devtools.fake_script import FakeScript, ToolCall
 from bridge.devtools.fake_update import apply_update, render_session
 from bridge.devtools.fake_vad import EnergyVad, SpeechStart, VadParams
@@ -77,7 +82,7 @@ class FakeSession:
         now: float,
         epoch: float,
         tag: str,
-        delta_ms: tuple[int, ...] = (CHUNK_MS,),
+        delta_ms: tuple[int, ...] = DEFAULT_DELTA_MS,
         model: str | None = None,
         session_limit_s: float | None = None,
         resume: tuple[int, int] = (0, 0),

@@ -34,6 +34,7 @@ from typing import IO, Any
 import orjson
 
 from bridge.devtools.fake_records import FakeSessionRecord
+from bridge.devtools.fake_response import DEFAULT_DELTA_MS, check_delta_ms
 from bridge.devtools.load_tags import TagScanner, stamp
 from bridge.devtools.proc_tree import tree_cpu_seconds
 from bridge.heap import settle_heap
@@ -217,7 +218,7 @@ class ModelProcess:
         api_key: str | None,
         realtime_factor: float,
         log: Path,
-        delta_ms: tuple[int, ...] = (100,),
+        delta_ms: tuple[int, ...] = DEFAULT_DELTA_MS,
     ) -> ModelProcess:
         """The fake model listening on 127.0.0.1:``port`` (0: a free one); ``api_key`` None
         accepts any key. Raises ``RuntimeError`` with the child's log if it does not come up."""
@@ -307,15 +308,13 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
 
 
 def parse_delta_ms(text: str) -> tuple[int, ...]:
-    """``"20,40,100"``: the answers' audio deltas take these lengths in turn (ms, 10-500).
+    """``"20,40,100"``: the answers' audio deltas take these lengths in turn (ms).
     Raises ``ValueError`` saying what is wrong (argparse shows it)."""
     try:
         lengths = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise ValueError(f"not a comma-separated list of milliseconds: {text!r}") from None
-    if not lengths or not all(10 <= ms <= 500 for ms in lengths):
-        raise ValueError(f"delta lengths must be 10 to 500 ms: {text!r}")
-    return lengths
+    return check_delta_ms(lengths)
 
 
 def _tail(log: Path, lines: int = 20) -> str:
@@ -380,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.devtools.load_model")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--realtime-factor", type=float, default=5.0)
-    parser.add_argument("--delta-ms", type=parse_delta_ms, default=(100,))
+    parser.add_argument("--delta-ms", type=parse_delta_ms, default=DEFAULT_DELTA_MS)
     args = parser.parse_args(argv)
     api_key = os.environ.get("BRIDGE_LOAD_MODEL_KEY") or None
     out = sys.stdout.buffer

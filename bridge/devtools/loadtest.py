@@ -36,6 +36,7 @@ from bridge.codecs.clips import load_clip
 
 # The load benchmark's model key, so the bridge it starts presents the key the fake expects.
 from bridge.devtools.bench_load import _MODEL_KEY
+from bridge.devtools.fake_response import DEFAULT_DELTA_MS
 from bridge.devtools.load_model import ModelProcess
 from bridge.devtools.load_probe import LoadRecorder
 from bridge.devtools.loadtest_report import LoadtestReport, PassReport
@@ -88,7 +89,7 @@ class LoadtestOptions:
     workers: int = 1  # `bridge serve --workers` for a bridge the load test starts
     # The fake model's answer deltas take these lengths in turn (ms); real servers send
     # roughly 20-100 ms each.
-    delta_ms: tuple[int, ...] = (100,)
+    delta_ms: tuple[int, ...] = DEFAULT_DELTA_MS
     # Added to the environment of a bridge the load test starts (a benchmark's probe).
     bridge_env: tuple[tuple[str, str], ...] = ()
 
@@ -374,9 +375,7 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
                     model.url,
                     tmp,
                     twilio,
-                    extra_env=(lambda env: {**env, **dict(opts.bridge_env)})
-                    if opts.bridge_env
-                    else None,
+                    extra_env=lambda env: {**env, **dict(opts.bridge_env)},
                     workers=opts.workers,
                 )
                 floor = await with_floor(model.url, tmp, twilio) if opts.floor else None

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 
+from bridge.devtools.fake_response import DEFAULT_DELTA_MS
 from bridge.devtools.load_model import parse_delta_ms
 from bridge.devtools.loadtest import DEFAULT_FAKE_PORT, LoadtestOptions, run_loadtest
 from bridge.devtools.loadtest_report import LoadtestReport, format_report, report_json
@@ -59,7 +60,7 @@ def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--delta-ms",
         type=_delta_ms,
-        default=(100,),
+        default=DEFAULT_DELTA_MS,
         metavar="MS[,MS...]",
         help="the fake model's answer deltas take these lengths in turn (default: 100; real "
         "servers send roughly 20-100 ms each, e.g. 20,40,60,100)",

@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bridge.devtools.fake_response import DEFAULT_DELTA_MS
 from bridge.devtools.load_probe import INBOUND_LATE_S, SEND_LATE_S, FrameCounts, Hop
 
 __all__ = ["HOPS", "LoadtestReport", "PassReport", "format_report", "report_json"]
@@ -85,7 +86,7 @@ class LoadtestReport:
     bridge: PassReport
     floor: PassReport | None
     notes: tuple[str, ...] = ()
-    delta_ms: tuple[int, ...] = (100,)  # the fake model's answer deltas, in turn
+    delta_ms: tuple[int, ...] = DEFAULT_DELTA_MS  # the fake model's answer deltas, in turn
 
     def ratios(self) -> dict[str, float]:
         """bridge / floor for CPU, memory and each hop's p50 and p99 (empty without a floor)."""
