@@ -36,6 +36,7 @@ __all__ = [
     "FrameCounts",
     "Hop",
     "LoadRecorder",
+    "SteadyState",
     "percentile",
 ]
 
@@ -95,6 +96,33 @@ class FrameCounts:
     undelivered: int
     late_sends: int
     send_lateness_p99_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class SteadyState:
+    """The hops again, over only what began while every call was up: after the last call's
+    model session opened and before the first call sent its last frame. Calls arriving and
+    hanging up are bursts of work (webhooks, handshakes, store writes) for the server and
+    for the load generator alike, and the generator's own frames run late while they last;
+    this is what a call hears between them. ``seconds`` is 0, and each hop empty, when the
+    calls were never all up at once."""
+
+    seconds: float
+    first_byte: Hop
+    delta: Hop
+    inbound: Hop
+    clear: Hop
+
+
+# (when the hop began, how long it took) for each sample of one hop.
+_Samples = list[tuple[float, float]]
+
+
+def _hop_within(samples: _Samples, window: tuple[float, float] | None) -> Hop:
+    if window is None:
+        return Hop.of([])
+    start, end = window
+    return Hop.of([took for began, took in samples if start <= began < end])
 
 
 class CallTap:
@@ -163,8 +191,12 @@ class LoadRecorder:
     def outbound(self) -> tuple[Hop, Hop, int]:
         """(first byte out, every delta out, deltas never seen by a caller). Unseen deltas
         are expected after a barge-in: a server drops what the caller will not hear."""
-        first: list[float] = []
-        every: list[float] = []
+        first, every, unseen = self._outbound_samples()
+        return Hop.of([took for _, took in first]), Hop.of([took for _, took in every]), unseen
+
+    def _outbound_samples(self) -> tuple[_Samples, _Samples, int]:
+        first: _Samples = []
+        every: _Samples = []
         unseen = 0
         arrivals = self.delta_arrived
         for ident, (sent, is_first) in enumerate(
@@ -174,10 +206,10 @@ class LoadRecorder:
             if arrived is None:
                 unseen += 1
                 continue
-            every.append(arrived - sent)
+            every.append((sent, arrived - sent))
             if is_first:
-                first.append(arrived - sent)
-        return Hop.of(first), Hop.of(every), unseen
+                first.append((sent, arrived - sent))
+        return first, every, unseen
 
     def _opened_by_call(self) -> dict[int, float]:
         opened: dict[int, float] = {}
@@ -186,8 +218,24 @@ class LoadRecorder:
         return opened
 
     def inbound(self) -> tuple[Hop, FrameCounts]:
+        samples, startup, undelivered = self._inbound_samples()
+        lateness = sorted(self.send_lateness)
+        counts = FrameCounts(
+            sent=len(self.frame_sent),
+            startup=startup,
+            delivered=len(samples),
+            late=sum(1 for _, latency in samples if latency > INBOUND_LATE_S),
+            undelivered=undelivered,
+            late_sends=sum(1 for late in lateness if late > SEND_LATE_S),
+            send_lateness_p99_ms=percentile(lateness, 99) * 1000,
+        )
+        return Hop.of([took for _, took in samples]), counts
+
+    def _inbound_samples(self) -> tuple[_Samples, int, int]:
+        """The delivered frames' samples, and how many were sent before their call's session
+        opened (startup) or never arrived (undelivered)."""
         opened = self._opened_by_call()
-        latencies: list[float] = []
+        samples: _Samples = []
         startup = undelivered = 0
         arrivals = self.model.frame_arrived
         for ident, (sent, call) in enumerate(zip(self.frame_sent, self.frame_call, strict=True)):
@@ -197,27 +245,21 @@ class LoadRecorder:
             elif arrived is None:
                 undelivered += 1
             else:
-                latencies.append(arrived - sent)
-        lateness = sorted(self.send_lateness)
-        counts = FrameCounts(
-            sent=len(self.frame_sent),
-            startup=startup,
-            delivered=len(latencies),
-            late=sum(1 for latency in latencies if latency > INBOUND_LATE_S),
-            undelivered=undelivered,
-            late_sends=sum(1 for late in lateness if late > SEND_LATE_S),
-            send_lateness_p99_ms=percentile(lateness, 99) * 1000,
-        )
-        return Hop.of(latencies), counts
+                samples.append((sent, arrived - sent))
+        return samples, startup, undelivered
 
     def clear_hop(self, barge_ins: list[list[BargeInRecord]]) -> tuple[Hop, int]:
         """speech_started -> clear for each barge-in (``barge_ins[call]``, from the
         simulator), and how many barge-ins got no clear within 2 s of the model noticing
         them (or were never noticed)."""
+        samples, missing = self._clear_samples(barge_ins)
+        return Hop.of([took for _, took in samples]), missing
+
+    def _clear_samples(self, barge_ins: list[list[BargeInRecord]]) -> tuple[_Samples, int]:
         started: dict[int, list[float]] = {}
         for call, session in self._session_calls():
             started.setdefault(call, []).extend(session.speech_started)
-        latencies: list[float] = []
+        samples: _Samples = []
         missing = 0
         for call, records in enumerate(barge_ins):
             speech = sorted(started.get(call, ()))
@@ -230,5 +272,32 @@ class LoadRecorder:
                 if noticed is None or cleared is None or cleared - noticed > _CLEAR_WITHIN_S:
                     missing += 1
                 else:
-                    latencies.append(cleared - noticed)
-        return Hop.of(latencies), missing
+                    samples.append((noticed, cleared - noticed))
+        return samples, missing
+
+    def steady_window(self) -> tuple[float, float] | None:
+        """From the last call's model session opening to the first call's last frame (each
+        of the calls whose session opened), or None if those never overlapped."""
+        opened = self._opened_by_call()
+        last_frame: dict[int, float] = {}
+        for sent, call in zip(self.frame_sent, self.frame_call, strict=True):
+            last_frame[call] = max(sent, last_frame.get(call, sent))
+        ends = [last_frame[call] for call in opened if call in last_frame]
+        if not ends:
+            return None
+        start, end = max(opened.values()), min(ends)
+        return (start, end) if end > start else None
+
+    def steady(self, barge_ins: list[list[BargeInRecord]]) -> SteadyState:
+        """The hops over :meth:`steady_window` (``barge_ins`` as for :meth:`clear_hop`)."""
+        window = self.steady_window()
+        first, every, _ = self._outbound_samples()
+        inbound, _, _ = self._inbound_samples()
+        clear, _ = self._clear_samples(barge_ins)
+        return SteadyState(
+            seconds=0.0 if window is None else window[1] - window[0],
+            first_byte=_hop_within(first, window),
+            delta=_hop_within(every, window),
+            inbound=_hop_within(inbound, window),
+            clear=_hop_within(clear, window),
+        )

@@ -269,6 +269,7 @@ def summarize(
         deltas_unseen=unseen,
         barge_ins=sum(len(records) for records in barge_ins),
         clears_missing=missing,
+        steady=recorder.steady(barge_ins),
     )
 
 

@@ -8,7 +8,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bridge.devtools.fake_response import DEFAULT_DELTA_MS
-from bridge.devtools.load_probe import INBOUND_LATE_S, SEND_LATE_S, FrameCounts, Hop
+from bridge.devtools.load_probe import (
+    INBOUND_LATE_S,
+    SEND_LATE_S,
+    FrameCounts,
+    Hop,
+    SteadyState,
+)
 
 __all__ = ["HOPS", "LoadtestReport", "PassReport", "format_report", "report_json"]
 
@@ -49,6 +55,7 @@ class PassReport:
     deltas_unseen: int  # never reached a caller: normal for audio cut by a barge-in
     barge_ins: int
     clears_missing: int
+    steady: SteadyState  # the hops again, while every call was up
 
     @property
     def cpu_ms_per_call_second(self) -> float:
@@ -74,6 +81,10 @@ class PassReport:
 
     def hop(self, name: str) -> Hop:
         hop: Hop = getattr(self, name)
+        return hop
+
+    def steady_hop(self, name: str) -> Hop:
+        hop: Hop = getattr(self.steady, name)
         return hop
 
 
@@ -103,6 +114,10 @@ class LoadtestReport:
             mine, theirs = self.bridge.hop(name), floor.hop(name)
             ratios[f"{name}_p50"] = _ratio(mine.p50_ms, theirs.p50_ms)
             ratios[f"{name}_p99"] = _ratio(mine.p99_ms, theirs.p99_ms)
+        for name in HOPS:
+            mine, theirs = self.bridge.steady_hop(name), floor.steady_hop(name)
+            ratios[f"steady_{name}_p50"] = _ratio(mine.p50_ms, theirs.p50_ms)
+            ratios[f"steady_{name}_p99"] = _ratio(mine.p99_ms, theirs.p99_ms)
         return ratios
 
 
@@ -171,6 +186,20 @@ def format_report(report: LoadtestReport) -> str:
         lines.append(row(f"  {_HOP_LABELS[name]}", [_pair(p.hop(name)) for p in passes], ratio))
     lines += [
         row("  samples (first/delta/in/clear)", [_samples(p) for p in passes]),
+        row(
+            "with every call up: seconds",
+            [f"{p.steady.seconds:.1f}" for p in passes],
+        ),
+    ]
+    for name in HOPS:
+        ratio = ""
+        if ratios:
+            ratio = (
+                f"{_times(ratios[f'steady_{name}_p50'])} / {_times(ratios[f'steady_{name}_p99'])}"
+            )
+        label = f"  {_HOP_LABELS[name]}"
+        lines.append(row(label, [_pair(p.steady_hop(name)) for p in passes], ratio))
+    lines += [
         row(
             f"late inbound frames (> {INBOUND_LATE_S * 1000:g} ms)",
             [f"{p.frames.late} of {p.frames.delivered}" for p in passes],

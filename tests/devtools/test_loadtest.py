@@ -94,6 +94,12 @@ def test_every_call_completes_on_the_bridge_and_on_the_floor(
         assert frames["sent"] == frames["delivered"] + frames["startup"] + frames["undelivered"]
         assert one["barge_ins"] >= 3  # every call talks over its first answer
         assert one["deltas_sent"] > one["deltas_unseen"]
+        # Calls of about 10 s, all started within 2.5 s: most of each was with all three up.
+        steady = one["steady"]
+        assert 3 < steady["seconds"] < one["wall_seconds"]
+        assert 0 < steady["inbound"]["samples"] < one["inbound"]["samples"]
+        for hop in HOPS:
+            assert steady[hop]["samples"] <= one[hop]["samples"], hop
 
 
 @pytest.mark.timeout(120)
@@ -102,7 +108,7 @@ def test_the_floor_ratio_is_printed(twilio_report: dict[str, object]) -> None:
     assert isinstance(data, dict)
     ratios = data["ratios"]
     assert set(ratios) == {"cpu_ms_per_call_second", "rss_per_call_mib"} | {
-        f"{hop}_{q}" for hop in HOPS for q in ("p50", "p99")
+        f"{steady}{hop}_{q}" for steady in ("", "steady_") for hop in HOPS for q in ("p50", "p99")
     }
     assert ratios["cpu_ms_per_call_second"] > 0
     text = twilio_report["text"]
@@ -113,6 +119,9 @@ def test_the_floor_ratio_is_printed(twilio_report: dict[str, object]) -> None:
     assert cpu.rstrip().endswith("x")
     for label in ("first byte out", "every delta out", "inbound frame", "clear", "late inbound"):
         assert label in text
+    lines = text.splitlines()
+    window = next(i for i, line in enumerate(lines) if line.startswith("with every call up"))
+    assert "inbound frame" in lines[window + 3] and lines[window + 3].rstrip().endswith("x")
     assert "in 20/40/60/100 ms deltas" in text.splitlines()[0]
 
 

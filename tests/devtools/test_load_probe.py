@@ -1,0 +1,89 @@
+"""The load test's hop figures, from readings made up here: what counts as a sample, and
+which samples fall in the window while every call was up."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.devtools.load_model import ModelReadings, ModelSessionReadings
+from bridge.devtools.load_probe import LoadRecorder
+from bridge.devtools.simulator import BargeInRecord
+
+# Two calls: the first is up from 0 s to 10 s, the second from 2 s to 12 s.
+_SPANS = {0: (0.0, 10.0), 1: (2.0, 12.0)}
+
+
+def _inbound_latency(sent: float) -> float:
+    """Slow while the second call arrives and after the first hangs up, quick between."""
+    if sent < 2.0:
+        return 0.050
+    if sent > 10.0:
+        return 0.040
+    return 0.001
+
+
+def _recorder(spans: dict[int, tuple[float, float]]) -> LoadRecorder:
+    rec = LoadRecorder()
+    taps = [rec.call_tap() for _ in spans]
+    model = ModelReadings()
+    frames = sorted(
+        (start + step * 0.5, call)
+        for call, (start, end) in spans.items()
+        for step in range(int((end - start) / 0.5) + 1)
+    )
+    for ident, (sent, call) in enumerate(frames):
+        rec.frame_sent.append(sent)
+        rec.frame_call.append(call)
+        rec.send_lateness.append(0.0)
+        model.frame_arrived[ident] = sent + _inbound_latency(sent)
+    for call, (start, _) in spans.items():
+        first = next(i for i, (_, c) in enumerate(frames) if c == call)
+        model.sessions.append(ModelSessionReadings(opened_at=start, first_frame=first))
+    # Answers: one while the second call arrives (slow), one in the middle, and a later
+    # delta of that answer.
+    for sent, first, took in ((1.0, True, 0.030), (5.0, True, 0.002), (6.0, False, 0.003)):
+        rec.delta_arrived[len(model.delta_sent)] = sent + took
+        model.delta_sent.append(sent)
+        model.delta_first.append(first)
+    # A barge-in by each caller: the first's while the second arrives, the second's later.
+    model.sessions[0].speech_started.append(1.05)
+    taps[0].clear(1.08)
+    model.sessions[1].speech_started.append(6.1)
+    taps[1].clear(6.102)
+    rec.model = model
+    return rec
+
+
+_BARGE_INS = [[BargeInRecord(1.0, 500.0)], [BargeInRecord(6.0, 900.0)]]
+
+
+def test_the_window_runs_from_the_last_arrival_to_the_first_hang_up() -> None:
+    rec = _recorder(_SPANS)
+    assert rec.steady_window() == (2.0, 10.0)
+    steady = rec.steady(_BARGE_INS)
+    assert steady.seconds == pytest.approx(8.0)
+    # Whole pass: the arrival and the hang-up are in it.
+    inbound, frames = rec.inbound()
+    assert inbound.max_ms == pytest.approx(50.0)
+    assert frames.delivered == 42 and frames.late == 0
+    # While both calls were up: only the quick frames, sent from 2.0 s until 10.0 s.
+    assert steady.inbound.samples == 16 + 16
+    assert steady.inbound.max_ms == pytest.approx(1.0)
+    first, every, unseen = rec.outbound()
+    assert (first.samples, every.samples, unseen) == (2, 3, 0)
+    assert first.max_ms == pytest.approx(30.0)
+    assert steady.first_byte.samples == 1 and steady.first_byte.max_ms == pytest.approx(2.0)
+    assert steady.delta.samples == 2 and steady.delta.max_ms == pytest.approx(3.0)
+    clear, missing = rec.clear_hop(_BARGE_INS)
+    assert (clear.samples, missing) == (2, 0)
+    assert steady.clear.samples == 1 and steady.clear.max_ms == pytest.approx(2.0)
+
+
+def test_calls_that_never_overlap_have_no_steady_figures() -> None:
+    rec = _recorder({0: (0.0, 1.5), 1: (2.0, 12.0)})
+    assert rec.steady_window() is None
+    steady = rec.steady(_BARGE_INS)
+    assert steady.seconds == 0.0
+    for hop in (steady.first_byte, steady.delta, steady.inbound, steady.clear):
+        assert hop.samples == 0
+    assert rec.inbound()[0].samples > 0  # the whole pass still has its figures
