@@ -289,7 +289,9 @@ class CallLogic:
         return out
 
     def _write_turn(self, turn: Turn | None) -> None:
-        if turn is not None:
+        # Only a turn that changed is written again: each write is a commit, and at the end
+        # of a call every turn cut earlier comes back exactly as it was written.
+        if turn is not None and self._kept.get(turn.seq) != turn:
             self._kept[turn.seq] = turn
             self._outputs.append(TurnReady(turn))
 

@@ -63,6 +63,7 @@ class Harness:
         self.ts = 0
         self.chunk = 0
         self.turns: dict[int, Any] = {}
+        self.writes: list[Any] = []  # every turn handed to the store, in order
         self.events: list[Any] = []
 
     def model(self, **event: Any) -> None:
@@ -94,6 +95,7 @@ class Harness:
         for out in self.logic.outputs():
             if isinstance(out, TurnReady):
                 self.turns[out.turn.seq] = out.turn
+                self.writes.append(out.turn)
             elif isinstance(out, EventReady):
                 self.events.append(out.event)
 
@@ -294,6 +296,32 @@ def test_barge_in_clears_first_truncates_at_what_was_heard_and_drops_the_rest(di
     assert agent.full_text == "one two three four five six seven eight"
     assert agent.text and agent.full_text.startswith(agent.text) and len(agent.text) < 10
     assert [e.type for e in h.events] == ["barge_in"]
+
+
+def test_a_turn_is_written_again_only_when_it_changed() -> None:
+    # The whole answer arrives first (models stream faster than real time), the caller cuts
+    # in half-way through hearing it, then hangs up.
+    h = Harness()
+    h.start_session()
+    h.to_model()
+    h.answer(ms=1000, text="one two three four")
+    marks = [m["mark"]["name"] for m in h.to_phone() if m["event"] == "mark"]
+    assert [(t.seq, t.interrupted) for t in h.writes] == [(1, False)]
+    for name in marks[:2]:  # some of it heard
+        h.phone(event="mark", sequenceNumber="5", mark={"name": name})
+    h.model(
+        type="input_audio_buffer.speech_started", event_id="e20", audio_start_ms=900, item_id="u2"
+    )
+    assert [(t.seq, t.interrupted) for t in h.writes] == [(1, False), (1, True)]
+    cut = h.writes[-1]
+    h.now += 5.0
+    h.logic.finish(h.now)
+    h._collect()
+    # At the end the cut turn comes back unchanged: no third commit of the same row (the
+    # caller's turn, never transcribed, is written then).
+    assert [t for t in h.writes if t.seq == 1] == [h.writes[0], cut]
+    assert [t.seq for t in h.writes[2:]] == [2]
+    assert h.turns[1] == cut and cut.interrupted
 
 
 def test_no_truncate_when_the_caller_heard_everything() -> None:
