@@ -13,6 +13,7 @@ import httpx
 import pytest
 import websockets
 
+from bridge.devtools.fake_realtime import FakeRealtimeServer
 from bridge.devtools.simulator import sign
 from bridge.protocols.stream_token import mint_stream_token
 
@@ -29,6 +30,14 @@ async def _closed_with(ws: websockets.asyncio.client.ClientConnection) -> int | 
     except websockets.ConnectionClosed:
         pass
     return ws.close_code
+
+
+async def _until_a_model_session(fake: FakeRealtimeServer) -> None:
+    """Wait, up to 5 s, for the fake model to have accepted a session."""
+    for _ in range(100):
+        if fake.sessions:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def test_forged_webhooks_upgrades_and_tokens_open_no_model_session(
@@ -90,10 +99,7 @@ async def test_forged_webhooks_upgrades_and_tokens_open_no_model_session(
         # A genuine stream starts once; the same token replayed is refused before the model.
         ws = await open_media(stream_url)
         await ws.send(start_message(call_sid, parameters))
-        for _ in range(50):
-            if fake.sessions:
-                break
-            await asyncio.sleep(0.05)
+        await _until_a_model_session(fake)
         assert len(fake.sessions) == 1
         replay = await open_media(stream_url)
         await replay.send(start_message(call_sid, parameters))
@@ -119,10 +125,7 @@ async def test_a_media_socket_is_never_compressed_whatever_the_client_offers(
             assert offered.startswith("permessage-deflate")
             assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
             await ws.send(start_message(call_sid, parameters))
-            for _ in range(100):
-                if fake.sessions:
-                    break
-                await asyncio.sleep(0.05)
+            await _until_a_model_session(fake)
             assert len(fake.sessions) == 1  # and the call goes on, uncompressed
         finally:
             await ws.close()
