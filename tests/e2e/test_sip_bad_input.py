@@ -35,8 +35,12 @@ def _hostile_sip(sip_port: int, my_port: int) -> list[tuple[bytes, int | None]]:
     no_g711 = request(
         "INVITE", sip_port, my_port, "g729@evil", 1, body=good_offer.replace("AVP 0 101", "AVP 18")
     )
+    # Every request the bridge would send in the dialog (its BYE) goes to the Contact.
+    unreachable = request("INVITE", sip_port, my_port, "contact@evil", 1, body=good_offer)
+    unreachable = unreachable.replace(b"Contact: <sip:phone@127.0.0.1:", b"Contact: <tel:")
     cases: list[tuple[bytes, int | None]] = [
         (invite[:-30], 400),  # the datagram ends inside its body
+        (unreachable, 400),
         (huge, 513),
         (broken_sdp, 400),
         (no_g711, 488),
@@ -95,7 +99,13 @@ async def test_a_good_call_is_served_while_junk_arrives_on_every_port(
     # Refused offers cost nothing: the good call is the only model session opened.
     assert len(fake.sessions) == 1
     # Every answerable request got its error; the rest got silence, not a guess.
-    expected = {"cut@evil": 400, "huge@evil": 513, "sdp@evil": 400, "g729@evil": 488}
+    expected = {
+        "cut@evil": 400,
+        "contact@evil": 400,
+        "huge@evil": 513,
+        "sdp@evil": 400,
+        "g729@evil": 488,
+    }
     assert answers == expected
     # The good call: heard the agent, transcribed both sides, ended by its own BYE.
     assert sum(1 for p in heard if p != SILENCE) >= 50

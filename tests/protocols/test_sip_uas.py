@@ -303,6 +303,53 @@ def test_a_broken_but_readable_request_gets_its_error_and_no_call(data: bytes, s
 
 
 @pytest.mark.parametrize(
+    "contact",
+    [
+        "<sip:sipp@127.0.0.1:99999>",
+        "<sip:sipp@bad host>",
+        "<tel:+15551230000>",
+        "<sip:sipp@127.0.0.1:5060> junk",
+        "<sip:sipp@127.0.0.1:5060",
+    ],
+    ids=["port", "host", "not-sip", "junk-after", "unbalanced"],
+)
+def test_an_invite_whose_contact_cannot_be_read_gets_400_and_no_call(contact: str) -> None:
+    # Every request the bridge sends in the dialog goes to the Contact: a call taken with one
+    # it cannot read could never be hung up (the BYE raised from the server's timers).
+    uas = Uas()
+    good = "Contact: <sip:sipp@127.0.0.1:5060>"
+    [reply] = uas.feed(
+        request("INVITE", body=SDP_OFFER).replace(good.encode(), b"Contact: " + contact.encode())
+    )
+    assert reply.status == 400 and reply.cseq.method == "INVITE"
+    assert uas.events == [] and uas.server.active_calls == 0
+
+
+def test_a_call_taken_without_a_contact_is_still_hung_up_at_its_source() -> None:
+    uas = Uas()
+    uas.feed(
+        request("INVITE", body=SDP_OFFER).replace(b"Contact: <sip:sipp@127.0.0.1:5060>\r\n", b"")
+    )
+    [offered] = [e for e in uas.events if isinstance(e, CallOffered)]
+    uas.server.answer(offered.call_id, 40000, uas.now)
+    uas.server.hang_up(offered.call_id, uas.now)
+    sent = uas.server.datagrams_to_send()
+    assert [parse_message(data).cseq.method for data, _ in sent] == ["INVITE", "BYE"]
+    assert {destination for _, destination in sent} == {PEER}
+
+
+def test_rejecting_a_call_cancelled_meanwhile_sends_nothing_more() -> None:
+    # The RTP port is bound between the offer and the answer or refusal; a CANCEL may land
+    # in that gap.
+    uas = Uas()
+    uas.invite()
+    [offered] = [e for e in uas.events if isinstance(e, CallOffered)]
+    assert statuses(uas.feed(request("CANCEL"))) == [200, 487]
+    uas.server.reject(offered.call_id, 503, "Service Unavailable", uas.now)
+    assert uas._collect() == []
+
+
+@pytest.mark.parametrize(
     "data",
     [
         request("ACK", body="x" * 10)[:-5],  # an ACK is never answered

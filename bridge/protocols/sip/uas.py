@@ -215,8 +215,11 @@ class SipServer:
         return answer
 
     def reject(self, call_id: str, status: int, reason: str, now: float) -> None:
-        """Refuse an offered call (503 when no RTP port is free, say)."""
-        call = self._require(call_id)
+        """Refuse an offered call (503 when no RTP port is free, say). A call the caller
+        cancelled meanwhile already has its final answer (487): nothing more is sent."""
+        call = self._calls.get(call_id)
+        if call is None or call.ended or call.invite_tx.status >= 200:
+            return
         call.ended = True
         self._respond_invite(call, status, reason, now)
 
@@ -267,6 +270,10 @@ class SipServer:
             self._reply(request, source, 405, "Method Not Allowed", now)
 
     def _receive_invite(self, request: SipRequest, source: Address, now: float) -> None:
+        # The Contact is where every request the bridge sends in this dialog goes (its BYE
+        # above all), read long after the INVITE: a malformed one is refused now with 400
+        # (the SipParseError), not found out when the call is to be hung up.
+        _ = request.contact
         if request.call_id in self._calls:
             # Same Call-ID, another branch and no To tag: a forked or looped copy.
             self._reply(request, source, 482, "Loop Detected", now)
