@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import structlog
 
+from bridge.adapters.dual_stack import is_ipv6_socket, peer_address, socket_destination
 from bridge.adapters.sip_transport import SipListener, TcpSipListener, UdpSipListener
 from bridge.call.call_logic import CallLogic
 from bridge.call.recording import CallRecorder
@@ -214,17 +215,19 @@ class _Rtp(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.driver: SipDriver | None = None
+        self._ipv6 = False  # bound to "::": IPv4 peers are sent to as IPv4-mapped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self._ipv6 = is_ipv6_socket(transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.driver is not None:
-            self.driver.datagram(data, (addr[0], addr[1]))
+            self.driver.datagram(data, peer_address(addr))
 
     def send(self, data: bytes, to: Address) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, to)
+            self.transport.sendto(data, socket_destination(to, self._ipv6))
 
     def close(self) -> None:
         if self.transport is not None:

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import structlog
 
+from bridge.adapters.dual_stack import is_ipv6_socket, peer_address, socket_destination
 from bridge.protocols.sip.message import SipParseError
 from bridge.protocols.sip.stream import PONG, SipStreamFramer
 from bridge.protocols.sip.uas import SipEvent, SipServer
@@ -86,6 +87,7 @@ class UdpSipListener(SipListener, asyncio.DatagramProtocol):
     ) -> None:
         super().__init__(server, on_event)
         self._transport: asyncio.DatagramTransport | None = None
+        self._ipv6 = False  # bound to "::": IPv4 peers are sent to as IPv4-mapped
 
     async def start(self, host: str, port: int) -> None:
         await self._loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
@@ -97,9 +99,10 @@ class UdpSipListener(SipListener, asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
+        self._ipv6 = is_ipv6_socket(transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.receive(data, (addr[0], addr[1]))
+        self.receive(data, peer_address(addr))
 
     def error_received(self, exc: Exception) -> None:
         pass  # an ICMP "port unreachable" for a peer that went away: the timers cope
@@ -107,7 +110,7 @@ class UdpSipListener(SipListener, asyncio.DatagramProtocol):
     def send(self, data: bytes, to: Address) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.sendto(data, to)
+            transport.sendto(data, socket_destination(to, self._ipv6))
 
 
 class TcpSipListener(SipListener):
@@ -157,8 +160,7 @@ class _SipConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self._peer = (peer[0], peer[1])
+        self._peer = peer_address(transport.get_extra_info("peername"))
         connections = self._listener.connections
         if len(connections) >= MAX_TCP_CONNECTIONS:
             log.warning("sip.tcp_refused", reason="connection limit", limit=MAX_TCP_CONNECTIONS)

@@ -106,8 +106,10 @@ class _Choice:
     ptime: int
 
 
-def _choose(media: Media, prefer: Sequence[str]) -> _Choice | None:
-    """Our codec and DTMF payload types for ``media``, or ``None`` when it is no use to us."""
+def _choose(media: Media, prefer: Sequence[str], family: int | None = None) -> _Choice | None:
+    """Our codec and DTMF payload types for ``media``, or ``None`` when it is no use to us.
+    With ``family`` (4 or 6, that of our own RTP address), a stream on the other family is
+    no use either: our RTP could not reach it, nor its RTP ours."""
     # Only plain RTP: RTP/SAVP needs SRTP keys we do not have, and a zero port is a stream
     # the peer has turned off (RFC 3264 section 8.2).
     if media.kind != "audio" or media.port == 0 or media.proto.upper() != "RTP/AVP":
@@ -133,7 +135,11 @@ def _choose(media: Media, prefer: Sequence[str]) -> _Choice | None:
         return None
     if media.address is None:
         raise SdpError("SDP has no c= line for the audio stream")
-    if ipaddress.ip_address(media.address).is_multicast:
+    remote = ipaddress.ip_address(media.address)
+    if remote.is_multicast:
+        return None
+    # An unspecified address is a hold (nothing is sent to it), whatever its family.
+    if family is not None and remote.version != family and not remote.is_unspecified:
         return None
     events = DEFAULT_EVENTS
     if telephone_event is not None:
@@ -194,8 +200,9 @@ def answer(
     plus the offer's own telephone-event payload type; every other section is refused with
     port 0 in the same place, as RFC 3264 requires. Put :attr:`Answer.sdp` in the 200 and
     configure RTP from the rest. Raises :class:`NoCommonCodec` (488) when no section is
-    usable, :class:`SdpError` (400) when the offer is unreadable, and
-    :class:`~bridge.errors.LocalProtocolError` when our own arguments are wrong.
+    usable (one on the other IP family than ``address`` is not), :class:`SdpError` (400)
+    when the offer is unreadable, and :class:`~bridge.errors.LocalProtocolError` when our
+    own arguments are wrong.
     A re-INVITE is answered by calling this again with the same ``session_id`` and
     ``version + 1`` (the same ``version`` if the answer text would not change);
     :func:`reanswer` does exactly that.
@@ -207,7 +214,7 @@ def answer(
     lines = _header(ip, session_id, version)
     used: tuple[Media, _Choice] | None = None
     for media in offer.media:
-        choice = None if used else _choose(media, prefer)
+        choice = None if used else _choose(media, prefer, ip.version)
         if choice is None:
             lines.append(f"m={media.kind} 0 {media.proto} {media.formats[0]}")
             continue
@@ -222,7 +229,9 @@ def answer(
             lines += [f"a=rtpmap:{te} {TELEPHONE_EVENT}/8000", f"a=fmtp:{te} {choice.events}"]
         lines += [f"a=ptime:{choice.ptime}", f"a={media.direction.reverse.value}"]
     if used is None:
-        raise NoCommonCodec("SDP offer has no plain RTP audio stream with PCMU or PCMA")
+        raise NoCommonCodec(
+            f"SDP offer has no plain RTP audio stream with PCMU or PCMA on IPv{ip.version}"
+        )
     media, choice = used
     return _result(media, choice, "\r\n".join(lines) + "\r\n", session_id, version)
 

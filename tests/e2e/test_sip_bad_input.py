@@ -38,8 +38,12 @@ def _hostile_sip(sip_port: int, my_port: int) -> list[tuple[bytes, int | None]]:
     # Every request the bridge would send in the dialog (its BYE) goes to the Contact.
     unreachable = request("INVITE", sip_port, my_port, "contact@evil", 1, body=good_offer)
     unreachable = unreachable.replace(b"Contact: <sip:phone@127.0.0.1:", b"Contact: <tel:")
+    # Media on IPv6 for a bridge whose RTP is on IPv4: its RTP could never leave.
+    ipv6_offer = good_offer.replace("IN IP4 127.0.0.1", "IN IP6 ::1")
+    ipv6 = request("INVITE", sip_port, my_port, "ipv6@evil", 1, body=ipv6_offer)
     cases: list[tuple[bytes, int | None]] = [
         (invite[:-30], 400),  # the datagram ends inside its body
+        (ipv6, 488),
         (unreachable, 400),
         (huge, 513),
         (broken_sdp, 400),
@@ -105,6 +109,7 @@ async def test_a_good_call_is_served_while_junk_arrives_on_every_port(
         "huge@evil": 513,
         "sdp@evil": 400,
         "g729@evil": 488,
+        "ipv6@evil": 488,
     }
     assert answers == expected
     # The good call: heard the agent, transcribed both sides, ended by its own BYE.

@@ -79,6 +79,38 @@ async def test_a_sip_phone_talks_to_the_agent_and_the_call_is_logged(
     assert (loudness[:, 1] > 100).sum() >= 50, "the agent is not in the recording"
 
 
+async def test_a_bridge_listening_on_every_address_serves_an_ipv4_phone(
+    bridge_factory: StartBridge,
+) -> None:
+    # On "::" the SIP and RTP sockets take IPv4 peers as IPv4-mapped IPv6 addresses: the
+    # allow-list must still see 127.0.0.1, and the bridge's first RTP packet (sent to the
+    # offer's plain IPv4 address before the caller's RTP arrives) must not fail.
+    script = FakeScript(
+        replies=[Reply("Hello over every address.", duration_ms=1500)],
+        caller_transcripts=["Can you hear me?"],
+    )
+    async with fake_server("openai", script=script) as fake:
+        env, sip_port = sip_env(fake)
+        bridge = bridge_factory(env | {"BRIDGE_SIP_LISTEN": f"udp:[::]:{sip_port}"})
+        phone = RawPhone(sip_port)
+        await phone.open()
+        try:
+            ok = await phone.dial()
+            heard: list[bytes] = []
+            await phone.talk(load_clip("caller_1") + SILENCE * 300, heard)
+            await phone.hang_up()
+        finally:
+            phone.close()
+        record = await finished_record(bridge)
+
+    assert ok.vias[0].params.get("received") in (None, "127.0.0.1")
+    assert sum(1 for p in heard if p != SILENCE) >= 50
+    assert record is not None, bridge.log()[-3000:]
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hangup")
+    assert [t["text"] for t in record["turns"]] == ["Can you hear me?", "Hello over every address."]
+    assert "Traceback" not in bridge.log() and '"level": "error"' not in bridge.log()
+
+
 async def test_callers_who_cancel_before_the_answer_get_487_and_leave_nothing_behind(
     bridge_factory: StartBridge,
 ) -> None:

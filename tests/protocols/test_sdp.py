@@ -291,6 +291,37 @@ def test_ipv6_on_both_sides() -> None:
     assert "c=IN IP6 2001:db8::10\r\n" in result.sdp
 
 
+@pytest.mark.parametrize(
+    ("offered", "ours"),
+    [("c=IN IP6 2001:db8::1", "203.0.113.10"), ("c=IN IP4 198.51.100.7", "2001:db8::10")],
+    ids=["ipv6-offer", "ipv4-offer"],
+)
+def test_audio_on_the_other_ip_family_is_a_488(offered: str, ours: str) -> None:
+    # Our RTP socket could not send to it (uvloop raised at the first packet), nor could the
+    # peer reach the address in our answer.
+    with pytest.raises(NoCommonCodec) as info:
+        answered("m=audio 6000 RTP/AVP 0", offered, address=ours)
+    assert info.value.status == 488 and "IPv" in str(info.value)
+
+
+def test_a_later_stream_on_our_ip_family_is_the_one_answered() -> None:
+    result = answered(
+        "m=audio 6000 RTP/AVP 0",
+        "c=IN IP6 2001:db8::1",
+        "m=audio 7000 RTP/AVP 0",
+        "c=IN IP4 198.51.100.7",
+    )
+    assert (result.remote_address, result.remote_port) == ("198.51.100.7", 7000)
+    assert "m=audio 0 RTP/AVP 0\r\n" in result.sdp
+
+
+def test_a_reinvite_moving_to_the_other_ip_family_is_a_488() -> None:
+    first = answered("m=audio 6000 RTP/AVP 0")
+    moved = offer("m=audio 6000 RTP/AVP 0", "c=IN IP6 2001:db8::1")
+    with pytest.raises(NoCommonCodec):
+        reanswer(moved, first, address=US["address"], port=40000)  # type: ignore[arg-type]
+
+
 def test_missing_c_line_is_a_400_not_a_488() -> None:
     text = offer("m=audio 6000 RTP/AVP 0", head=("v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "t=0 0"))
     with pytest.raises(SdpError) as info:
@@ -646,6 +677,8 @@ def sound_offers(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
 @given(sound_offers())
 def test_sound_offers_are_answered_as_specified(case: tuple[str, dict[str, object]]) -> None:
     text, expected = case
-    result = answer(text, **US)  # type: ignore[arg-type]
+    # Answered from an RTP address of the offer's own IP family.
+    ours = {**US, "address": "2001:db8::10"} if "c=IN IP6" in text else US
+    result = answer(text, **ours)  # type: ignore[arg-type]
     assert {key: getattr(result, key) for key in expected} == expected
     _check(result)

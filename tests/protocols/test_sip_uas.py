@@ -200,6 +200,13 @@ def test_an_offer_without_g711_gets_488_and_no_call() -> None:
     assert uas.events == []
 
 
+def test_an_offer_on_the_other_ip_family_gets_488_and_no_call() -> None:
+    uas = Uas()  # the bridge's RTP address is 127.0.0.1
+    ipv6 = SDP_OFFER.replace("IN IP4 127.0.0.1", "IN IP6 ::1")
+    assert statuses(uas.feed(request("INVITE", body=ipv6))) == [488]
+    assert uas.events == []
+
+
 def test_outsiders_are_refused_or_challenged() -> None:
     uas = Uas()
     # What counts is where the datagram came from, not what its Via says.
