@@ -7,6 +7,7 @@
     python -m bridge.devtools.bench reconnect [--calls 20] [--json]
     python -m bridge.devtools.bench frames [--frames 20000] [--rounds 5]
     python -m bridge.devtools.bench heap [--rounds 3] [--calls N] [--seconds 30]
+    python -m bridge.devtools.bench sip-flood [--datagrams 60000] [--blocks 6] [--rate 2000]
     python -m bridge.devtools.bench            # micro with defaults, then load with 10 calls
 
 ``micro`` times the pure call path against a naive pass-through measured in the same run
@@ -24,7 +25,9 @@ in both kinds and what the reconnect adds to it (:mod:`bridge.devtools.bench_rec
 framing (:mod:`bridge.devtools.bench_frames`); ``heap`` times one full garbage collection in
 a started `bridge serve` before and after its heap is settled, and with ``--calls`` what
 collections forced during a load test cost either way
-(:mod:`bridge.devtools.bench_heap`).
+(:mod:`bridge.devtools.bench_heap`); ``sip-flood`` feeds the SIP server a long flood of
+requests from outside the allow-list and from an allowed peer and prints the CPU per datagram
+as it goes on, beside parsing alone (:mod:`bridge.devtools.bench_sip_flood`).
 Figures depend on the machine: compare ratios, and
 compare runs on the same machine only.
 """
@@ -50,6 +53,7 @@ from bridge.devtools.bench_load import format_load, run_load
 from bridge.devtools.bench_micro import format_micro, run_micro
 from bridge.devtools.bench_reconnect import format_reconnect, reconnect_json, run_reconnect
 from bridge.devtools.bench_sip import format_sip_bench, run_sip_bench, sip_bench_json
+from bridge.devtools.bench_sip_flood import format_sip_flood, run_sip_flood
 from bridge.devtools.bench_store import format_store, run_store_bench
 
 __all__ = ["build_parser", "main"]
@@ -101,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     heap.add_argument("--rounds", type=int, default=3, help="bridge starts; the median counts")
     heap.add_argument("--calls", type=int, default=0, help="also load this many calls")
     heap.add_argument("--seconds", type=float, default=30.0, help="about how long each call is")
+    flood = sub.add_parser("sip-flood", help="CPU per datagram as a flood of SIP requests goes on")
+    flood.add_argument("--datagrams", type=int, default=60_000, help="requests from each source")
+    flood.add_argument("--blocks", type=int, default=6, help="blocks to report them in")
+    flood.add_argument("--rate", type=float, default=2000.0, help="requests a simulated second")
     return parser
 
 
@@ -168,6 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_heap_under_load(settled, unsettled))
             if min(settled.completed, unsettled.completed) < args.calls:
                 return 1
+        return 0
+    if args.command == "sip-flood":
+        if args.blocks < 1 or args.datagrams < args.blocks * 10 or args.rate <= 0:
+            print(
+                "bench: sip-flood needs --blocks >= 1, --datagrams >= 10 per block, --rate > 0",
+                file=sys.stderr,
+            )
+            return 2
+        print(format_sip_flood(run_sip_flood(args.datagrams, args.blocks, args.rate)))
         return 0
     if args.command == "store":
         if args.calls < 1 or args.turns < 1:

@@ -139,3 +139,27 @@ def test_heap_under_load_forces_collections_in_a_settled_and_an_unsettled_bridge
     table = format_heap_under_load(settled, unsettled)
     assert "settled" in table and "as started" in table and "late frames" in table
     assert main(["heap", "--calls", "2", "--seconds", "5"]) == 2
+
+
+def test_sip_flood_holds_nothing_for_outsiders_and_at_most_the_limit_for_peers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.devtools.bench_sip_flood import run_sip_flood
+    from bridge.protocols.sip import uas
+
+    monkeypatch.setattr(uas, "MAX_KEPT_REPLIES", 250)
+    report = run_sip_flood(datagrams=600, blocks=2, rate=2000.0)
+    outsider, peer, floor = report.runs
+    assert outsider.held == [0, 0]
+    assert peer.held == [250, 250]  # 300 after the first block, past the limit
+    assert floor.held == [0, 0]
+    assert all(c > 0 for run in report.runs for c in run.us_per_datagram)
+    # At 10 a simulated second the first 80 or so replies expire (Timer J, 32 s) by the end.
+    monkeypatch.setattr(uas, "MAX_KEPT_REPLIES", 10_000)
+    slow = run_sip_flood(datagrams=400, blocks=2, rate=10.0)
+    assert slow.runs[1].held[0] == 200 and 310 < slow.runs[1].held[1] < 330
+    assert main(["sip-flood", "--datagrams", "300", "--blocks", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "from outside BRIDGE_SIP_ALLOW" in out and "parsing alone (floor)" in out
+    assert "held 0" in out and "last block / floor" in out
+    assert main(["sip-flood", "--datagrams", "5", "--blocks", "1"]) == 2

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.protocols.sip import uas as uas_module
 from bridge.protocols.sip.message import SipRequest, SipResponse, parse_message
+from bridge.protocols.sip.transaction import NonInviteServerTransaction
 from bridge.protocols.sip.uas import (
     CallEnded,
     CallEstablished,
@@ -212,6 +214,61 @@ def test_outsiders_are_refused_or_challenged() -> None:
     # What counts is where the datagram came from, not what its Via says.
     assert statuses(uas.feed(request("INVITE", body=SDP_OFFER, call="c2"), OUTSIDER)) == [403]
     assert uas.events == []
+
+
+def test_an_outsiders_refused_invite_is_answered_once_and_nothing_is_kept() -> None:
+    # Kept, a refusal is resent on Timer G until an ACK that a forged source never sends:
+    # one datagram would bring its claimed source eleven answers over 32 s.
+    uas = Uas()
+    invite = request("INVITE", body=SDP_OFFER, call="c2")
+    assert statuses(uas.feed(invite, OUTSIDER)) == [403]
+    assert uas.server.next_deadline() is None
+    assert uas.tick(40.0) == []
+    assert statuses(uas.feed(invite, OUTSIDER)) == [403]  # its retransmission: refused again
+
+
+def test_no_flood_of_outsiders_makes_the_bridge_hold_anything() -> None:
+    uas = Uas()
+    for n in range(2000):
+        options = request("OPTIONS", call=f"scan-{n}", branch=f"z9hG4bK-scan-{n}")
+        assert statuses(uas.feed(options, OUTSIDER)) == [200]
+    assert uas.server.next_deadline() is None
+    assert statuses(uas.invite()) == [100]  # the bridge's own peers are served as before
+
+
+def test_past_the_limit_a_reply_is_sent_and_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uas_module, "MAX_KEPT_REPLIES", 3)
+    uas = Uas()
+    sent = [uas.feed(request("OPTIONS", call=f"o{n}", branch=f"z9hG4bK-o{n}"))[0] for n in range(5)]
+    # A kept reply is sent again as it was (the same To tag); one past the limit is made
+    # afresh, so a retransmission is still answered.
+    [again] = uas.feed(request("OPTIONS", call="o0", branch="z9hG4bK-o0"))
+    assert again.to.tag == sent[0].to.tag
+    [afresh] = uas.feed(request("OPTIONS", call="o4", branch="z9hG4bK-o4"))
+    assert afresh.status == 200 and afresh.to.tag != sent[4].to.tag
+
+
+def test_timers_touch_only_the_replies_that_are_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Walking every kept reply after each datagram cost 6 ms a datagram at 60,000 kept.
+    uas = Uas()
+    for n in range(3000):
+        uas.feed(request("OPTIONS", call=f"o{n}", branch=f"z9hG4bK-o{n}"))
+        uas.now += 0.001
+    touched = 0
+    original = NonInviteServerTransaction.next_deadline
+
+    def counted(self: NonInviteServerTransaction) -> float | None:
+        nonlocal touched
+        touched += 1
+        return original(self)
+
+    monkeypatch.setattr(NonInviteServerTransaction, "next_deadline", counted)
+    uas.feed(request("OPTIONS", call="one-more", branch="z9hG4bK-one-more"))
+    deadline = uas.server.next_deadline()
+    assert deadline is not None and touched <= 2
+    uas.tick(deadline - uas.now + 0.0015)  # the first two replies' Timer J
+    assert touched <= 6
+    assert uas.server.next_deadline() == pytest.approx(deadline + 0.002)
 
 
 def _authorization(challenge: str, password: str) -> str:

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias
 
 from bridge.errors import LocalProtocolError
 from bridge.protocols import sdp
@@ -50,17 +49,24 @@ from bridge.protocols.sip.message import (
     with_source,
 )
 from bridge.protocols.sip.salvage import REASONS, answerable_request
+from bridge.protocols.sip.server_transactions import (
+    InviteReply,
+    NonInviteReply,
+    ServerTransactions,
+    ServerTx,
+    tx_key,
+)
 from bridge.protocols.sip.transaction import (
     InviteOutcome,
     InviteServerTransaction,
     NonInviteClientTransaction,
-    NonInviteServerTransaction,
-    Timers,
 )
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY"
 USER_AGENT = "bridge"
 RETRY_AFTER_S = 5
+#: Replies kept at once to answer retransmissions; past it, replies are sent and forgotten.
+MAX_KEPT_REPLIES = 10_000
 _DIGITS = "0123456789*#ABCD"
 
 
@@ -83,7 +89,7 @@ class _Call:
     local_cseq: int = 0
     # The last re-INVITE's CSeq number and its 2xx transaction: its ACK comes on a new
     # branch (RFC 3261 section 17.1.1.3), so it is matched here, by the dialog and CSeq.
-    reinvite: tuple[int, _Tx] | None = None
+    reinvite: tuple[int, ServerTx] | None = None
     # RFC 4028: the timer agreed, and when the call is given up without a refresh.
     timer: session_timer.SessionTimer | None = None
     expires_at: float | None = None
@@ -112,7 +118,7 @@ class SipServer:
         #: Retry-After, so a dispatcher in front tries another bridge.
         self.accepting = True
         self._calls: dict[str, _Call] = {}
-        self._server_tx: dict[tuple[str, str, str], _Tx] = {}
+        self._server_tx = ServerTransactions()
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[SipEvent] = []
         self._requests: list[NonInviteClientTransaction] = []  # our BYEs and REFERs
@@ -134,6 +140,11 @@ class SipServer:
     @property
     def active_calls(self) -> int:
         return sum(1 for call in self._calls.values() if not call.ended)
+
+    @property
+    def kept_replies(self) -> int:
+        """Replies held to answer retransmissions (at most ``MAX_KEPT_REPLIES``)."""
+        return len(self._server_tx)
 
     def has_call_from(self, source: Address) -> bool:
         """Whether a call not yet over came from ``source`` (a TCP connection to keep)."""
@@ -164,18 +175,15 @@ class SipServer:
             self._reply_or_drop(message, source, exc.status, "Bad Request")
 
     def next_deadline(self) -> float | None:
-        deadlines = [tx.next_deadline() for tx in self._transactions()]
+        deadlines = [self._server_tx.next_deadline()]
+        deadlines += [c.invite_tx.next_deadline() for c in self._calls.values()]
         deadlines += [request.resend_at for request in self._requests]
         deadlines += [c.expires_at for c in self._calls.values() if not c.ended]
         pending = [d for d in deadlines if d is not None]
         return min(pending) if pending else None
 
     def handle_timeout(self, now: float) -> None:
-        for key, tx in list(self._server_tx.items()):
-            for data in tx.handle_timeout(now):
-                self._out.append((data, tx.destination))
-            if tx.terminated:
-                del self._server_tx[key]
+        self._server_tx.run_due(now, self._out)
         for call in list(self._calls.values()):
             invite_tx = call.invite_tx
             for data in invite_tx.handle_timeout(now):
@@ -239,11 +247,13 @@ class SipServer:
         via = request.top_via
         method = request.method
         # An ACK for a refused INVITE belongs to the INVITE's transaction (same branch).
-        tx = self._server_tx.get(_tx_key(request, "INVITE" if method == "ACK" else method))
+        key = tx_key(request, "INVITE" if method == "ACK" else method)
+        tx = self._server_tx.get(key)
         if tx is not None:
             if method == "ACK":
-                if isinstance(tx, _InviteReply):
+                if isinstance(tx, InviteReply):
                     tx.receive_ack(now)
+                    self._server_tx.reschedule(key)
             else:
                 for data in tx.receive_retransmission(now):
                     self._out.append((data, source))
@@ -330,11 +340,7 @@ class SipServer:
 
     def _authorised(self, request: SipRequest, source: Address, now: float) -> bool:
         """Whether the INVITE may go on; if not, the refusal (401 or 403) is sent."""
-        try:
-            address = ipaddress.ip_address(source[0])
-        except ValueError:
-            address = None
-        if address is not None and any(address in net for net in self.config.allow):
+        if self._allowed(source):
             return True
         config = self.config
         if config.username is None or config.password is None:
@@ -366,7 +372,8 @@ class SipServer:
             return  # an ACK is never answered
         if call.reinvite is not None and request.cseq.number == call.reinvite[0]:
             tx = call.reinvite[1]
-            if isinstance(tx, _InviteReply):
+            if isinstance(tx, InviteReply):
+                # Its deadline only moves later: the timers find that out themselves.
                 tx.receive_ack(now)
             return
         if call.invite_tx.status >= 300 or request.to.tag == call.local_tag:
@@ -532,7 +539,7 @@ class SipServer:
         *extra: tuple[str, str],
         body: bytes = b"",
         to_tag: str | None = None,
-    ) -> _Tx:
+    ) -> ServerTx:
         """A final response through a transaction of its own, so a retransmitted request
         gets the same answer (a BYE resent after its 200 gets the 200, not 481)."""
         headers = [("User-Agent", USER_AGENT), *extra]
@@ -543,13 +550,35 @@ class SipServer:
         method = request.method
         if method == "INVITE":
             # A refused INVITE waits for its ACK like any other (Timer G/H).
-            tx: _Tx = _InviteReply(now, self._reliable, self.config.timers, source)
+            tx: ServerTx = InviteReply(now, self._reliable, self.config.timers, source)
         else:
-            tx = _NonInviteReply(now, self._reliable, self.config.timers, source)
-        self._server_tx[_tx_key(request, method)] = tx
+            tx = NonInviteReply(now, self._reliable, self.config.timers, source)
         for out in tx.respond(status, data, now):
             self._out.append((out, source))
+        if self._keeps_replies_for(request, source):
+            self._server_tx.add(tx_key(request, method), tx)
         return tx
+
+    def _keeps_replies_for(self, request: SipRequest, source: Address) -> bool:
+        """Whether a reply is kept, to answer the request's retransmissions (and resent
+        until the ACK, for an INVITE). Only for the bridge's own peers and calls: replies
+        kept for anyone would let any host fill memory, and make the bridge send each
+        refused INVITE's answer up to eleven times to whatever address the datagram claimed
+        as its source. A peer refused statelessly just gets the same answer again when it
+        retransmits."""
+        if len(self._server_tx) >= MAX_KEPT_REPLIES:
+            return False
+        if request.call_id in self._calls or self._allowed(source):
+            return True
+        return self.has_call_from(source)
+
+    def _allowed(self, source: Address) -> bool:
+        """Whether ``source`` is in ``BRIDGE_SIP_ALLOW``."""
+        try:
+            address = ipaddress.ip_address(source[0])
+        except ValueError:
+            return False
+        return any(address in net for net in self.config.allow)
 
     def _reply_or_drop(
         self, request: SipRequest, source: Address, status: int, reason: str
@@ -628,34 +657,8 @@ class SipServer:
             raise LocalProtocolError(f"no offered call {call_id!r} to answer")
         return call
 
-    def _transactions(self) -> Sequence[_Tx | InviteServerTransaction]:
-        return [*self._server_tx.values(), *(c.invite_tx for c in self._calls.values())]
-
 
 # -- small pieces ---------------------------------------------------------------------------
-
-
-class _InviteReply(InviteServerTransaction):
-    """A refused INVITE's transaction, with where its response goes."""
-
-    def __init__(self, now: float, reliable: bool, timers: Timers, destination: Address) -> None:
-        super().__init__(now, reliable=reliable, timers=timers)
-        self.destination = destination
-
-
-class _NonInviteReply(NonInviteServerTransaction):
-    def __init__(self, now: float, reliable: bool, timers: Timers, destination: Address) -> None:
-        super().__init__(now, reliable=reliable, timers=timers)
-        self.destination = destination
-
-
-_Tx: TypeAlias = _InviteReply | _NonInviteReply
-
-
-def _tx_key(request: SipRequest, method: str) -> tuple[str, str, str]:
-    """What matches a request to its server transaction (RFC 3261 §17.2.3)."""
-    via = request.top_via
-    return via.branch or "", f"{via.host}:{via.port}", method
 
 
 def _new_tag() -> str:
