@@ -25,8 +25,11 @@ log = structlog.get_logger("bridge.sip")
 
 Address = tuple[str, int]
 
-#: Open TCP connections a listener accepts; more are closed at once.
+#: Open TCP connections a listener accepts; more are closed at once, except from an allowed
+#: source, for which the longest-idle connection of an outsider with no call makes room.
 MAX_TCP_CONNECTIONS = 512
+#: Open TCP connections from one host outside ``BRIDGE_SIP_ALLOW``.
+MAX_TCP_PER_OUTSIDER = 8
 #: A connection with no call on it is closed after this long without a message.
 TCP_IDLE_S = 120.0
 #: A message begun must be finished within this long (no byte-at-a-time senders).
@@ -135,6 +138,28 @@ class TcpSipListener(SipListener):
         for connection in list(self.connections.values()):
             connection.close()
 
+    def admit(self, peer: Address) -> str | None:
+        """Whether a new connection from ``peer`` may stay; if not, why. Anyone may connect,
+        but one host outside the allow-list cannot take every slot, and when all are taken
+        the bridge's own peers still get in: a PBX must not find it full of scanners."""
+        connections = self.connections
+        trusted = self.server.allows(peer[0])
+        if not trusted and sum(1 for host, _ in connections if host == peer[0]) >= (
+            MAX_TCP_PER_OUTSIDER
+        ):
+            return "per-host limit"
+        if len(connections) < MAX_TCP_CONNECTIONS:
+            return None
+        idle = [
+            c
+            for c in connections.values()
+            if not self.server.allows(c.peer[0]) and not self.server.has_call_from(c.peer)
+        ]
+        if not trusted or not idle:
+            return "connection limit"
+        min(idle, key=lambda c: c.last_message).close()
+        return None
+
     def send(self, data: bytes, to: Address) -> None:
         connection = self.connections.get(to)
         if connection is None:
@@ -161,12 +186,12 @@ class _SipConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._peer = peer_address(transport.get_extra_info("peername"))
-        connections = self._listener.connections
-        if len(connections) >= MAX_TCP_CONNECTIONS:
-            log.warning("sip.tcp_refused", reason="connection limit", limit=MAX_TCP_CONNECTIONS)
+        refused = self._listener.admit(self._peer)
+        if refused is not None:
+            log.warning("sip.tcp_refused", reason=refused, peer=self._peer[0])
             self._transport.abort()
             return
-        connections[self._peer] = self
+        self._listener.connections[self._peer] = self
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -186,6 +211,14 @@ class _SipConnection(asyncio.Protocol):
         self._message_started = (self._message_started or now) if self._framer.pending else None
         for message in chunk.messages:
             self._listener.receive(message, self._peer)
+
+    @property
+    def peer(self) -> Address:
+        return self._peer
+
+    @property
+    def last_message(self) -> float:
+        return self._last_message
 
     def write(self, data: bytes) -> None:
         transport = self._transport

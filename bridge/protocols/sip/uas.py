@@ -340,7 +340,7 @@ class SipServer:
 
     def _authorised(self, request: SipRequest, source: Address, now: float) -> bool:
         """Whether the INVITE may go on; if not, the refusal (401 or 403) is sent."""
-        if self._allowed(source):
+        if self.allows(source[0]):
             return True
         config = self.config
         if config.username is None or config.password is None:
@@ -568,14 +568,14 @@ class SipServer:
         retransmits."""
         if len(self._server_tx) >= MAX_KEPT_REPLIES:
             return False
-        if request.call_id in self._calls or self._allowed(source):
+        if request.call_id in self._calls or self.allows(source[0]):
             return True
         return self.has_call_from(source)
 
-    def _allowed(self, source: Address) -> bool:
-        """Whether ``source`` is in ``BRIDGE_SIP_ALLOW``."""
+    def allows(self, host: str) -> bool:
+        """Whether ``host`` is in ``BRIDGE_SIP_ALLOW`` (served without authentication)."""
         try:
-            address = ipaddress.ip_address(source[0])
+            address = ipaddress.ip_address(host)
         except ValueError:
             return False
         return any(address in net for net in self.config.allow)
