@@ -146,6 +146,14 @@ class SipServer:
         """Replies held to answer retransmissions (at most ``MAX_KEPT_REPLIES``)."""
         return len(self._server_tx)
 
+    def allows(self, host: str) -> bool:
+        """Whether ``host`` is in ``BRIDGE_SIP_ALLOW`` (served without authentication)."""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self.config.allow)
+
     def has_call_from(self, source: Address) -> bool:
         """Whether a call not yet over came from ``source`` (a TCP connection to keep)."""
         return any(c.source == source and not c.ended for c in self._calls.values())
@@ -571,14 +579,6 @@ class SipServer:
         if request.call_id in self._calls or self.allows(source[0]):
             return True
         return self.has_call_from(source)
-
-    def allows(self, host: str) -> bool:
-        """Whether ``host`` is in ``BRIDGE_SIP_ALLOW`` (served without authentication)."""
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in net for net in self.config.allow)
 
     def _reply_or_drop(
         self, request: SipRequest, source: Address, status: int, reason: str
