@@ -306,6 +306,30 @@ def test_a_digest_challenge_is_passed_with_the_right_password_only() -> None:
     assert [type(e) for e in uas.events] == [CallOffered]
 
 
+def test_a_copy_of_an_authenticated_invite_cannot_start_a_second_call() -> None:
+    # The digest response covers neither the Call-ID nor the SDP: whoever saw the INVITE
+    # could otherwise place calls with it for as long as the nonce is fresh (five minutes).
+    uas = Uas(username="pbx", password="s3cret")
+    [challenge] = uas.feed(request("INVITE", body=SDP_OFFER, call="c1"), OUTSIDER)
+    header = [value for name, value in challenge.headers if name == "WWW-Authenticate"]
+    right = f"Authorization: {_authorization(header[0], 's3cret')}\r\n"
+    # Refused for another reason, it is not spent: the same response still places the call.
+    g722 = SDP_OFFER.replace("RTP/AVP 0 101", "RTP/AVP 9").replace("a=rtpmap:0 PCMU/8000", "")
+    refused = request("INVITE", body=g722, call="c2", branch="b2", extra=right)
+    assert statuses(uas.feed(refused, OUTSIDER)) == [488]
+    taken = request("INVITE", body=SDP_OFFER, call="c3", branch="b3", extra=right)
+    assert statuses(uas.feed(taken, OUTSIDER)) == [100]
+    assert statuses(uas.feed(taken, OUTSIDER)) == [100]  # its retransmission: the same call
+    copy = request("INVITE", body=SDP_OFFER, call="c4", branch="b4", extra=right)
+    assert statuses(uas.feed(copy, OUTSIDER)) == [401]
+    assert [e.call_id for e in uas.events if isinstance(e, CallOffered)] == ["c3"]
+    # Once the nonce has aged out, what is remembered goes too; the copy is stale anyway.
+    uas.now += 306.0
+    late = request("INVITE", body=SDP_OFFER, call="c5", branch="b5", extra=right)
+    assert statuses(uas.feed(late, OUTSIDER)) == [401]
+    assert uas.server._spent == {}  # nothing grows with the calls taken
+
+
 def test_503_with_retry_after_at_the_call_limit() -> None:
     uas = Uas(max_calls=1)
     uas.answered_call()

@@ -13,8 +13,10 @@ How the SIP layer uses it for an INVITE from outside the allow-list:
 Nonces are stateless: a timestamp, random bytes and an HMAC over both and the realm, so no
 challenge needs remembering; the server that issued one checks it and its age with its own
 secret and the same clock it stamped it with. Time (``now``, seconds) and
-secrets are parameters; nothing here reads a clock. The nonce count (``nc``) is not tracked,
-so a captured response can be replayed for as long as its nonce is fresh (``max_age``).
+secrets are parameters; nothing here reads a clock. The nonce count (``nc``) is not tracked
+here, so a captured response passes :func:`verify` for as long as its nonce is fresh
+(``max_age``); the SIP server remembers each response it took a call with, so a copy of an
+INVITE cannot start a second call.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from bridge.errors import LocalProtocolError
 from bridge.protocols.sip.message import SipParseError
 
 __all__ = [
+    "CLOCK_SKEW_S",
     "NONCE_MAX_AGE_S",
     "DigestCredentials",
     "DigestResult",

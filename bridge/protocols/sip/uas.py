@@ -67,6 +67,9 @@ USER_AGENT = "bridge"
 RETRY_AFTER_S = 5
 #: Replies kept at once to answer retransmissions; past it, replies are sent and forgotten.
 MAX_KEPT_REPLIES = 10_000
+#: Digest responses remembered as spent on a call (far more than calls can start in the
+#: five minutes a nonce lives).
+MAX_SPENT_RESPONSES = 100_000
 _DIGITS = "0123456789*#ABCD"
 
 
@@ -123,6 +126,7 @@ class SipServer:
         self._events: list[SipEvent] = []
         self._requests: list[NonInviteClientTransaction] = []  # our BYEs and REFERs
         self._refers: dict[str, str] = {}  # branch of a REFER -> its call
+        self._spent: dict[tuple[str, str], float] = {}  # (nonce, response) -> forget at
         #: Datagrams dropped because they were not SIP at all.
         self.dropped = 0
 
@@ -296,7 +300,7 @@ class SipServer:
             # Same Call-ID, another branch and no To tag: a forked or looped copy.
             self._reply(request, source, 482, "Loop Detected", now)
             return
-        if not self._authorised(request, source, now):
+        if (admitted := self._authorised(request, source, now)) is None:
             return
         if unsupported := session_timer.unsupported_requirements(request):
             unsupported_tags = ("Unsupported", ", ".join(unsupported))
@@ -335,6 +339,8 @@ class SipServer:
         call.remote_cseq = request.cseq.number
         call.timer = timer
         self._calls[request.call_id] = call
+        if admitted.spent is not None:
+            self._spend(admitted.spent, now)
         self._respond_invite(call, 100, "Trying", now)
         self._events.append(
             CallOffered(
@@ -346,14 +352,15 @@ class SipServer:
             )
         )
 
-    def _authorised(self, request: SipRequest, source: Address, now: float) -> bool:
-        """Whether the INVITE may go on; if not, the refusal (401 or 403) is sent."""
+    def _authorised(self, request: SipRequest, source: Address, now: float) -> _Admitted | None:
+        """Whether the INVITE may go on; if not (None), the refusal (401 or 403) is sent."""
         if self.allows(source[0]):
-            return True
+            return _Admitted(None)
         config = self.config
         if config.username is None or config.password is None:
             self._reply(request, source, 403, "Forbidden", now)
-            return False
+            return None
+        self._forget_spent(now)
         header = request.get("Authorization")
         credentials = digest.parse_authorization(header) if header else None
         result = digest.DigestResult.INVALID
@@ -368,12 +375,31 @@ class SipServer:
                 now=now,
             )
         if result is digest.DigestResult.OK:
-            return True
+            assert credentials is not None
+            spent = (credentials.nonce, credentials.response.lower())
+            if spent not in self._spent:
+                return _Admitted(spent)
+            result = digest.DigestResult.INVALID  # a copy of a call already taken
         challenge = digest.challenge_headers(
             config.realm, config.nonce_secret, now, stale=result is digest.DigestResult.STALE
         )
         self._reply(request, source, 401, "Unauthorized", now, *challenge)
-        return False
+        return None
+
+    def _spend(self, spent: tuple[str, str], now: float) -> None:
+        """Remember a digest response a call was taken with until its nonce is too old to
+        pass anyway. The response covers neither the Call-ID nor the SDP, so whoever saw the
+        INVITE could otherwise place calls with it, on the bridge's account, for as long as
+        the nonce is fresh. A client's own next call counts ``nc`` up or takes a new nonce:
+        another response."""
+        self._spent[spent] = now + digest.NONCE_MAX_AGE_S + digest.CLOCK_SKEW_S
+        if len(self._spent) > MAX_SPENT_RESPONSES:
+            del self._spent[next(iter(self._spent))]
+
+    def _forget_spent(self, now: float) -> None:
+        # Entries go in as time goes on, so the oldest are first.
+        while self._spent and next(iter(self._spent.values())) <= now:
+            del self._spent[next(iter(self._spent))]
 
     def _receive_ack(self, request: SipRequest, call: _Call | None, now: float) -> None:
         if call is None:
@@ -659,6 +685,13 @@ class SipServer:
 
 
 # -- small pieces ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """An INVITE may go on; with digest, the (nonce, response) to spend if a call is taken."""
+
+    spent: tuple[str, str] | None
 
 
 def _new_tag() -> str:
