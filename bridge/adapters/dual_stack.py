@@ -23,9 +23,9 @@ _MAPPED_PREFIX = "::ffff:"
 def peer_address(addr: Any) -> Address:
     """``(host, port)`` of what a socket reports, an IPv4-mapped host as plain IPv4.
 
-    Called for every RTP packet: a plain address costs one string check."""
+    Called for every RTP packet: a plain IPv4 address costs one character search."""
     host = addr[0]
-    if host[:7].lower() == _MAPPED_PREFIX:
+    if ":" in host and host[:7].lower() == _MAPPED_PREFIX:
         try:
             mapped = ipaddress.IPv6Address(host).ipv4_mapped
         except ValueError:

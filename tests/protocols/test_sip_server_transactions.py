@@ -7,6 +7,7 @@ from bridge.protocols.sip.server_transactions import (
     InviteReply,
     NonInviteReply,
     ServerTransactions,
+    TxKey,
 )
 from bridge.protocols.sip.transaction import T1, T4, Timers
 
@@ -31,12 +32,19 @@ def test_replies_are_forgotten_in_deadline_order_at_timer_j() -> None:
     assert table.next_deadline() == 3.0 + 64 * T1
 
 
+def _kept_invite_reply(
+    table: ServerTransactions, branch: str, status: int
+) -> tuple[TxKey, InviteReply]:
+    key = (branch, "192.0.2.7:5060", "INVITE")
+    tx = InviteReply(0.0, False, Timers(), PEER)
+    tx.respond(status, str(status).encode(), 0.0)
+    table.add(key, tx)
+    return key, tx
+
+
 def test_a_refused_invite_is_resent_until_its_ack_then_absorbs_for_timer_i() -> None:
     table = ServerTransactions()
-    key = ("z9hG4bK-1", "192.0.2.7:5060", "INVITE")
-    tx = InviteReply(0.0, False, Timers(), PEER)
-    tx.respond(403, b"403", 0.0)
-    table.add(key, tx)
+    key, tx = _kept_invite_reply(table, "z9hG4bK-1", 403)
     out: list[tuple[bytes, tuple[str, int]]] = []
     table.run_due(T1, out)  # Timer G
     assert out == [(b"403", PEER)] and table.next_deadline() == 3 * T1
@@ -52,10 +60,7 @@ def test_a_refused_invite_is_resent_until_its_ack_then_absorbs_for_timer_i() -> 
 
 def test_a_deadline_that_moved_later_is_found_when_the_old_one_comes_up() -> None:
     table = ServerTransactions()
-    key = ("z9hG4bK-2", "192.0.2.7:5060", "INVITE")
-    tx = InviteReply(0.0, False, Timers(), PEER)
-    tx.respond(200, b"200", 0.0)
-    table.add(key, tx)
+    _, tx = _kept_invite_reply(table, "z9hG4bK-2", 200)
     tx.receive_ack(0.1)  # not rescheduled: Timer L at 64·T1 is all that is left
     out: list[tuple[bytes, tuple[str, int]]] = []
     table.run_due(T1, out)  # the old resend deadline comes up and finds nothing to do
