@@ -1,5 +1,6 @@
 """The SQLite store does its work on its own thread: a write waiting on the file's lock (another
-process mid-write, a slow disk) holds up the calls' audio on the event loop not at all."""
+process mid-write, a slow disk) holds up the calls' audio on the event loop not at all. What is
+handed over while a commit is under way is committed together with one flush (group commit)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from bridge.storage import sqlite_store
+import pytest
+from sqlalchemy import event
+
+from bridge.storage import engines, sqlite_store
+from bridge.storage.base import StoreUnavailableError, UnknownCallError
 from tests.storage.samples import caller, new_call
 
 
@@ -67,3 +72,127 @@ async def test_closing_the_store_finishes_what_was_handed_over_and_ends_its_thre
         assert record is not None and len(record.turns) == 20
     finally:
         await reopened.close()
+
+
+def _count_commits(store: object) -> list[int]:
+    """A list whose length is the number of transactions the store's engine commits."""
+    commits: list[int] = []
+    engine = store._engine.engine  # type: ignore[attr-defined]
+    event.listen(engine, "commit", lambda _conn: commits.append(1))
+    return commits
+
+
+async def _wait_for_lock_waiter(writing: asyncio.Task[object]) -> None:
+    """Let the first write reach the store's thread and wait there on the file's lock."""
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert not writing.done()
+
+
+async def test_writes_handed_over_during_a_commit_are_committed_together(tmp_path: Path) -> None:
+    db = tmp_path / "calls.db"
+    store = sqlite_store(str(db))
+    await store.open()
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        await store.create_call(new_call("CA01"))
+        commits = _count_commits(store)
+        other.execute("BEGIN IMMEDIATE")  # the disk is slow: the first commit cannot finish
+        first = asyncio.create_task(store.append_turn("CA01", caller(1, "one", 0, 500)))
+        await _wait_for_lock_waiter(first)
+        rest = [
+            asyncio.create_task(store.append_turn("CA01", caller(seq, f"t{seq}", seq, seq + 1)))
+            for seq in range(2, 52)
+        ]
+        await asyncio.sleep(0.05)
+        assert not any(task.done() for task in rest)  # none is answered before its commit
+        other.execute("COMMIT")
+        await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+        # The first, then all fifty behind it in one commit (before: one each, 51).
+        assert len(commits) == 2
+        record = await store.get_call("CA01")
+        assert record is not None and len(record.turns) == 51
+        assert [t.seq for t in record.turns] == list(range(1, 52))
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_write_refused_in_a_group_is_rolled_back_alone(tmp_path: Path) -> None:
+    db = tmp_path / "calls.db"
+    store = sqlite_store(str(db))
+    await store.open()
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        await store.create_call(new_call("CA01"))
+        commits = _count_commits(store)
+        other.execute("BEGIN IMMEDIATE")
+        first = asyncio.create_task(store.append_turn("CA01", caller(1, "one", 0, 500)))
+        await _wait_for_lock_waiter(first)
+        before = asyncio.create_task(store.append_turn("CA01", caller(2, "two", 600, 900)))
+        stray = asyncio.create_task(store.append_turn("CA99", caller(1, "nobody", 0, 10)))
+        after = asyncio.create_task(store.append_turn("CA01", caller(3, "three", 950, 990)))
+        other.execute("COMMIT")
+        await asyncio.wait_for(asyncio.gather(first, before, after), 10)
+        with pytest.raises(UnknownCallError):
+            await stray
+        assert len(commits) == 2  # the refused write did not cost its neighbours their group
+        record = await store.get_call("CA01")
+        assert record is not None and [t.text for t in record.turns] == ["one", "two", "three"]
+        assert await store.get_call("CA99") is None
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_group_whose_commit_fails_fails_every_write_in_it_and_the_next_one_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engines, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    db = tmp_path / "calls.db"
+    store = sqlite_store(str(db))
+    await store.open()
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        await store.create_call(new_call("CA01"))
+        other.execute("BEGIN IMMEDIATE")  # held past the busy timeout
+        first = asyncio.create_task(store.append_turn("CA01", caller(1, "one", 0, 500)))
+        await asyncio.sleep(0.05)
+        group = [
+            asyncio.create_task(store.append_turn("CA01", caller(seq, "x", seq, seq + 1)))
+            for seq in range(2, 5)
+        ]
+        results = await asyncio.wait_for(asyncio.gather(first, *group, return_exceptions=True), 10)
+        assert all(isinstance(r, StoreUnavailableError) for r in results), results
+        other.execute("COMMIT")
+        await store.append_turn("CA01", caller(9, "after", 9000, 9500))
+        record = await store.get_call("CA01")
+        assert record is not None and [t.text for t in record.turns] == ["after"]
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_waiter_that_gives_up_leaves_the_others_their_answers(tmp_path: Path) -> None:
+    db = tmp_path / "calls.db"
+    store = sqlite_store(str(db))
+    await store.open()
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        await store.create_call(new_call("CA01"))
+        other.execute("BEGIN IMMEDIATE")
+        first = asyncio.create_task(store.append_turn("CA01", caller(1, "one", 0, 500)))
+        await _wait_for_lock_waiter(first)
+        impatient = asyncio.create_task(store.append_turn("CA01", caller(2, "two", 600, 900)))
+        patient = asyncio.create_task(store.append_turn("CA01", caller(3, "three", 950, 990)))
+        await asyncio.sleep(0.01)
+        impatient.cancel()
+        other.execute("COMMIT")
+        await asyncio.wait_for(asyncio.gather(first, patient), 10)
+        assert impatient.cancelled()
+        # Handed over is handed over: the write it gave up waiting for is still made.
+        record = await store.get_call("CA01")
+        assert record is not None and [t.text for t in record.turns] == ["one", "two", "three"]
+    finally:
+        other.close()
+        await store.close()
