@@ -125,14 +125,20 @@ class ThreadedEngine:
         outcomes: list[_Outcome] = []
         try:
             with self.engine.begin() as conn:
+                driver = conn.connection.dbapi_connection
                 for handed in batch:
                     try:
                         with conn.begin_nested():
                             outcomes.append((True, handed.job(conn)))
                     except Exception as exc:
                         outcomes.append((False, exc))
+                        # On some errors (a full disk, an I/O error) SQLite rolls back the
+                        # whole transaction: what came before is gone, and what came after
+                        # would run outside any transaction.
+                        if not getattr(driver, "in_transaction", True):
+                            raise _TransactionLost from exc
         except Exception as exc:  # BEGIN, a savepoint or the COMMIT failed: nothing is written
-            failed: _Outcome = (False, exc)
+            failed: _Outcome = (False, exc.__cause__ if isinstance(exc, _TransactionLost) else exc)
             return [o if not o[0] else failed for o in outcomes] + [failed] * (
                 len(batch) - len(outcomes)
             )
@@ -145,6 +151,10 @@ class ThreadedEngine:
             await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
         finally:
             self._thread.shutdown(wait=False)
+
+
+class _TransactionLost(Exception):
+    """The database rolled back a group's transaction by itself; its cause says why."""
 
 
 # A bound on one group commit, so that a long queue is written in transactions of sensible size.

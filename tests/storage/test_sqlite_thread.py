@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import Connection
 
 from bridge.storage import engines, sqlite_store
 from bridge.storage.base import StoreUnavailableError, UnknownCallError
@@ -196,3 +198,44 @@ async def test_a_waiter_that_gives_up_leaves_the_others_their_answers(tmp_path: 
     finally:
         other.close()
         await store.close()
+
+
+async def test_a_group_whose_transaction_the_database_cancelled_reports_no_write_as_made(
+    tmp_path: Path,
+) -> None:
+    """On some errors (a full disk, an I/O error) SQLite rolls back the whole transaction,
+    not only the failed statement. The writes before it in the group are then gone, and the
+    ones after it must not run outside any transaction: each is reported failed, so its
+    writer tries again, and none is reported made that is not on disk."""
+    db = tmp_path / "plain.db"
+    engine = engines.sqlite_engine(str(db))
+    await engine.run(lambda conn: conn.exec_driver_sql("CREATE TABLE t (k TEXT)"))
+    other = sqlite3.connect(db, isolation_level=None)
+
+    def insert(k: str) -> Callable[[Connection], None]:
+        return lambda conn: conn.exec_driver_sql(f"INSERT INTO t VALUES ('{k}')") and None
+
+    def cancelled_by_the_database(conn: Connection) -> None:
+        conn.exec_driver_sql("ROLLBACK")  # what SQLite does itself on such an error
+        raise sqlite3.OperationalError("database or disk is full")
+
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        first = asyncio.create_task(engine.run(insert("first")))
+        await _wait_for_lock_waiter(first)
+        group = [
+            asyncio.create_task(engine.run(job))
+            for job in (insert("before"), cancelled_by_the_database, insert("after"))
+        ]
+        await asyncio.sleep(0.01)
+        other.execute("COMMIT")
+        outcomes = await asyncio.wait_for(asyncio.gather(*group, return_exceptions=True), 10)
+        await first
+        on_disk = {row[0] for row in other.execute("SELECT k FROM t")}
+        assert on_disk == {"first"}
+        assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
+        await engine.run(insert("again"))  # the writer's retry
+        assert {row[0] for row in other.execute("SELECT k FROM t")} == {"first", "again"}
+    finally:
+        other.close()
+        await engine.dispose()
