@@ -42,6 +42,8 @@ from bridge.errors import ConfigurationError
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# A bound on one group commit, so that a long queue is written in transactions of sensible size.
+MAX_GROUP = 256
 PG_POOL_SIZE = 5
 PG_MAX_OVERFLOW = 10
 PG_CONNECT_TIMEOUT_S = 5.0
@@ -101,6 +103,7 @@ class ThreadedEngine:
     def _drain(self) -> None:
         """On the store's thread: commit what was handed over, batch by batch, until none is
         left."""
+        batch: list[_Handed[Any]] = []
         try:
             while True:
                 with self._lock:
@@ -110,9 +113,14 @@ class ThreadedEngine:
                         return
                 for handed, outcome in zip(batch, self._commit(batch), strict=True):
                     handed.settle(outcome)
-        except BaseException:  # a bug: let the next transaction start a drain of its own
+        except BaseException as exc:  # a bug: answer the batch, and leave no later one waiting
+            for handed in batch:
+                handed.settle((False, exc))
             with self._lock:
-                self._draining = False
+                if self._pending:
+                    self._thread.submit(self._drain)
+                else:
+                    self._draining = False
             raise
 
     def _commit(self, batch: list[_Handed[Any]]) -> list[_Outcome]:
@@ -156,9 +164,6 @@ class ThreadedEngine:
 class _TransactionLost(Exception):
     """The database rolled back a group's transaction by itself; its cause says why."""
 
-
-# A bound on one group commit, so that a long queue is written in transactions of sensible size.
-MAX_GROUP = 256
 
 _Outcome = tuple[bool, Any]
 

@@ -239,3 +239,26 @@ async def test_a_group_whose_transaction_the_database_cancelled_reports_no_write
     finally:
         other.close()
         await engine.dispose()
+
+
+class _Bug(BaseException):
+    """Raised past ``except Exception``, as only a bug would."""
+
+
+async def test_a_transaction_that_raises_past_exception_still_answers_and_the_thread_goes_on(
+    tmp_path: Path,
+) -> None:
+    engine = engines.sqlite_engine(str(tmp_path / "plain.db"))
+
+    def bug(_conn: Connection) -> None:
+        raise _Bug
+
+    try:
+        with pytest.raises(_Bug):
+            await asyncio.wait_for(engine.run(bug), 10)
+        one = await asyncio.wait_for(
+            engine.run(lambda conn: conn.exec_driver_sql("SELECT 1").scalar()), 10
+        )
+        assert one == 1
+    finally:
+        await engine.dispose()
