@@ -39,7 +39,12 @@ from bridge.devtools.bench_load import _MODEL_KEY
 from bridge.devtools.fake_response import DEFAULT_DELTA_MS
 from bridge.devtools.load_model import ModelProcess
 from bridge.devtools.load_probe import LoadRecorder
-from bridge.devtools.loadtest_report import LoadtestReport, PassReport
+from bridge.devtools.loadtest_report import (
+    LoadtestReport,
+    PassReport,
+    RoundFigures,
+    median_round,
+)
 from bridge.devtools.loadtest_servers import Target, running_bridge, with_bridge, with_floor
 from bridge.devtools.proc_tree import tree_cpu_seconds, tree_rss_kib
 from bridge.devtools.simulator import (
@@ -92,6 +97,9 @@ class LoadtestOptions:
     delta_ms: tuple[int, ...] = DEFAULT_DELTA_MS
     # Added to the environment of a bridge the load test starts (a benchmark's probe).
     bridge_env: tuple[tuple[str, str], ...] = ()
+    # The bridge and the floor this many times each, taking turns at going first; the report
+    # is the round with the median CPU ratio, and lists every round's.
+    rounds: int = 1
 
 
 def caller_utterances(seconds: float) -> list[bytes]:
@@ -342,12 +350,16 @@ def pass_notes(report: PassReport, via_url: bool) -> list[str]:
 
 
 async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
-    """Both passes (the bridge, then the floor) with the same calls against one fake model.
-    Everything started is stopped before returning; raises ``TimeoutError`` when the whole
-    run exceeds its bound."""
+    """Both passes (the bridge, then the floor) with the same calls against one fake model,
+    ``opts.rounds`` times, taking turns at going first. Everything started is stopped before
+    returning; raises ``TimeoutError`` when the whole run exceeds its bound."""
     if opts.calls < 1 or opts.seconds <= 0:
         raise ValueError("need --calls >= 1 and --seconds > 0")
-    limit = opts.timeout_s if opts.timeout_s is not None else opts.seconds * 5 + 180
+    if opts.rounds < 1:
+        raise ValueError("need --rounds >= 1")
+    if opts.rounds > 1 and (opts.sip or not opts.floor):
+        raise ValueError("--rounds takes turns between the bridge and the floor: it needs one")
+    limit = opts.timeout_s if opts.timeout_s is not None else (opts.seconds * 5 + 180) * opts.rounds
     fake_port = opts.fake_port
     if fake_port is None:
         fake_port = DEFAULT_FAKE_PORT if opts.url is not None else 0
@@ -371,17 +383,39 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
                 async def twilio(target: Target) -> PassReport:
                     return await _twilio_pass(target, opts, model)
 
-                bridge = await with_bridge(
-                    existing_bridge(opts),
-                    model.url,
-                    tmp,
-                    twilio,
-                    extra_env=lambda env: {**env, **dict(opts.bridge_env)},
-                    workers=opts.workers,
-                )
-                floor = await with_floor(model.url, tmp, twilio) if opts.floor else None
+                async def bridge_pass(where: Path) -> PassReport:
+                    return await with_bridge(
+                        existing_bridge(opts),
+                        model.url,
+                        where,
+                        twilio,
+                        extra_env=lambda env: {**env, **dict(opts.bridge_env)},
+                        workers=opts.workers,
+                    )
+
+                played: list[tuple[PassReport, PassReport | None, bool]] = []
+                for index in range(opts.rounds):
+                    # Taking turns: whichever goes second meets a machine the first warmed.
+                    bridge_first = index % 2 == 0
+                    # Each round's servers start afresh: a call log, logs of their own.
+                    where = tmp if opts.rounds == 1 else tmp / f"round-{index + 1}"
+                    where.mkdir(exist_ok=True)
+                    floor = None
+                    if opts.floor and not bridge_first:
+                        floor = await with_floor(model.url, where, twilio)
+                    bridge = await bridge_pass(where)
+                    if opts.floor and bridge_first:
+                        floor = await with_floor(model.url, where, twilio)
+                    played.append((bridge, floor, bridge_first))
             finally:
                 await model.stop()
+    rounds = tuple(
+        RoundFigures(b.cpu_ms_per_call_second, f.cpu_ms_per_call_second, first)
+        for b, f, first in played
+        if f is not None
+    )
+    median = median_round(rounds) if len(rounds) > 1 else 0
+    bridge, floor, _ = played[median]
     notes = pass_notes(bridge, opts.url is not None)
     if floor is not None:
         notes += pass_notes(floor, False)
@@ -400,4 +434,6 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
         floor=floor,
         notes=tuple(notes),
         delta_ms=opts.delta_ms,
+        rounds=rounds if len(rounds) > 1 else (),
+        shown_round=median + 1,
     )

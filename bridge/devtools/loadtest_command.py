@@ -58,6 +58,13 @@ def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
         help="start the bridge with `bridge serve --workers N` (not with --url)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the bridge and the floor this many times each, taking turns at going first, "
+        "and show the round with the median CPU ratio (one run's ratio moves with the machine)",
+    )
+    parser.add_argument(
         "--delta-ms",
         type=_delta_ms,
         default=DEFAULT_DELTA_MS,
@@ -98,6 +105,7 @@ def run_command(
         timeout_s=args.timeout,
         workers=args.workers,
         delta_ms=args.delta_ms,
+        rounds=args.rounds,
     )
     try:
         report = _run(opts)

@@ -4,6 +4,7 @@ table a person reads and as JSON a script keeps."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -89,6 +90,25 @@ class PassReport:
 
 
 @dataclass(frozen=True, slots=True)
+class RoundFigures:
+    """One round of a load test run in rounds: the bridge's CPU and the floor's."""
+
+    bridge_cpu_ms: float  # per call-second
+    floor_cpu_ms: float
+    bridge_first: bool
+
+    @property
+    def ratio(self) -> float:
+        return _ratio(self.bridge_cpu_ms, self.floor_cpu_ms)
+
+
+def median_round(rounds: Sequence[RoundFigures]) -> int:
+    """The index of the round whose CPU ratio is the median (the lower one of an even count)."""
+    order = sorted(range(len(rounds)), key=lambda i: (math.isnan(rounds[i].ratio), rounds[i].ratio))
+    return order[(len(order) - 1) // 2]
+
+
+@dataclass(frozen=True, slots=True)
 class LoadtestReport:
     channel: str  # "twilio" or "sip"
     calls: int
@@ -98,6 +118,9 @@ class LoadtestReport:
     floor: PassReport | None
     notes: tuple[str, ...] = ()
     delta_ms: tuple[int, ...] = DEFAULT_DELTA_MS  # the fake model's answer deltas, in turn
+    # With more than one round: each round's CPU, and which of them (from 1) the report shows.
+    rounds: tuple[RoundFigures, ...] = ()
+    shown_round: int = 1
 
     def ratios(self) -> dict[str, float]:
         """bridge / floor for CPU, memory and each hop's p50 and p99 (empty without a floor)."""
@@ -168,6 +191,7 @@ def format_report(report: LoadtestReport) -> str:
             [_num(p.cpu_ms_per_call_second) for p in passes],
             _times(ratios.get("cpu_ms_per_call_second", math.nan)) if ratios else "",
         ),
+        *_rounds_lines(report),
         row(
             "RSS per call MiB (peak - idle)",
             [_num(p.rss_per_call_mib, 3) for p in passes],
@@ -240,6 +264,19 @@ def format_report(report: LoadtestReport) -> str:
     return "\n".join(lines)
 
 
+def _rounds_lines(report: LoadtestReport) -> list[str]:
+    if not report.rounds:
+        return []
+    each = ", ".join(
+        f"{_times(r.ratio)} ({'bridge' if r.bridge_first else 'floor'} first)"
+        for r in report.rounds
+    )
+    return [
+        f"  CPU ratio in each round: {each}",
+        f"  (the median is round {report.shown_round}: all figures here are that round's)",
+    ]
+
+
 def _samples(p: PassReport) -> str:
     return "/".join(str(p.hop(name).samples) for name in HOPS)
 
@@ -265,6 +302,16 @@ def report_json(report: LoadtestReport) -> dict[str, Any]:
             "bridge": one(report.bridge),
             "floor": None if report.floor is None else one(report.floor),
             "ratios": report.ratios(),
+            "rounds": [
+                {
+                    "bridge_cpu_ms_per_call_second": r.bridge_cpu_ms,
+                    "floor_cpu_ms_per_call_second": r.floor_cpu_ms,
+                    "cpu_ratio": r.ratio,
+                    "first": "bridge" if r.bridge_first else "floor",
+                }
+                for r in report.rounds
+            ],
+            "shown_round": report.shown_round,
             "notes": list(report.notes),
             "definitions": {
                 "late_inbound_ms": INBOUND_LATE_S * 1000,

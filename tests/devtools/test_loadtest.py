@@ -20,7 +20,13 @@ from bridge.devtools.loadtest import (
     caller_utterances,
     run_loadtest,
 )
-from bridge.devtools.loadtest_report import HOPS, format_report, report_json
+from bridge.devtools.loadtest_report import (
+    HOPS,
+    RoundFigures,
+    format_report,
+    median_round,
+    report_json,
+)
 from bridge.devtools.playout import SILENCE_FRAME
 from bridge.devtools.ports import free_port
 from bridge.devtools.proc_tree import listening_pid, tree_cpu_seconds, tree_pids, tree_rss_kib
@@ -197,3 +203,43 @@ def test_a_running_bridge_is_loaded_through_the_fake_model_it_was_pointed_at(
     assert report.bridge.sessions == 2
     assert report.bridge.inbound.samples > 0 and report.bridge.first_byte.samples > 0
     assert report.bridge.server_cpu_s > 0
+
+
+def test_the_round_shown_is_the_one_with_the_median_cpu_ratio() -> None:
+    def rounds(*ratios: float) -> list[RoundFigures]:
+        return [RoundFigures(ratio, 1.0, index % 2 == 0) for index, ratio in enumerate(ratios)]
+
+    assert median_round(rounds(1.2, 0.9, 1.0)) == 2
+    assert median_round(rounds(1.0, 2.0)) == 0  # of an even count, the lower
+    assert median_round(rounds(0.0, 1.1, 1.3, 1.2, 5.0)) == 3
+    # A round without a ratio sorts last: the median of 1.0, 1.1 and none is 1.1.
+    assert median_round([RoundFigures(1.0, 0.0, True), *rounds(1.1, 1.0)]) == 1
+
+
+@pytest.mark.timeout(150)
+def test_rounds_take_turns_and_report_every_rounds_ratio() -> None:
+    opts = LoadtestOptions(calls=2, seconds=5, timeout_s=140, rounds=2)
+    report = asyncio.run(run_loadtest(opts))
+    data = report_json(report)
+    rounds = data["rounds"]
+    assert [r["first"] for r in rounds] == ["bridge", "floor"]
+    for r in rounds:
+        expected = r["bridge_cpu_ms_per_call_second"] / r["floor_cpu_ms_per_call_second"]
+        assert r["cpu_ratio"] == pytest.approx(expected)
+    shown = rounds[data["shown_round"] - 1]
+    assert shown["cpu_ratio"] == min(r["cpu_ratio"] for r in rounds)
+    assert data["bridge"]["cpu_ms_per_call_second"] == shown["bridge_cpu_ms_per_call_second"]
+    assert data["floor"]["cpu_ms_per_call_second"] == shown["floor_cpu_ms_per_call_second"]
+    for name in ("bridge", "floor"):
+        assert data[name]["completed"] == 2, data[name]["failures"]
+    text = format_report(report)
+    assert "CPU ratio in each round: " in text
+    assert "(bridge first)" in text and "(floor first)" in text
+    assert f"the median is round {data['shown_round']}" in text
+
+
+def test_rounds_need_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadtest", "--calls", "1", "--rounds", "2", "--no-floor"]) == 1
+    assert "--rounds" in capsys.readouterr().err
+    assert main(["loadtest", "--calls", "1", "--rounds", "0"]) == 1
+    assert "--rounds" in capsys.readouterr().err
