@@ -395,7 +395,7 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
 
                 played: list[tuple[PassReport, PassReport | None, bool]] = []
                 for index in range(opts.rounds):
-                    # Taking turns: whichever goes second meets a machine the first warmed.
+                    # Turns, so that neither always meets the machine as the other left it.
                     bridge_first = index % 2 == 0
                     # Each round's servers start afresh: a call log, logs of their own.
                     where = tmp if opts.rounds == 1 else tmp / f"round-{index + 1}"
