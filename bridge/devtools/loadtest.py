@@ -414,7 +414,7 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
         for b, f, first in played
         if f is not None
     )
-    median = median_round(rounds) if len(rounds) > 1 else 0
+    median = median_round(rounds) if rounds else 0
     bridge, floor, _ = played[median]
     notes = pass_notes(bridge, opts.url is not None)
     if floor is not None:

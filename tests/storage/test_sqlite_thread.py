@@ -5,9 +5,10 @@ handed over while a commit is under way is committed together with one flush (gr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from bridge.storage import engines, sqlite_store
-from bridge.storage.base import StoreUnavailableError, UnknownCallError
+from bridge.storage.base import CallStore, StoreUnavailableError, UnknownCallError
 from tests.storage.samples import caller, new_call
 
 
@@ -91,15 +92,27 @@ async def _wait_for_lock_waiter(writing: asyncio.Task[object]) -> None:
     assert not writing.done()
 
 
-async def test_writes_handed_over_during_a_commit_are_committed_together(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def _held_store(tmp_path: Path) -> AsyncIterator[tuple[CallStore, sqlite3.Connection]]:
+    """An open store holding call CA01, and another connection to its file holding the write
+    lock (a slow disk, another process mid-write): ``COMMIT`` on it lets the store write."""
     db = tmp_path / "calls.db"
     store = sqlite_store(str(db))
     await store.open()
     other = sqlite3.connect(db, isolation_level=None)
     try:
         await store.create_call(new_call("CA01"))
+        other.execute("BEGIN IMMEDIATE")
+        yield store, other
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_writes_handed_over_during_a_commit_are_committed_together(tmp_path: Path) -> None:
+    async with _held_store(tmp_path) as (store, other):
         commits = _count_commits(store)
-        other.execute("BEGIN IMMEDIATE")  # the disk is slow: the first commit cannot finish
+        # The disk is slow: the first commit cannot finish while the lock is held.
         first = asyncio.create_task(store.append_turn("CA01", caller(1, "one", 0, 500)))
         await _wait_for_lock_waiter(first)
         rest = [
@@ -115,20 +128,11 @@ async def test_writes_handed_over_during_a_commit_are_committed_together(tmp_pat
         record = await store.get_call("CA01")
         assert record is not None and len(record.turns) == 51
         assert [t.seq for t in record.turns] == list(range(1, 52))
-    finally:
-        other.close()
-        await store.close()
 
 
 async def test_a_write_refused_in_a_group_is_rolled_back_alone(tmp_path: Path) -> None:
-    db = tmp_path / "calls.db"
-    store = sqlite_store(str(db))
-    await store.open()
-    other = sqlite3.connect(db, isolation_level=None)
-    try:
-        await store.create_call(new_call("CA01"))
+    async with _held_store(tmp_path) as (store, other):
         commits = _count_commits(store)
-        other.execute("BEGIN IMMEDIATE")
         first = asyncio.create_task(store.append_turn("CA01", caller(1, "one", 0, 500)))
         await _wait_for_lock_waiter(first)
         before = asyncio.create_task(store.append_turn("CA01", caller(2, "two", 600, 900)))
@@ -142,22 +146,13 @@ async def test_a_write_refused_in_a_group_is_rolled_back_alone(tmp_path: Path) -
         record = await store.get_call("CA01")
         assert record is not None and [t.text for t in record.turns] == ["one", "two", "three"]
         assert await store.get_call("CA99") is None
-    finally:
-        other.close()
-        await store.close()
 
 
 async def test_a_group_whose_commit_fails_fails_every_write_in_it_and_the_next_one_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engines, "SQLITE_BUSY_TIMEOUT_MS", 300)
-    db = tmp_path / "calls.db"
-    store = sqlite_store(str(db))
-    await store.open()
-    other = sqlite3.connect(db, isolation_level=None)
-    try:
-        await store.create_call(new_call("CA01"))
-        other.execute("BEGIN IMMEDIATE")  # held past the busy timeout
+    monkeypatch.setattr(engines, "SQLITE_BUSY_TIMEOUT_MS", 300)  # the lock is held past it
+    async with _held_store(tmp_path) as (store, other):
         first = asyncio.create_task(store.append_turn("CA01", caller(1, "one", 0, 500)))
         await asyncio.sleep(0.05)
         group = [
@@ -170,19 +165,10 @@ async def test_a_group_whose_commit_fails_fails_every_write_in_it_and_the_next_o
         await store.append_turn("CA01", caller(9, "after", 9000, 9500))
         record = await store.get_call("CA01")
         assert record is not None and [t.text for t in record.turns] == ["after"]
-    finally:
-        other.close()
-        await store.close()
 
 
 async def test_a_waiter_that_gives_up_leaves_the_others_their_answers(tmp_path: Path) -> None:
-    db = tmp_path / "calls.db"
-    store = sqlite_store(str(db))
-    await store.open()
-    other = sqlite3.connect(db, isolation_level=None)
-    try:
-        await store.create_call(new_call("CA01"))
-        other.execute("BEGIN IMMEDIATE")
+    async with _held_store(tmp_path) as (store, other):
         first = asyncio.create_task(store.append_turn("CA01", caller(1, "one", 0, 500)))
         await _wait_for_lock_waiter(first)
         impatient = asyncio.create_task(store.append_turn("CA01", caller(2, "two", 600, 900)))
@@ -195,9 +181,6 @@ async def test_a_waiter_that_gives_up_leaves_the_others_their_answers(tmp_path: 
         # Handed over is handed over: the write it gave up waiting for is still made.
         record = await store.get_call("CA01")
         assert record is not None and [t.text for t in record.turns] == ["one", "two", "three"]
-    finally:
-        other.close()
-        await store.close()
 
 
 async def test_a_group_whose_transaction_the_database_cancelled_reports_no_write_as_made(
