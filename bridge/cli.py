@@ -34,6 +34,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from bridge.adapters.http_server import configure_server_limits
+    from bridge.adapters.server_frames import LeanWebSocketProtocol
 
     if args.sip:
         settings = load_settings(sip_listen=args.sip)  # checked like the setting
@@ -51,6 +52,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     limits = configure_server_limits(settings.header_timeout_s, settings.max_connections)
     server_options: dict[str, object] = {
         "http": limits.protocol,
+        "ws": LeanWebSocketProtocol,
         "backlog": limits.backlog,
         "log_config": None,
         "access_log": False,
