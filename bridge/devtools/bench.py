@@ -6,6 +6,7 @@
     python -m bridge.devtools.bench sip [--calls 50] [--seconds 20] [--json]
     python -m bridge.devtools.bench reconnect [--calls 20] [--json]
     python -m bridge.devtools.bench frames [--frames 20000] [--rounds 5]
+    python -m bridge.devtools.bench inbound [--frames 20000] [--rounds 5]
     python -m bridge.devtools.bench heap [--rounds 3] [--calls N] [--seconds 30]
     python -m bridge.devtools.bench sip-flood [--datagrams 60000] [--blocks 6] [--rate 2000]
     python -m bridge.devtools.bench            # micro with defaults, then load with 10 calls
@@ -22,7 +23,9 @@ calls one at a time against a ``bridge serve``, half of them losing their model 
 between the caller's question and the answer, and reports the caller's wait for the answer
 in both kinds and what the reconnect adds to it (:mod:`bridge.devtools.bench_reconnect`);
 ``frames`` times one caller-audio frame written to the model's socket against websockets' own
-framing (:mod:`bridge.devtools.bench_frames`); ``heap`` times one full garbage collection in
+framing (:mod:`bridge.devtools.bench_frames`); ``inbound`` times one caller-audio frame read
+from a media socket by ``bridge serve``'s WebSocket protocol against uvicorn's own
+(:mod:`bridge.devtools.bench_inbound`); ``heap`` times one full garbage collection in
 a started `bridge serve` before and after its heap is settled, and with ``--calls`` what
 collections forced during a load test cost either way
 (:mod:`bridge.devtools.bench_heap`); ``sip-flood`` feeds the SIP server a long flood of
@@ -49,6 +52,7 @@ from bridge.devtools.bench_heap import (
     run_heap,
     run_heap_under_load,
 )
+from bridge.devtools.bench_inbound import format_inbound, run_inbound
 from bridge.devtools.bench_load import format_load, run_load
 from bridge.devtools.bench_micro import format_micro, run_micro
 from bridge.devtools.bench_reconnect import format_reconnect, reconnect_json, run_reconnect
@@ -101,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     frames = sub.add_parser("frames", help="one audio frame written to the model's socket")
     frames.add_argument("--frames", type=int, default=20_000, help="frames per round")
     frames.add_argument("--rounds", type=int, default=5, help="rounds per way; the best counts")
+    inbound = sub.add_parser("inbound", help="one audio frame read from a media socket")
+    inbound.add_argument("--frames", type=int, default=20_000, help="frames per round")
+    inbound.add_argument("--rounds", type=int, default=5, help="rounds per way; the best counts")
     heap = sub.add_parser("heap", help="one full garbage collection, as started and settled")
     heap.add_argument("--rounds", type=int, default=3, help="bridge starts; the median counts")
     heap.add_argument("--calls", type=int, default=0, help="also load this many calls")
@@ -164,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("bench: frames needs --frames >= 100 and --rounds >= 1", file=sys.stderr)
             return 2
         print(format_frames(run_frames(args.frames, args.rounds)))
+        return 0
+    if args.command == "inbound":
+        if args.frames < 100 or args.rounds < 1:
+            print("bench: inbound needs --frames >= 100 and --rounds >= 1", file=sys.stderr)
+            return 2
+        print(format_inbound(run_inbound(args.frames, args.rounds)))
         return 0
     if args.command == "heap":
         if args.rounds < 1 or args.calls < 0 or (args.calls and args.seconds < 8):

@@ -109,6 +109,21 @@ def test_frames_times_both_writers_and_refuses_sizes_it_cannot_measure(
     assert main(["frames", "--frames", "10"]) == 2
 
 
+def test_inbound_times_both_readers_and_refuses_sizes_it_cannot_measure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bridge.devtools.bench_inbound import run_inbound
+
+    report = run_inbound(frames=300, rounds=1)
+    assert report.frames == 300 and report.rounds == 1
+    assert report.lean_us > 0 and report.uvicorn_us > 0
+    assert math.isclose(report.ratio, report.lean_us / report.uvicorn_us)
+    assert main(["inbound", "--frames", "200", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "uvicorn's WebSocket protocol" in out and "LeanWebSocketProtocol" in out
+    assert main(["inbound", "--frames", "10"]) == 2
+
+
 def test_heap_reads_how_a_started_bridge_settled_its_heap(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
