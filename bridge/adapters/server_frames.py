@@ -59,45 +59,51 @@ def frame_extent(buffer: bytes, at: int) -> tuple[int, int] | None:
     return start, length
 
 
-def has_lean_path() -> bool:
+def has_lean_path(protocol: WebSocketsSansIOProtocol) -> bool:
     """Whether this uvicorn and websockets have what :class:`LeanWebSocketProtocol` uses;
     without it the protocol behaves exactly as uvicorn's own."""
-    names = ("conn", "handshake_complete", "close_sent", "frames", "curr_msg_data_type")
-    probe = WebSocketsSansIOProtocol.__init__.__code__.co_names
+    conn = getattr(protocol, "conn", None)
     return (
-        all(name in probe for name in names)
-        and hasattr(WebSocketsSansIOProtocol, "send_receive_event_to_app")
-        and hasattr(State, "OPEN")
+        all(
+            hasattr(protocol, name)
+            for name in (
+                "handshake_initiated",
+                "handshake_complete",
+                "close_sent",
+                "frames",
+                "curr_msg_data_type",
+                "send_receive_event_to_app",
+            )
+        )
+        and conn is not None
+        and all(hasattr(conn, name) for name in ("state", "current_size", "extensions"))
+        and hasattr(getattr(conn, "reader", None), "buffer")
     )
 
 
-_LEAN = has_lean_path()
-
-
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol with a short road for whole text frames."""
+    """uvicorn's WebSocket protocol with a short road for whole text frames.
+
+    Once the upgrade request is read, websockets is given only whole frames, so its parser
+    always waits at the start of one: the frames are cut here, from their headers. It is
+    given raw bytes again only once the connection is closing, never to open again."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._partial = b""  # the start of a frame whose end has not arrived
         self._max_size: int | None = self.config.ws_max_size
-
-    def _lean(self) -> bool:
-        conn = self.conn
-        return (
-            self.handshake_complete
-            and not self.close_sent
-            and conn.state is State.OPEN
-            and conn.current_size is None  # not inside a fragmented message
-            and not conn.extensions
-            and not conn.reader.buffer  # websockets' parser waits at a frame's start
-        )
+        # None until the request is read; then whether frames are cut here at all.
+        self._cutting: bool | None = None if has_lean_path(self) else False
 
     def data_received(self, data: bytes) -> None:
-        if not (_LEAN and self._lean()):
-            if self._partial:  # it starts at a frame's start, where websockets' parser waits
-                data, self._partial = self._partial + data, b""
+        if not self._cutting:
             super().data_received(data)
+            if self._cutting is None and self.handshake_initiated:
+                # uvicorn hands over the upgrade request alone; anything after it in the same
+                # bytes may have left websockets' parser inside a frame.
+                self._cutting = (
+                    data.find(b"\r\n\r\n") == len(data) - 4 and not self.conn.reader.buffer
+                )
             return
         buffer = self._partial + data if self._partial else data
         self._partial = b""
@@ -105,33 +111,51 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         while at < end:
             extent = frame_extent(buffer, at)
             if extent is None:
-                self._partial = buffer[at:]
-                return
+                break
             start, length = extent
             if self._max_size is not None and length > self._max_size:
-                break  # websockets refuses it (1009) from its header alone
+                self._give_up(buffer[at:])  # websockets refuses it (1009) from its header
+                return
             stop = start + length
             if stop > end:
-                self._partial = buffer[at:]
-                return
-            if buffer[at] == _TEXT_FIN and buffer[at + 1] & _MASKED:
+                break
+            if buffer[at] == _TEXT_FIN and buffer[at + 1] & _MASKED and self._short_road():
                 payload = apply_mask(buffer[start:stop], buffer[start - _MASK_BYTES : start])
                 try:
                     payload.decode()
                 except UnicodeDecodeError:
-                    break  # uvicorn closes with 1007, answering what came in the same read
+                    self._give_up(buffer[at:])  # uvicorn closes with 1007
+                    return
                 # uvicorn's own step: queue the text for the application, and pause reading
                 # until the application takes it.
                 self.curr_msg_data_type = "text"
                 self.frames = [payload]
                 self.send_receive_event_to_app()
-                at = stop
-                continue
             else:
                 super().data_received(buffer[at:stop])
-                at = stop
-                if self._lean():
-                    continue
-            break
-        if at < end:
-            super().data_received(buffer[at:])
+                if self._closing():
+                    self._give_up(buffer[stop:])
+                    return
+            at = stop
+        self._partial = buffer[at:]
+
+    def _short_road(self) -> bool:
+        """Whether a whole text frame may skip websockets: the socket open, no fragmented
+        message under way (a text frame inside one is websockets' error to report)."""
+        conn = self.conn
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and conn.state is State.OPEN
+            and conn.current_size is None
+            and not conn.extensions
+        )
+
+    def _closing(self) -> bool:
+        return self.close_sent or self.conn.state in (State.CLOSING, State.CLOSED)
+
+    def _give_up(self, rest: bytes) -> None:
+        """From here on everything goes to websockets as it comes: the connection is closing."""
+        self._cutting = False
+        if rest:
+            super().data_received(rest)

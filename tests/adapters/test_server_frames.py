@@ -179,7 +179,7 @@ def _cuts(rng: random.Random, stream: bytes) -> list[bytes]:
 def test_this_uvicorn_and_websockets_have_what_the_short_road_needs() -> None:
     # If an upgrade takes something away, the short road turns itself off, silently costing
     # every call the CPU it saves: this says so instead.
-    assert has_lean_path()
+    assert has_lean_path(_Side(LeanWebSocketProtocol).protocol)
 
 
 @pytest.mark.parametrize(
@@ -266,3 +266,36 @@ async def test_media_frames_never_reach_websockets_parser() -> None:
     assert len(parsed) == 1
     assert side.transport.written.endswith(b"\x8a\x02hi")  # the pong
     assert side.received[-1]["text"] == "after"
+
+
+async def test_a_read_cut_after_a_header_leaves_the_reading_in_step() -> None:
+    # A read that ends right after a frame's mask key: a parser given those bytes takes the
+    # header and waits for the payload with nothing buffered, which must not pass for the
+    # start of the next frame. Here it follows the end of a fragmented message.
+    media = _frame(Opcode.TEXT, b'{"event":"media"}')
+    stream = [
+        _frame(Opcode.TEXT, b"one", fin=False),
+        _frame(Opcode.CONT, b"-two") + media[:6],
+        media[6:] + media,
+    ]
+    lean, plain = _Side(LeanWebSocketProtocol), _Side(WebSocketsSansIOProtocol)
+    await lean.open()
+    await plain.open()
+    for piece in stream:
+        await lean.feed(piece)
+        await plain.feed(piece)
+    texts = [m.get("text") for m in lean.received]
+    assert texts == ["one-two", '{"event":"media"}', '{"event":"media"}']
+    assert lean.received == plain.received and not lean.transport.closed
+
+
+async def test_frames_in_the_same_bytes_as_the_request_go_the_long_way() -> None:
+    # uvicorn hands over the upgrade request alone; were a frame's header to come with it,
+    # websockets might be inside that frame, so this socket is read by websockets throughout.
+    lean, plain = _Side(LeanWebSocketProtocol), _Side(WebSocketsSansIOProtocol)
+    media = _frame(Opcode.TEXT, b'{"event":"media"}')
+    for side in (lean, plain):
+        await side.feed(HANDSHAKE + media[:6])
+        await side.feed(media[6:] + media)
+    assert lean.received == plain.received
+    assert [m["text"] for m in lean.received] == ['{"event":"media"}'] * 2
