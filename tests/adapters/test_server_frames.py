@@ -176,7 +176,7 @@ def _cuts(rng: random.Random, stream: bytes) -> list[bytes]:
     return pieces
 
 
-def test_this_uvicorn_and_websockets_have_what_the_short_road_needs() -> None:
+async def test_this_uvicorn_and_websockets_have_what_the_short_road_needs() -> None:
     # If an upgrade takes something away, the short road turns itself off, silently costing
     # every call the CPU it saves: this says so instead.
     assert has_lean_path(_Side(LeanWebSocketProtocol).protocol)
