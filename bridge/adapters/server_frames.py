@@ -108,6 +108,8 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         buffer = self._partial + data if self._partial else data
         self._partial = b""
         at, end = 0, len(buffer)
+        # Only a frame handed to websockets can change this: the short road changes nothing.
+        road = self._short_road()
         while at < end:
             extent = frame_extent(buffer, at)
             if extent is None:
@@ -119,7 +121,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             stop = start + length
             if stop > end:
                 break
-            if buffer[at] == _TEXT_FIN and buffer[at + 1] & _MASKED and self._short_road():
+            if road and buffer[at] == _TEXT_FIN and buffer[at + 1] & _MASKED:
                 payload = apply_mask(buffer[start:stop], buffer[start - _MASK_BYTES : start])
                 try:
                     payload.decode()
@@ -136,6 +138,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
                 if self._closing():
                     self._give_up(buffer[stop:])
                     return
+                road = self._short_road()
             at = stop
         self._partial = buffer[at:]
 
