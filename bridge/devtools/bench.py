@@ -166,17 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sip(args)
     if args.command == "reconnect":
         return _reconnect(args)
-    if args.command == "frames":
+    if args.command in ("frames", "inbound"):
         if args.frames < 100 or args.rounds < 1:
-            print("bench: frames needs --frames >= 100 and --rounds >= 1", file=sys.stderr)
+            print(f"bench: {args.command} needs --frames >= 100 and --rounds >= 1", file=sys.stderr)
             return 2
-        print(format_frames(run_frames(args.frames, args.rounds)))
-        return 0
-    if args.command == "inbound":
-        if args.frames < 100 or args.rounds < 1:
-            print("bench: inbound needs --frames >= 100 and --rounds >= 1", file=sys.stderr)
-            return 2
-        print(format_inbound(run_inbound(args.frames, args.rounds)))
+        if args.command == "frames":
+            print(format_frames(run_frames(args.frames, args.rounds)))
+        else:
+            print(format_inbound(run_inbound(args.frames, args.rounds)))
         return 0
     if args.command == "heap":
         if args.rounds < 1 or args.calls < 0 or (args.calls and args.seconds < 8):

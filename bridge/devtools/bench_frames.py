@@ -25,6 +25,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import ServerConnection, serve
 
 from bridge.adapters.realtime_socket import RealtimeSocket, write_now
+from bridge.devtools.child_process import piped_child
+from bridge.devtools.uvloop_runner import run_on_uvloop
 
 __all__ = ["FramesReport", "format_frames", "run_frames"]
 
@@ -92,39 +94,17 @@ async def _serve_sink() -> None:
 
 
 async def _run(frames: int, rounds: int) -> FramesReport:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge.devtools.bench_frames",
-        "--sink",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
+    async with piped_child("bridge.devtools.bench_frames", "--sink") as child:
         assert child.stdout is not None
         line = await asyncio.wait_for(child.stdout.readline(), timeout=20)
         if not line.strip().isdigit():
             raise RuntimeError("the sink did not start")
         return await _measure(f"ws://127.0.0.1:{int(line)}", frames, rounds)
-    finally:
-        if child.returncode is None:
-            assert child.stdin is not None
-            child.stdin.close()
-            try:
-                await asyncio.wait_for(child.wait(), timeout=5)
-            except TimeoutError:
-                child.kill()
-                await child.wait()
 
 
 def run_frames(frames: int = 20_000, rounds: int = 5) -> FramesReport:
     """Both ways on uvloop, the event loop the bridge serves on."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - installed with uvicorn[standard]
-        return asyncio.run(_run(frames, rounds))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_run(frames, rounds))
+    return run_on_uvloop(_run(frames, rounds))
 
 
 def format_frames(report: FramesReport) -> str:

@@ -24,11 +24,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvloop
-
 from bridge.devtools.bench_load import _bridge_env, _start_bridge, _stop, _tail, _wait_ready
 from bridge.devtools.loadtest import LoadtestOptions, run_loadtest
 from bridge.devtools.ports import free_port
+from bridge.devtools.uvloop_runner import run_on_uvloop
 
 __all__ = [
     "HeapReport",
@@ -123,9 +122,7 @@ def _loaded(calls: int, seconds: float, *, settled: bool) -> LoadedHeap:
         opts = LoadtestOptions(
             calls=calls, seconds=seconds, floor=False, bridge_env=tuple(env.items())
         )
-        # On uvloop, as `bridge loadtest` runs: the simulated callers keep time better.
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            report = runner.run(run_loadtest(opts)).bridge
+        report = run_on_uvloop(run_loadtest(opts)).bridge  # as `bridge loadtest` runs
         if not out.exists():
             raise RuntimeError("the heap probe wrote nothing: were the calls shorter than it?")
         probe = json.loads(out.read_text())

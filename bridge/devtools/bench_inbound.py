@@ -27,6 +27,8 @@ import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from bridge.adapters.server_frames import LeanWebSocketProtocol
+from bridge.devtools.child_process import piped_child
+from bridge.devtools.uvloop_runner import run_on_uvloop
 
 __all__ = ["InboundReport", "format_inbound", "run_inbound"]
 
@@ -138,39 +140,18 @@ def _send() -> None:
 
 
 async def _run(frames: int, rounds: int) -> InboundReport:
-    sender = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge.devtools.bench_inbound",
-        "--send",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
     lean: list[float] = []
     plain: list[float] = []
-    try:
+    async with piped_child("bridge.devtools.bench_inbound", "--send") as sender:
         for _ in range(rounds):
             plain.append(await _round(sender, WebSocketsSansIOProtocol, frames))
             lean.append(await _round(sender, LeanWebSocketProtocol, frames))
-    finally:
-        assert sender.stdin is not None
-        sender.stdin.close()
-        try:
-            await asyncio.wait_for(sender.wait(), timeout=10)
-        except TimeoutError:
-            sender.kill()
-            await sender.wait()
     return InboundReport(frames, rounds, min(lean), min(plain))
 
 
 def run_inbound(frames: int = 20_000, rounds: int = 5) -> InboundReport:
     """Both ways on uvloop, the event loop the bridge serves on."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - installed with uvicorn[standard]
-        return asyncio.run(_run(frames, rounds))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_run(frames, rounds))
+    return run_on_uvloop(_run(frames, rounds))
 
 
 def format_inbound(report: InboundReport) -> str:

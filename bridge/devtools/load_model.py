@@ -37,6 +37,7 @@ from bridge.devtools.fake_records import FakeSessionRecord
 from bridge.devtools.fake_response import DEFAULT_DELTA_MS, check_delta_ms
 from bridge.devtools.load_tags import TagScanner, stamp
 from bridge.devtools.proc_tree import tree_cpu_seconds
+from bridge.devtools.uvloop_runner import run_on_uvloop
 from bridge.heap import settle_heap
 
 __all__ = [
@@ -384,10 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     api_key = os.environ.get("BRIDGE_LOAD_MODEL_KEY") or None
     out = sys.stdout.buffer
     try:
-        import uvloop  # the bridge's own event loop, lighter per message
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(args.port, api_key, args.realtime_factor, args.delta_ms, out))
+        run_on_uvloop(_serve(args.port, api_key, args.realtime_factor, args.delta_ms, out))
     except KeyboardInterrupt:
         return 130
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
@@ -11,6 +10,7 @@ from bridge.devtools.fake_response import DEFAULT_DELTA_MS
 from bridge.devtools.load_model import parse_delta_ms
 from bridge.devtools.loadtest import DEFAULT_FAKE_PORT, LoadtestOptions, run_loadtest
 from bridge.devtools.loadtest_report import LoadtestReport, format_report, report_json
+from bridge.devtools.uvloop_runner import run_on_uvloop
 
 __all__ = ["add_loadtest_arguments", "run_command"]
 
@@ -120,11 +120,4 @@ def run_command(
 
 
 def _run(opts: LoadtestOptions) -> LoadtestReport:
-    """The run on uvloop, the bridge's own event loop: a hundred simulated callers cost it
-    less per frame than the standard loop, so the generator stays on time for longer."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - installed with uvicorn[standard]
-        return asyncio.run(run_loadtest(opts))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(run_loadtest(opts))
+    return run_on_uvloop(run_loadtest(opts))
