@@ -20,16 +20,27 @@ from bridge.storage.base import CallStore, StoreUnavailableError, UnknownCallErr
 from tests.storage.samples import caller, new_call
 
 
-async def test_a_write_waiting_for_another_process_leaves_the_event_loop_running(
-    tmp_path: Path,
-) -> None:
+@contextlib.asynccontextmanager
+async def _held_store(tmp_path: Path) -> AsyncIterator[tuple[CallStore, sqlite3.Connection]]:
+    """An open store holding call CA01, and another connection to its file holding the write
+    lock (a slow disk, another process mid-write): ``COMMIT`` on it lets the store write."""
     db = tmp_path / "calls.db"
     store = sqlite_store(str(db))
     await store.open()
     other = sqlite3.connect(db, isolation_level=None)
     try:
         await store.create_call(new_call("CA01"))
-        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        other.execute("BEGIN IMMEDIATE")
+        yield store, other
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_write_waiting_for_another_process_leaves_the_event_loop_running(
+    tmp_path: Path,
+) -> None:
+    async with _held_store(tmp_path) as (store, other):
         writing = asyncio.create_task(store.append_turn("CA01", caller(1, "still here", 0, 500)))
         ticks = 0
         for _ in range(30):
@@ -41,9 +52,6 @@ async def test_a_write_waiting_for_another_process_leaves_the_event_loop_running
         await asyncio.wait_for(writing, 10)
         record = await store.get_call("CA01")
         assert record is not None and [t.text for t in record.turns] == ["still here"]
-    finally:
-        other.close()
-        await store.close()
 
 
 async def test_closing_the_store_finishes_what_was_handed_over_and_ends_its_thread(
@@ -90,23 +98,6 @@ async def _wait_for_lock_waiter(writing: asyncio.Task[object]) -> None:
     for _ in range(20):
         await asyncio.sleep(0.01)
     assert not writing.done()
-
-
-@contextlib.asynccontextmanager
-async def _held_store(tmp_path: Path) -> AsyncIterator[tuple[CallStore, sqlite3.Connection]]:
-    """An open store holding call CA01, and another connection to its file holding the write
-    lock (a slow disk, another process mid-write): ``COMMIT`` on it lets the store write."""
-    db = tmp_path / "calls.db"
-    store = sqlite_store(str(db))
-    await store.open()
-    other = sqlite3.connect(db, isolation_level=None)
-    try:
-        await store.create_call(new_call("CA01"))
-        other.execute("BEGIN IMMEDIATE")
-        yield store, other
-    finally:
-        other.close()
-        await store.close()
 
 
 async def test_writes_handed_over_during_a_commit_are_committed_together(tmp_path: Path) -> None:
