@@ -45,6 +45,8 @@ class NoMediaLeg:
     send, so whatever the call logic asks to play (it never does: no audio arrives) is
     dropped, and no mark will ever come back."""
 
+    marks_on_send = True  # nothing is sent, so nothing is heard between marks
+
     def send_media(self, payload: bytes) -> None:
         pass
 

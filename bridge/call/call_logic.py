@@ -215,7 +215,9 @@ class CallLogic:
         # by the extra chunks of a run, so the least queued at Twilio is what one chunk per
         # mark would leave.
         lead_ms = config.max_lead_ms + (max(1, config.mark_chunks) - 1) * config.chunk_ms
-        self._playback = Playback(lead_ms, config.chunk_ms, config.mark_chunks)
+        self._playback = Playback(
+            lead_ms, config.chunk_ms, config.mark_chunks, playout_clock=not phone.marks_on_send
+        )
         # A marked chunk goes to the leg as media of at most one chunk each.
         self._media_bytes = max(1, config.chunk_ms // 20) * CHUNK_BYTES
         self._transcript = TranscriptBuilder()

@@ -12,7 +12,9 @@ started playing when the echo before it came back (or when it was sent to an idl
 playout clock places them there, capped at its length, so what counts as heard never runs
 ahead of what was sent (an estimate past the end would make the model reject the truncation,
 see twilio-media-streams.md §11.3). How many chunks share a mark changes only how often the
-clock is corrected, not where it puts the caller.
+clock is corrected, not where it puts the caller. A leg that reports a mark as its audio
+goes out, to a far end that plays all it gets (RTP), runs no clock: there the audio sent is
+the audio heard, and the chunk after the last echo has not gone out.
 
 ``Playback`` keeps, per assistant item, how much audio the model sent (``received_ms``) and how
 much the caller heard (``played_ms``). Chunks wait in a local hold queue and are released to
@@ -60,8 +62,18 @@ class Playback:
     """Tracks outbound audio for one call. Feed it model audio, echoes and barge-ins; it says
     which chunks to send. Pure: no clock, no I/O."""
 
-    def __init__(self, max_lead_ms: int = 600, chunk_ms: int = 20, mark_chunks: int = 1) -> None:
+    def __init__(
+        self,
+        max_lead_ms: int = 600,
+        chunk_ms: int = 20,
+        mark_chunks: int = 1,
+        *,
+        playout_clock: bool = True,
+    ) -> None:
         self._max_lead_bytes = max_lead_ms * BYTES_PER_MS
+        # Off where an echo means the chunk went out and the far end plays all that went out
+        # (RTP): between two echoes nothing more has been sent, so nothing more is heard.
+        self._playout_clock = playout_clock
         self._chunk_bytes = max(1, chunk_ms // 20) * CHUNK_BYTES
         self._mark_chunks = max(1, mark_chunks)
         # When the head pending chunk started playing (loop time), for the playout clock.
@@ -173,7 +185,7 @@ class Playback:
     def _head_progress(self, now: float | None) -> tuple[str | None, int]:
         """The head pending chunk's item and how many of its bytes have played by ``now``
         on the playout clock (never more than the chunk holds)."""
-        if now is None or self._head_since is None or not self._pending:
+        if now is None or not self._playout_clock or self._head_since is None or not self._pending:
             return None, 0
         item_id, n_bytes = next(iter(self._pending.values()))
         elapsed = round((now - self._head_since) * 1000 * BYTES_PER_MS)

@@ -57,6 +57,12 @@ PhoneEvent: TypeAlias = MediaReceived | MarkPlayed | DtmfReceived | StreamStoppe
 class PhoneLeg(Protocol):
     """The outbound half of a phone leg, as the call logic drives it."""
 
+    #: True where :class:`MarkPlayed` comes the moment the audio before the mark goes out
+    #: and the far end plays all that went out (RTP): what the caller heard is then exactly
+    #: what was sent. False where it comes once the far end has played that audio (Twilio):
+    #: the audio after the mark is playing from then on, and a clock places the caller in it.
+    marks_on_send: bool
+
     def send_media(self, payload: bytes) -> None:
         """Queue mu-law audio for the caller, in whole 20 ms frames where possible."""
 

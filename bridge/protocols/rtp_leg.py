@@ -43,6 +43,9 @@ class RtpPhoneLeg:
     :attr:`remote_addr`; its marks come out of :meth:`events_received` next.
     """
 
+    # The phone plays every frame it gets, however late the bridge learns of a barge-in.
+    marks_on_send = True
+
     def __init__(self, receiver: RtpReceiver, sender: RtpSender) -> None:
         self.receiver = receiver
         self.sender = sender

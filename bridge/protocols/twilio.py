@@ -191,6 +191,9 @@ class TwilioMediaStream:
     errors: the first few distinct names each produce one :class:`UnknownEvent`.
     """
 
+    # Twilio echoes a mark once the audio queued before it has played.
+    marks_on_send = False
+
     def __init__(self) -> None:
         self._state = StreamState.AWAITING_START
         self.stream_sid: str | None = None
