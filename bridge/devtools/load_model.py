@@ -61,11 +61,14 @@ _AUDIO_KEY = '"audio"'
 @dataclass(slots=True)
 class ModelSessionReadings:
     """One model session: when it opened, the tag of the first caller frame it received
-    (which tells whose call it is), and when the fake said the caller started speaking."""
+    (which tells whose call it is), when the fake said the caller started speaking, and each
+    ``conversation.item.truncate`` it got: when, its ``audio_end_ms``, and whether the fake
+    accepted it."""
 
     opened_at: float
     first_frame: int = -1
     speech_started: list[float] = field(default_factory=list)
+    truncates: list[tuple[float, int, bool]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -82,7 +85,10 @@ class ModelReadings:
     def to_json(self) -> bytes:
         return orjson.dumps(
             {
-                "sessions": [[s.opened_at, s.first_frame, s.speech_started] for s in self.sessions],
+                "sessions": [
+                    [s.opened_at, s.first_frame, s.speech_started, s.truncates]
+                    for s in self.sessions
+                ],
                 "frame_ids": list(self.frame_arrived),
                 "frame_at": list(self.frame_arrived.values()),
                 "delta_sent": self.delta_sent,
@@ -95,8 +101,13 @@ class ModelReadings:
         raw = orjson.loads(data)
         return cls(
             sessions=[
-                ModelSessionReadings(float(opened), int(first), [float(t) for t in started])
-                for opened, first, started in raw["sessions"]
+                ModelSessionReadings(
+                    float(opened),
+                    int(first),
+                    [float(t) for t in started],
+                    [(float(at), int(end_ms), bool(ok)) for at, end_ms, ok in truncates],
+                )
+                for opened, first, started, truncates in raw["sessions"]
             ],
             frame_arrived=dict(zip(raw["frame_ids"], raw["frame_at"], strict=True)),
             delta_sent=[float(t) for t in raw["delta_sent"]],
@@ -105,10 +116,13 @@ class ModelReadings:
 
 
 class _Session:
-    __slots__ = ("readings", "response", "scanner")
+    __slots__ = ("readings", "record", "response", "scanner")
 
-    def __init__(self, readings: ModelSessionReadings) -> None:
+    def __init__(self, readings: ModelSessionReadings, record: FakeSessionRecord) -> None:
         self.readings = readings
+        # The fake keeps the truncates it judged here; they are copied out at the pass's end
+        # rather than parsed again from the message on the media path.
+        self.record = record
         self.scanner = TagScanner()
         self.response: object = None
 
@@ -128,6 +142,10 @@ class ModelTap:
 
     def end(self) -> ModelReadings:
         readings = self._readings if self._readings is not None else ModelReadings()
+        for session in self._sessions.values():
+            session.readings.truncates = [
+                (cut.at, cut.audio_end_ms, cut.accepted) for cut in session.record.truncates
+            ]
         self._readings = None
         self._sessions = {}
         return readings
@@ -137,7 +155,7 @@ class ModelTap:
             return
         session = ModelSessionReadings(at)
         self._readings.sessions.append(session)
-        self._sessions[id(record)] = _Session(session)
+        self._sessions[id(record)] = _Session(session, record)
 
     def received(self, record: FakeSessionRecord, text: str, at: float) -> None:
         session = self._sessions.get(id(record))

@@ -13,6 +13,11 @@ readings of ``time.monotonic()``, one at each end: on Linux that is the system's
 - **clear**: the fake sends ``input_audio_buffer.speech_started`` because the caller has
   barged in on an answer it is hearing -> that caller gets ``clear``.
 
+Each barge-in is also a check of what the bridge told the model the caller heard: the
+``audio_end_ms`` of the ``conversation.item.truncate`` that followed ``speech_started``
+against how much of the answer the simulated caller had played when ``clear`` stopped it
+(:class:`CutAccuracy`).
+
 Frames and deltas are told apart by a numbered tag in their audio
 (:mod:`bridge.devtools.load_tags`), so the server may re-chunk as it likes. The taps only
 append to lists on the media path; matching and statistics happen after the pass, when the
@@ -30,9 +35,11 @@ from bridge.devtools.load_tags import TagScanner, stamp
 from bridge.devtools.simulator import BargeInRecord
 
 __all__ = [
+    "CUT_WITHIN_MS",
     "INBOUND_LATE_S",
     "SEND_LATE_S",
     "CallTap",
+    "CutAccuracy",
     "FrameCounts",
     "Hop",
     "LoadRecorder",
@@ -48,8 +55,13 @@ SEND_LATE_S = 0.020
 """A caller frame sent more than one frame after its 20 ms slot: the load generator itself
 fell behind (it shares the machine with the server), so its figures mean less."""
 
+CUT_WITHIN_MS = 10.0
+"""A truncate's ``audio_end_ms`` this close to what the caller heard is exact enough: the
+transcript and the model's memory of the answer end where the caller stopped hearing it."""
+
 _NAN = math.nan
-# A clear later than this after the speech_started it answers is counted as missing.
+# A clear (or truncate) later than this after the speech_started it answers is counted as
+# missing.
 _CLEAR_WITHIN_S = 2.0
 
 
@@ -99,6 +111,38 @@ class FrameCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class CutAccuracy:
+    """Each barge-in's ``audio_end_ms`` (the bridge's truncate) less what the caller had heard
+    of the answer when ``clear`` arrived, in ms: ``samples`` barge-ins with both,
+    ``within`` of them no more than CUT_WITHIN_MS off, the median error (signed: above 0
+    the bridge said more than was heard), the p99 and largest of its size. ``untruncated``:
+    barge-ins cleared but never truncated (a pass-through tells the model nothing);
+    ``refused``: truncates the model turned down (an ``audio_end_ms`` past the audio it sent).
+    """
+
+    samples: int
+    within: int
+    median_ms: float
+    p99_abs_ms: float
+    max_abs_ms: float
+    untruncated: int
+    refused: int
+
+    @classmethod
+    def of(cls, errors_ms: list[float], untruncated: int, refused: int) -> CutAccuracy:
+        sizes = sorted(abs(e) for e in errors_ms)
+        return cls(
+            samples=len(errors_ms),
+            within=sum(1 for size in sizes if size <= CUT_WITHIN_MS),
+            median_ms=percentile(sorted(errors_ms), 50),
+            p99_abs_ms=percentile(sizes, 99),
+            max_abs_ms=sizes[-1] if sizes else _NAN,
+            untruncated=untruncated,
+            refused=refused,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SteadyState:
     """The hops again, over only what began while every call was up: after the last call's
     model session opened and before the first call sent its last frame. Calls arriving and
@@ -128,13 +172,14 @@ def _hop_within(samples: _Samples, window: tuple[float, float] | None) -> Hop:
 class CallTap:
     """The simulated Twilio side of one call (a :class:`~bridge.devtools.simulator.CallProbe`)."""
 
-    __slots__ = ("_call", "_rec", "_scanner", "clears")
+    __slots__ = ("_call", "_rec", "_scanner", "clears", "heard_ms")
 
     def __init__(self, recorder: LoadRecorder, call: int) -> None:
         self._rec = recorder
         self._call = call
         self._scanner = TagScanner()
         self.clears: list[float] = []
+        self.heard_ms: list[float] = []  # beside ``clears``: what the caller had heard
 
     def caller_frame(self, audio: bytes, due: float) -> bytes:
         rec = self._rec
@@ -150,8 +195,9 @@ class CallTap:
         for ident in self._scanner.feed(audio):
             arrived.setdefault(ident, at)  # the first sight is the one that counts
 
-    def clear(self, at: float) -> None:
+    def clear(self, at: float, heard_ms: float) -> None:
         self.clears.append(at)
+        self.heard_ms.append(heard_ms)
 
 
 class LoadRecorder:
@@ -256,24 +302,70 @@ class LoadRecorder:
         return Hop.of([took for _, took in samples]), missing
 
     def _clear_samples(self, barge_ins: list[list[BargeInRecord]]) -> tuple[_Samples, int]:
+        samples: _Samples = []
+        missing = 0
+        for barge in self._cleared_barge_ins(barge_ins):
+            if barge is None:
+                missing += 1
+            else:
+                _, noticed, cleared = barge
+                samples.append((noticed, self.calls[barge[0]].clears[cleared] - noticed))
+        return samples, missing
+
+    def _cleared_barge_ins(
+        self, barge_ins: list[list[BargeInRecord]]
+    ) -> list[tuple[int, float, int] | None]:
+        """For each barge-in, its call, when the model noticed it (the first speech_started
+        after the caller began) and the index in the call's tap of the clear that answered
+        it; None when it was not noticed, or not cleared within 2 s of that."""
         started: dict[int, list[float]] = {}
         for call, session in self._session_calls():
             started.setdefault(call, []).extend(session.speech_started)
-        samples: _Samples = []
-        missing = 0
+        found: list[tuple[int, float, int] | None] = []
         for call, records in enumerate(barge_ins):
             speech = sorted(started.get(call, ()))
             clears = self.calls[call].clears if call < len(self.calls) else []
             for barge in records:
                 noticed = next((at for at in speech if at >= barge.started_at), None)
                 cleared = (
-                    None if noticed is None else next((at for at in clears if at >= noticed), None)
+                    None
+                    if noticed is None
+                    else next((i for i, at in enumerate(clears) if at >= noticed), None)
                 )
-                if noticed is None or cleared is None or cleared - noticed > _CLEAR_WITHIN_S:
-                    missing += 1
+                if (
+                    noticed is None
+                    or cleared is None
+                    or clears[cleared] - noticed > _CLEAR_WITHIN_S
+                ):
+                    found.append(None)
                 else:
-                    samples.append((noticed, cleared - noticed))
-        return samples, missing
+                    found.append((call, noticed, cleared))
+        return found
+
+    def cut_accuracy(self, barge_ins: list[list[BargeInRecord]]) -> CutAccuracy:
+        """For each barge-in that was cleared, the first truncate the model got after it
+        noticed the barge-in, against what the caller had heard (``barge_ins`` as for
+        :meth:`clear_hop`)."""
+        truncates: dict[int, list[tuple[float, int, bool]]] = {}
+        for call, session in self._session_calls():
+            truncates.setdefault(call, []).extend(session.truncates)
+        errors: list[float] = []
+        untruncated = refused = 0
+        for barge in self._cleared_barge_ins(barge_ins):
+            if barge is None:
+                continue
+            call, noticed, cleared = barge
+            cut = min(
+                (t for t in truncates.get(call, ()) if 0 <= t[0] - noticed <= _CLEAR_WITHIN_S),
+                default=None,
+            )
+            if cut is None:
+                untruncated += 1
+            elif not cut[2]:
+                refused += 1
+            else:
+                errors.append(cut[1] - self.calls[call].heard_ms[cleared])
+        return CutAccuracy.of(errors, untruncated, refused)
 
     def steady_window(self) -> tuple[float, float] | None:
         """From the last call's model session opening to the first call's last frame (each

@@ -278,6 +278,7 @@ def summarize(
         barge_ins=sum(len(records) for records in barge_ins),
         clears_missing=missing,
         steady=recorder.steady(barge_ins),
+        cut=recorder.cut_accuracy(barge_ins),
     )
 
 

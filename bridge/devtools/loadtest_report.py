@@ -10,8 +10,10 @@ from typing import Any
 
 from bridge.devtools.fake_response import DEFAULT_DELTA_MS
 from bridge.devtools.load_probe import (
+    CUT_WITHIN_MS,
     INBOUND_LATE_S,
     SEND_LATE_S,
+    CutAccuracy,
     FrameCounts,
     Hop,
     SteadyState,
@@ -57,6 +59,7 @@ class PassReport:
     barge_ins: int
     clears_missing: int
     steady: SteadyState  # the hops again, while every call was up
+    cut: CutAccuracy  # each barge-in's truncate against what the caller had heard
 
     @property
     def cpu_ms_per_call_second(self) -> float:
@@ -237,6 +240,11 @@ def format_report(report: LoadtestReport) -> str:
             [f"{p.barge_ins} / {p.clears_missing}" for p in passes],
         ),
         row(
+            f"barge-in cut within {CUT_WITHIN_MS:g} ms of heard",
+            [_cut_within(p.cut) for p in passes],
+        ),
+        row("  cut - heard, ms: median / p99 / max", [_cut_errors(p.cut) for p in passes]),
+        row(
             "answer deltas sent / never heard",
             [f"{p.deltas_sent} / {p.deltas_unseen}" for p in passes],
         ),
@@ -275,6 +283,21 @@ def _rounds_lines(report: LoadtestReport) -> list[str]:
         f"  CPU ratio in each round: {each}",
         f"  (the median is round {report.shown_round}: all figures here are that round's)",
     ]
+
+
+def _cut_within(cut: CutAccuracy) -> str:
+    text = f"{cut.within} of {cut.samples}"
+    if cut.untruncated:
+        text += f" ({cut.untruncated} never truncated)"
+    if cut.refused:
+        text += f" ({cut.refused} refused)"
+    return text
+
+
+def _cut_errors(cut: CutAccuracy) -> str:
+    if not cut.samples:
+        return "n/a"
+    return f"{cut.median_ms:+.1f} / {cut.p99_abs_ms:.1f} / {cut.max_abs_ms:.1f}"
 
 
 def _samples(p: PassReport) -> str:
@@ -316,6 +339,7 @@ def report_json(report: LoadtestReport) -> dict[str, Any]:
             "definitions": {
                 "late_inbound_ms": INBOUND_LATE_S * 1000,
                 "late_send_ms": SEND_LATE_S * 1000,
+                "cut_within_ms": CUT_WITHIN_MS,
             },
         }
     )

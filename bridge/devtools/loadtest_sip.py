@@ -32,7 +32,7 @@ from bridge.devtools.loadtest import (
 )
 from bridge.devtools.loadtest_report import LoadtestReport, PassReport
 from bridge.devtools.loadtest_servers import Target, with_bridge
-from bridge.devtools.playout import FRAME_BYTES
+from bridge.devtools.playout import BYTES_PER_MS, FRAME_BYTES
 from bridge.devtools.ports import free_port
 from bridge.devtools.sip_phone import SipCallError
 from bridge.devtools.sip_simulator import SipSimulationResult, fetch_sip_record, simulate_sip_call
@@ -47,17 +47,18 @@ _SILENCE = bytes((Codec.PCMU.silence_byte,)) * FRAME_BYTES
 
 def _replay_received(result: SipSimulationResult, recorder: LoadRecorder, call: int) -> None:
     """Feed what the phone received to the call's tap, as if read live: each packet's audio
-    at its arrival time, and each end of answer audio as that call's "clear"."""
+    at its arrival time, and each end of answer audio as that call's "clear", with the
+    answer audio received before it as what the caller heard (the phone plays it all)."""
     tap = recorder.calls[call]
     answer = result.answer
-    speaking = False
+    run_bytes = 0  # answer audio since the last silence
     for packet in result.received:
         if answer is None or packet.payload_type != answer.payload_type:
             continue  # a telephone event, or before the answer
         silent = packet.payload == _SILENCE
-        if speaking and silent:
-            tap.clear(packet.at)
-        speaking = not silent
+        if run_bytes and silent:
+            tap.clear(packet.at, run_bytes / BYTES_PER_MS)
+        run_bytes = 0 if silent else run_bytes + len(packet.payload)
         tap.media(packet.payload, packet.at)
 
 

@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 
 from bridge.adapters.realtime_socket import write_now
-from bridge.devtools.playout import FRAME_S, CallerScript, Playout
+from bridge.devtools.playout import BYTES_PER_MS, FRAME_S, CallerScript, Playout, PlayTick
 from bridge.errors import BridgeError
 
 __all__ = [
@@ -83,18 +83,21 @@ class CallProbe(Protocol):
         """A ``media`` message from the bridge arrived at ``at``, carrying ``audio``."""
         ...
 
-    def clear(self, at: float) -> None:
-        """A ``clear`` from the bridge arrived at ``at``."""
+    def clear(self, at: float, heard_ms: float) -> None:
+        """A ``clear`` from the bridge arrived at ``at``, when the caller had heard
+        ``heard_ms`` of the answer it cut (what the bridge's truncate should say)."""
         ...
 
 
 @dataclass(frozen=True, slots=True)
 class ClearRecord:
     """A ``clear`` from the bridge: when (``time.monotonic()``) and how much of the playing
-    segment the caller had heard by then."""
+    segment the caller had heard by then: ``segment_played_ms`` in whole 20 ms ticks (the
+    tick under way counted whole), ``heard_ms`` as far as the clock had got into that tick."""
 
     at: float
     segment_played_ms: float
+    heard_ms: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +230,11 @@ class _Stream:
         self.heard = bytearray()
         self.received = bytearray()
         self.due_marks: list[str] = []
+        # The last tick: when it began, what it played and of which segment. A tick plays the
+        # 20 ms that follow it, so a clear arriving within them cuts it part-way.
+        self.tick_at = 0.0
+        self.tick_played_ms = 0.0
+        self.tick_segment = 0
 
     async def send(self, event: str, body: str) -> None:
         """Send one Twilio message; ``body`` is its own JSON member, already encoded."""
@@ -264,6 +272,23 @@ class _Stream:
     async def send_stop(self, call_sid: str) -> None:
         stop = {"accountSid": self.account_sid, "callSid": call_sid}
         await self.send("stop", '"stop":' + json.dumps(stop))
+
+    def tick(self, now: float) -> PlayTick:
+        """Play the 20 ms from ``now``."""
+        tick = self.playout.tick()
+        self.tick_at = now
+        self.tick_played_ms = tick.played_bytes / BYTES_PER_MS
+        self.tick_segment = self.playout.segments
+        return tick
+
+    def heard_ms(self, now: float) -> float:
+        """How much of the playing (or last) segment the caller had heard at ``now``."""
+        playout = self.playout
+        if playout.segments != self.tick_segment:
+            return 0.0  # it began after the last tick: not a sample of it played yet
+        into_tick = max(0.0, (now - self.tick_at) * 1000)
+        last = self.tick_played_ms
+        return playout.segment_played_ms - last + min(last, into_tick)
 
     async def read(self) -> None:
         """Handle the bridge's messages until the socket closes."""
@@ -315,9 +340,10 @@ class _Stream:
             self.playout.push_mark(name)
         elif event == "clear":
             now = time.monotonic()
+            heard = self.heard_ms(now)
             if self.probe is not None:
-                self.probe.clear(now)
-            self.result.clears.append(ClearRecord(now, self.playout.segment_played_ms))
+                self.probe.clear(now, heard)
+            self.result.clears.append(ClearRecord(now, self.playout.segment_played_ms, heard))
             # Marks already reached are echoed as well, then everything still queued.
             dropped = self.due_marks + self.playout.clear()
             self.due_marks = []
@@ -344,7 +370,7 @@ class _Stream:
                 return
             # Marks reached during the last 20 ms are echoed now that their audio has played.
             await self.flush_due_marks()
-            tick = self.playout.tick()
+            tick = self.tick(time.monotonic())
             self.due_marks = list(tick.marks)
             self.heard += tick.audio
             heard_at = self.result.replies_heard_at

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from bridge.devtools.fake_records import FakeSessionRecord
+from bridge.devtools.fake_records import FakeSessionRecord, TruncateRecord
 from bridge.devtools.load_model import ModelProcess, ModelReadings, ModelSessionReadings, ModelTap
 from bridge.devtools.load_tags import TagScanner, stamp
 from bridge.devtools.playout import SILENCE_FRAME
@@ -29,7 +29,11 @@ def _append(audio: bytes, *, spaced: bool) -> str:
 
 def test_readings_travel_as_json_without_losing_a_digit() -> None:
     readings = ModelReadings(
-        sessions=[ModelSessionReadings(12345.678901234567, 7, [12346.000000000002])],
+        sessions=[
+            ModelSessionReadings(
+                12345.678901234567, 7, [12346.000000000002], [(12346.01, 1020, True)]
+            )
+        ],
         frame_arrived={7: 12345.9, 8: 0.1 + 0.2},
         delta_sent=[1 / 3],
         delta_first=[True],
@@ -60,10 +64,15 @@ def test_the_tap_records_a_pass_and_nothing_outside_it() -> None:
     second = dict(delta, delta=base64.b64encode(SILENCE_FRAME).decode())
     tap.sending(record, second, 2.6)
     tap.sending(record, {"type": "input_audio_buffer.speech_started"}, 2.7)
+    # The truncates the fake judged, accepted or not, go back with the session.
+    record.truncates.append(TruncateRecord("item_1", 1012, True, None, 2.71))
+    record.truncates.append(TruncateRecord("item_1", 9000, False, "too long", 2.72))
     readings = tap.end()
 
     assert readings.frame_arrived == {4: 2.1, 5: 2.2}
-    assert readings.sessions == [ModelSessionReadings(2.0, 4, [2.7])]
+    assert readings.sessions == [
+        ModelSessionReadings(2.0, 4, [2.7], [(2.71, 1012, True), (2.72, 9000, False)])
+    ]
     assert readings.delta_sent == [2.5, 2.6] and readings.delta_first == [True, False]
     # The deltas now carry their numbers, for the callers to find.
     found = TagScanner().feed(base64.b64decode(delta["delta"]) + base64.b64decode(second["delta"]))

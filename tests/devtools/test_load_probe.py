@@ -1,12 +1,13 @@
-"""The load test's hop figures, from readings made up here: what counts as a sample, and
-which samples fall in the window while every call was up."""
+"""The load test's hop figures, from readings made up here: what counts as a sample, which
+samples fall in the window while every call was up, and how each barge-in's truncate is
+held against what its caller heard."""
 
 from __future__ import annotations
 
 import pytest
 
 from bridge.devtools.load_model import ModelReadings, ModelSessionReadings
-from bridge.devtools.load_probe import LoadRecorder
+from bridge.devtools.load_probe import CutAccuracy, LoadRecorder
 from bridge.devtools.simulator import BargeInRecord
 
 # Two calls: the first is up from 0 s to 10 s, the second from 2 s to 12 s.
@@ -47,9 +48,9 @@ def _recorder(spans: dict[int, tuple[float, float]]) -> LoadRecorder:
         model.delta_first.append(first)
     # A barge-in by each caller: the first's while the second arrives, the second's later.
     model.sessions[0].speech_started.append(1.05)
-    taps[0].clear(1.08)
+    taps[0].clear(1.08, 553.0)
     model.sessions[1].speech_started.append(6.1)
-    taps[1].clear(6.102)
+    taps[1].clear(6.102, 951.5)
     rec.model = model
     return rec
 
@@ -87,3 +88,36 @@ def test_calls_that_never_overlap_have_no_steady_figures() -> None:
     for hop in (steady.first_byte, steady.delta, steady.inbound, steady.clear):
         assert hop.samples == 0
     assert rec.inbound()[0].samples > 0  # the whole pass still has its figures
+
+
+def test_each_barge_in_is_held_against_the_first_truncate_after_the_model_noticed_it() -> None:
+    rec = _recorder(_SPANS)
+    # An earlier truncate (another answer's) is not this barge-in's; the one after it is.
+    rec.model.sessions[0].truncates += [(0.5, 100, True), (1.06, 560, True), (1.07, 1, True)]
+    rec.model.sessions[1].truncates.append((6.101, 940, True))
+    cut = rec.cut_accuracy(_BARGE_INS)
+    assert cut == CutAccuracy(
+        samples=2,
+        within=1,  # +7 ms; -11.5 ms is too far off
+        median_ms=pytest.approx(-11.5),
+        p99_abs_ms=pytest.approx(11.5),
+        max_abs_ms=pytest.approx(11.5),
+        untruncated=0,
+        refused=0,
+    )
+
+
+def test_barge_ins_not_truncated_or_truncated_wrongly_are_counted_apart() -> None:
+    rec = _recorder(_SPANS)
+    # The first call's truncate came too late to answer its barge-in (over 2 s after it was
+    # noticed); the second call's was refused by the model.
+    rec.model.sessions[0].truncates.append((3.2, 550, True))
+    rec.model.sessions[1].truncates.append((6.101, 99999, False))
+    cut = rec.cut_accuracy(_BARGE_INS)
+    assert (cut.samples, cut.within, cut.untruncated, cut.refused) == (0, 0, 1, 1)
+    assert cut.p99_abs_ms != cut.p99_abs_ms  # NaN: no samples
+    # A barge-in that was never cleared is the clear hop's to count, not the cut's.
+    rec.calls[1].clears.clear()
+    rec.calls[1].heard_ms.clear()
+    assert rec.cut_accuracy(_BARGE_INS).refused == 0
+    assert rec.clear_hop(_BARGE_INS)[1] == 1

@@ -99,6 +99,16 @@ def test_every_call_completes_on_the_bridge_and_on_the_floor(
         assert frames["sent"] >= frames["delivered"] > 0
         assert frames["sent"] == frames["delivered"] + frames["startup"] + frames["undelivered"]
         assert one["barge_ins"] >= 3  # every call talks over its first answer
+        # Each cleared barge-in is held against the truncate that followed it: the bridge
+        # sends one, which the model accepts; the pass-through tells the model nothing.
+        cut = one["cut"]
+        cleared = one["barge_ins"] - one["clears_missing"]
+        if name == "bridge":
+            assert (cut["samples"], cut["untruncated"], cut["refused"]) == (cleared, 0, 0)
+            assert cut["within"] <= cut["samples"]
+            assert cut["p99_abs_ms"] <= cut["max_abs_ms"]
+        else:
+            assert (cut["samples"], cut["untruncated"]) == (0, cleared)
         assert one["deltas_sent"] > one["deltas_unseen"]
         # Calls of about 10 s, all started within 2.5 s: most of each was with all three up.
         steady = one["steady"]
@@ -123,7 +133,14 @@ def test_the_floor_ratio_is_printed(twilio_report: dict[str, object]) -> None:
     assert "floor (naive pass-through)" in header
     cpu = next(line for line in text.splitlines() if line.startswith("CPU ms per call-second"))
     assert cpu.rstrip().endswith("x")
-    for label in ("first byte out", "every delta out", "inbound frame", "clear", "late inbound"):
+    for label in (
+        "first byte out",
+        "every delta out",
+        "inbound frame",
+        "clear",
+        "late inbound",
+        "barge-in cut within 10 ms of heard",
+    ):
         assert label in text
     lines = text.splitlines()
     window = next(i for i, line in enumerate(lines) if line.startswith("with every call up"))

@@ -23,6 +23,8 @@ from bridge.devtools.playout import SILENCE_FRAME, CallerScript, PlayTick
 from bridge.devtools.simulator import (
     CallRefused,
     SimulationError,
+    SimulationResult,
+    _Stream,
     _reachable_url,
     format_transcript,
     parse_twiml,
@@ -236,6 +238,33 @@ def test_no_utterances_ends_after_the_opening_silence() -> None:
 
 
 # ------------------------------------------------------------ transcript
+
+
+def test_what_was_heard_counts_the_tick_under_way_as_far_as_the_clock_has_got() -> None:
+    # A tick plays the 20 ms after it: a clear 5 ms into one cuts it after 5 ms.
+    stream = _Stream(None, SimulationResult("CA1", "MZ1", {}), "AC1")  # type: ignore[arg-type]
+    assert stream.heard_ms(0.0) == 0.0
+    stream.playout.push_media(b"\x21" * 8 * 70)  # 70 ms of answer
+    assert stream.heard_ms(0.001) == 0.0  # it arrived after the last tick
+    stream.tick(10.0)
+    assert stream.heard_ms(10.0) == 0.0
+    assert stream.heard_ms(10.005) == pytest.approx(5.0)
+    stream.tick(10.02)
+    stream.tick(10.04)
+    assert stream.heard_ms(10.043) == pytest.approx(43.0)
+    # A late tick still plays only 20 ms: the caller has heard no more than that.
+    assert stream.heard_ms(10.09) == pytest.approx(60.0)
+    # The last 10 ms run dry half-way through the tick, and the segment ends there.
+    stream.tick(10.06)
+    assert stream.heard_ms(10.065) == pytest.approx(65.0)
+    assert stream.heard_ms(10.075) == pytest.approx(70.0)
+    stream.tick(10.08)
+    assert stream.heard_ms(10.5) == pytest.approx(70.0)
+    # A new answer starts a new count.
+    stream.playout.push_media(b"\x22" * 8 * 40)
+    assert stream.heard_ms(10.51) == 0.0
+    stream.tick(10.52)
+    assert stream.heard_ms(10.53) == pytest.approx(10.0)
 
 
 def test_format_transcript() -> None:
@@ -535,6 +564,8 @@ async def test_barge_in_talks_over_the_reply_and_honours_clear() -> None:
     [clear] = result.clears
     assert clear.at >= barge.started_at
     assert 200.0 <= clear.segment_played_ms < REPLY_FRAMES * 20
+    # Heard: the ticks before the clear, and as much of the one under way as had passed.
+    assert clear.segment_played_ms - 20 <= clear.heard_ms <= clear.segment_played_ms
     assert fake.clears == 1
     # The first reply was cut: the caller heard only its start; the flushed marks came back.
     assert 0 < result.heard_audio.count(0x21) < REPLY_FRAMES * 160
