@@ -14,6 +14,12 @@ frames, fragments, binary frames, anything malformed, oversized or invalid UTF-8
 that follows a close) goes to websockets unchanged. Bytes are handed over to websockets only
 in whole frames, so its parser is always at the start of a frame when the short road is
 taken, and both roads read one stream in order.
+
+One thing is done differently from uvicorn: a text frame of invalid UTF-8 read together with
+the client's close frame. uvicorn answers the bad text with a close (1007), which websockets
+refuses with ``InvalidState`` because it has already answered the client's close; the error
+escapes ``data_received``, the event loop logs it with a traceback and drops the connection.
+Here the bad message is dropped and the client's close is honoured, as if it had come alone.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 from websockets.protocol import State
 
 try:
@@ -141,6 +148,16 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
                 road = self._short_road()
             at = stop
         self._partial = buffer[at:]
+
+    def send_receive_event_to_app(self) -> None:
+        try:
+            super().send_receive_event_to_app()
+        except InvalidState:
+            # Only a message uvicorn refuses (invalid UTF-8) can raise here, when its close
+            # would follow one websockets already sent in reply to the client's, read in the
+            # same bytes: that close frame is the next event, and handling it ends the
+            # connection with the client's code.
+            return
 
     def _short_road(self) -> bool:
         """Whether a whole text frame may skip websockets: the socket open, no fragmented

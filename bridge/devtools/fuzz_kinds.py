@@ -117,6 +117,16 @@ async def invalid_utf8(ctx: FuzzContext, rng: random.Random, out: Outcome) -> No
     await raw.close()
 
 
+async def invalid_utf8_with_close(ctx: FuzzContext, rng: random.Random, out: Outcome) -> None:
+    raw = await RawSocket.upgrade(ctx.target)
+    await raw.send_text(connected_frame())
+    # One write, so that the bridge reads the bad text and the close together.
+    bad = rng.choice([b"\xff\xfe", b'{"event":"\xff\xfe"}', b"\xed\xa0\x80"])
+    await raw.send(ws_frame(0x1, bad) + ws_frame(0x8, b"\x03\xe8"))
+    out.label = await raw.close_code()
+    await raw.close()
+
+
 async def reset_mid_frame(ctx: FuzzContext, rng: random.Random, out: Outcome) -> None:
     if rng.random() < 0.3:  # mid-handshake
         raw = await RawSocket.open(ctx.target)
@@ -361,6 +371,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("oversized-frame", oversized_frame, False, "a text frame over 64 KiB"),
     Kind("binary-frame", binary_frame, False, "a binary frame"),
     Kind("invalid-utf8", invalid_utf8, False, "a text frame of invalid UTF-8 (raw socket)"),
+    Kind("invalid-utf8-close", invalid_utf8_with_close, False, "invalid UTF-8 + close, one read"),
     Kind("reset-mid-frame", reset_mid_frame, False, "TCP RST inside the handshake or a frame"),
     Kind("slow-silent", slow_silent, False, "connect and send nothing"),
     Kind("slow-headers", slow_headers, False, "upgrade headers a byte at a time"),

@@ -217,6 +217,9 @@ async def test_any_stream_reads_as_uvicorn_reads_it(seed: int) -> None:
             # it is whole, where websockets refuses it from its first bytes.
             assert lean.received == plain.received
             assert lean.transport.written == plain.transport.written
+    if plain.failed == "InvalidState":
+        _assert_close_honoured(lean, plain)
+        return
     assert lean.transport.written == plain.transport.written
     assert lean.transport.closed == plain.transport.closed
     assert lean.failed == plain.failed
@@ -225,6 +228,25 @@ async def test_any_stream_reads_as_uvicorn_reads_it(seed: int) -> None:
             side.protocol.connection_lost(None)
             await side.feed(b"")
     _assert_same_reading(lean.received, plain.received)
+
+
+def _assert_close_honoured(lean: _Side, plain: _Side) -> None:
+    """Invalid UTF-8 and the client's close in one read: uvicorn raises out of
+    ``data_received`` and the connection drops; here the close is answered and the
+    application told the client's code. What uvicorn wrote and passed on before it failed
+    is here too (with what it dropped for sharing the read: pongs, messages)."""
+    assert lean.failed is None and lean.transport.closed
+    written = bytes(lean.transport.written)
+    assert written.startswith(bytes(plain.transport.written))
+    at, replies = len(plain.transport.written), []
+    while (extent := frame_extent(written, at)) is not None:
+        replies.append(written[at])
+        at = extent[0] + extent[1]
+    assert at == len(written) and replies[-1] == 0x88  # whole frames, a close reply last
+    last = lean.received[-1]
+    assert last["type"] == "websocket.disconnect" and last["code"] not in (1005, 1006)
+    kept = iter(lean.received[:-1])
+    assert all(message in kept for message in plain.received[:-1])  # in order, none invented
 
 
 def _assert_same_reading(lean: list[dict[str, Any]], plain: list[dict[str, Any]]) -> None:
@@ -287,6 +309,22 @@ async def test_a_read_cut_after_a_header_leaves_the_reading_in_step() -> None:
     texts = [m.get("text") for m in lean.received]
     assert texts == ["one-two", '{"event":"media"}', '{"event":"media"}']
     assert lean.received == plain.received and not lean.transport.closed
+
+
+async def test_invalid_text_read_with_the_close_frame_still_closes_cleanly() -> None:
+    side = _Side(LeanWebSocketProtocol)
+    await side.open()
+    await side.feed(
+        _frame(Opcode.TEXT, b'{"event":"media"}')
+        + _frame(Opcode.TEXT, b"\xff\xfe")
+        + _frame(Opcode.CLOSE, b"\x03\xe8bye")
+    )
+    assert side.failed is None
+    assert side.received == [
+        {"type": "websocket.receive", "text": '{"event":"media"}'},
+        {"type": "websocket.disconnect", "code": 1000, "reason": "bye"},
+    ]
+    assert side.transport.written.endswith(b"\x88\x05\x03\xe8bye") and side.transport.closed
 
 
 async def test_frames_in_the_same_bytes_as_the_request_go_the_long_way() -> None:
