@@ -149,13 +149,14 @@ class SteadyState:
     hanging up are bursts of work (webhooks, handshakes, store writes) for the server and
     for the load generator alike, and the generator's own frames run late while they last;
     this is what a call hears between them. ``seconds`` is 0, and each hop empty, when the
-    calls were never all up at once."""
+    calls were never all up at once. ``cut``: the barge-ins the model noticed in the window."""
 
     seconds: float
     first_byte: Hop
     delta: Hop
     inbound: Hop
     clear: Hop
+    cut: CutAccuracy
 
 
 # (when the hop began, how long it took) for each sample of one hop.
@@ -342,10 +343,14 @@ class LoadRecorder:
                     found.append((call, noticed, cleared))
         return found
 
-    def cut_accuracy(self, barge_ins: list[list[BargeInRecord]]) -> CutAccuracy:
+    def cut_accuracy(
+        self,
+        barge_ins: list[list[BargeInRecord]],
+        window: tuple[float, float] | None = None,
+    ) -> CutAccuracy:
         """For each barge-in that was cleared, the first truncate the model got after it
         noticed the barge-in, against what the caller had heard (``barge_ins`` as for
-        :meth:`clear_hop`)."""
+        :meth:`clear_hop`); with ``window``, only those noticed within it."""
         truncates: dict[int, list[tuple[float, int, bool]]] = {}
         for call, session in self._session_calls():
             truncates.setdefault(call, []).extend(session.truncates)
@@ -355,6 +360,8 @@ class LoadRecorder:
             if barge is None:
                 continue
             call, noticed, cleared = barge
+            if window is not None and not window[0] <= noticed < window[1]:
+                continue
             cut = min(
                 (t for t in truncates.get(call, ()) if 0 <= t[0] - noticed <= _CLEAR_WITHIN_S),
                 default=None,
@@ -392,4 +399,5 @@ class LoadRecorder:
             delta=_hop_within(every, window),
             inbound=_hop_within(inbound, window),
             clear=_hop_within(clear, window),
+            cut=self.cut_accuracy(barge_ins, window) if window else CutAccuracy.of([], 0, 0),
         )

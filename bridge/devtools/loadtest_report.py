@@ -226,6 +226,12 @@ def format_report(report: LoadtestReport) -> str:
             )
         label = f"  {_HOP_LABELS[name]}"
         lines.append(row(label, [_pair(p.steady_hop(name)) for p in passes], ratio))
+    lines.append(
+        row(
+            f"  barge-in cut within {CUT_WITHIN_MS:g} ms (max)",
+            [_cut_within(p.steady.cut, worst=True) for p in passes],
+        )
+    )
     lines += [
         row(
             f"late inbound frames (> {INBOUND_LATE_S * 1000:g} ms)",
@@ -285,8 +291,10 @@ def _rounds_lines(report: LoadtestReport) -> list[str]:
     ]
 
 
-def _cut_within(cut: CutAccuracy) -> str:
+def _cut_within(cut: CutAccuracy, *, worst: bool = False) -> str:
     text = f"{cut.within} of {cut.samples}"
+    if worst and cut.samples:
+        text += f" ({cut.max_abs_ms:.1f} ms)"
     if cut.untruncated:
         text += f" ({cut.untruncated} never truncated)"
     if cut.refused:

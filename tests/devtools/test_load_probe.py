@@ -87,6 +87,7 @@ def test_calls_that_never_overlap_have_no_steady_figures() -> None:
     assert steady.seconds == 0.0
     for hop in (steady.first_byte, steady.delta, steady.inbound, steady.clear):
         assert hop.samples == 0
+    assert steady.cut.samples == 0
     assert rec.inbound()[0].samples > 0  # the whole pass still has its figures
 
 
@@ -105,6 +106,10 @@ def test_each_barge_in_is_held_against_the_first_truncate_after_the_model_notice
         untruncated=0,
         refused=0,
     )
+    # While both calls were up (2 s to 10 s), only the second call's barge-in was noticed.
+    steady = rec.steady(_BARGE_INS).cut
+    assert (steady.samples, steady.within) == (1, 0)
+    assert steady.max_abs_ms == pytest.approx(11.5)
 
 
 def test_barge_ins_not_truncated_or_truncated_wrongly_are_counted_apart() -> None:

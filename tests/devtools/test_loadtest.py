@@ -109,6 +109,7 @@ def test_every_call_completes_on_the_bridge_and_on_the_floor(
             assert cut["p99_abs_ms"] <= cut["max_abs_ms"]
         else:
             assert (cut["samples"], cut["untruncated"]) == (0, cleared)
+        assert one["steady"]["cut"]["samples"] <= cut["samples"]
         assert one["deltas_sent"] > one["deltas_unseen"]
         # Calls of about 10 s, all started within 2.5 s: most of each was with all three up.
         steady = one["steady"]
