@@ -309,8 +309,8 @@ class LoadRecorder:
             if barge is None:
                 missing += 1
             else:
-                _, noticed, cleared = barge
-                samples.append((noticed, self.calls[barge[0]].clears[cleared] - noticed))
+                call, noticed, cleared = barge
+                samples.append((noticed, self.calls[call].clears[cleared] - noticed))
         return samples, missing
 
     def _cleared_barge_ins(
