@@ -135,6 +135,11 @@ def new_label(scenario: str) -> str:
     return f"{Path(scenario).stem}-{secrets.token_hex(4)}"
 
 
+# A port found free may be taken by another process before SIPp binds it; SIPp then stops
+# before sending anything, and the run is tried again on other ports.
+_BIND_TRIES = 3
+
+
 async def run_sipp(
     sip_port: int,
     scenario: str,
@@ -144,9 +149,26 @@ async def run_sipp(
     timeout_s: int = 30,
 ) -> SippRun:
     """Run ``tests/sipp/<scenario>`` against the bridge on ``sip_port`` and wait for it."""
-    assert SIPP is not None
     label = label or new_label(scenario)
-    files = {name: cwd / f"{label}.{name}" for name in ("msg", "err", "log", "screen")}
+    for attempt in range(_BIND_TRIES):
+        run = await _run_sipp_once(sip_port, scenario, cwd, options, label, timeout_s, attempt)
+        taken = "Address already in use" in run.errors + run.screen
+        if run.returncode == 0 or not taken or run.messages:
+            break
+    return run
+
+
+async def _run_sipp_once(
+    sip_port: int,
+    scenario: str,
+    cwd: Path,
+    options: tuple[str, ...],
+    label: str,
+    timeout_s: int,
+    attempt: int,
+) -> SippRun:
+    assert SIPP is not None
+    files = {name: cwd / f"{label}.{attempt}.{name}" for name in ("msg", "err", "log", "screen")}
     args = [
         SIPP,
         f"127.0.0.1:{sip_port}",
