@@ -469,7 +469,20 @@ async def run_sipp(
     proxy_port: int, scenario: str, cwd: Path, *options: str, timeout_s: int = 20
 ) -> SippRun:
     """One SIPp call with ``scenario`` (the text of a scenario file) to the proxy on
-    ``proxy_port``; SIPp's own SIP and media ports are free ones. Killed by its PID."""
+    ``proxy_port``; SIPp's own SIP and media ports are free ones. Killed by its PID.
+
+    A port found free may be taken before SIPp binds it; SIPp then stops before sending
+    anything, and the call is tried again on other ports (three tries in all)."""
+    for _ in range(3):
+        run = await _run_sipp_once(proxy_port, scenario, cwd, options, timeout_s)
+        if run.returncode == 0 or "Address already in use" not in run.errors or run.messages:
+            break
+    return run
+
+
+async def _run_sipp_once(
+    proxy_port: int, scenario: str, cwd: Path, options: tuple[str, ...], timeout_s: int
+) -> SippRun:
     assert SIPP is not None
     label = f"kam-{secrets.token_hex(4)}"
     scenario_path = cwd / f"{label}.xml"
