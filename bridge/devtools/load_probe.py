@@ -16,7 +16,10 @@ readings of ``time.monotonic()``, one at each end: on Linux that is the system's
 Each barge-in is also a check of what the bridge told the model the caller heard: the
 ``audio_end_ms`` of the ``conversation.item.truncate`` that followed ``speech_started``
 against how much of the answer the simulated caller had played when ``clear`` stopped it
-(:class:`CutAccuracy`).
+(:class:`CutAccuracy`). That check is only as good as the simulated caller's own clock: while
+the load generator is starved of CPU (it shares the machine with the server), its echoes go
+out late and its playout stalls, and the cut is off by about as much, whatever the server
+did. So the cuts are counted again over the barge-ins during which the caller kept time.
 
 Frames and deltas are told apart by a numbered tag in their audio
 (:mod:`bridge.devtools.load_tags`), so the server may re-chunk as it likes. The taps only
@@ -26,6 +29,7 @@ model's readings (:class:`~bridge.devtools.load_model.ModelReadings`) have come 
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from dataclasses import dataclass
@@ -33,8 +37,10 @@ from dataclasses import dataclass
 from bridge.devtools.load_model import ModelReadings, ModelSessionReadings
 from bridge.devtools.load_tags import TagScanner, stamp
 from bridge.devtools.simulator import BargeInRecord
+from bridge.protocols.twilio import MARK_CHUNK_MS, MARK_CHUNKS
 
 __all__ = [
+    "CALLER_ON_TIME_MS",
     "CUT_WITHIN_MS",
     "INBOUND_LATE_S",
     "SEND_LATE_S",
@@ -59,7 +65,18 @@ CUT_WITHIN_MS = 10.0
 """A truncate's ``audio_end_ms`` this close to what the caller heard is exact enough: the
 transcript and the model's memory of the answer end where the caller stopped hearing it."""
 
+CALLER_ON_TIME_MS = 5.0
+"""A barge-in's cut is judged with the caller on time when each of the simulated caller's
+frames due from one marked run (the audio under one ``mark``) before the model noticed the
+barge-in until one frame after the clear went out this close to its slot. Over that span the
+caller echoed the mark the bridge's playout clock started from, played on, and took the
+clear; a caller late by more than this moves the cut by about its lateness."""
+
 _NAN = math.nan
+# The bridge's playout clock starts at the last echo, at most one marked run before the
+# barge-in is noticed; the frame after the clear shows whether the caller stalled over it.
+_CLOCK_BEFORE_S = MARK_CHUNKS * MARK_CHUNK_MS / 1000
+_CLOCK_AFTER_S = 0.020
 # A clear (or truncate) later than this after the speech_started it answers is counted as
 # missing.
 _CLEAR_WITHIN_S = 2.0
@@ -118,6 +135,8 @@ class CutAccuracy:
     the bridge said more than was heard), the p99 and largest of its size. ``untruncated``:
     barge-ins cleared but never truncated (a pass-through tells the model nothing);
     ``refused``: truncates the model turned down (an ``audio_end_ms`` past the audio it sent).
+    ``on_time``: the samples during which the simulated caller kept time (CALLER_ON_TIME_MS),
+    ``on_time_within`` of them no more than CUT_WITHIN_MS off.
     """
 
     samples: int
@@ -127,10 +146,22 @@ class CutAccuracy:
     max_abs_ms: float
     untruncated: int
     refused: int
+    on_time: int
+    on_time_within: int
 
     @classmethod
-    def of(cls, errors_ms: list[float], untruncated: int, refused: int) -> CutAccuracy:
+    def of(
+        cls,
+        errors_ms: list[float],
+        untruncated: int,
+        refused: int,
+        caller_late_ms: list[float] | None = None,
+    ) -> CutAccuracy:
+        """From the errors, and beside them how late the caller ran at worst during each
+        barge-in (None: always on time)."""
         sizes = sorted(abs(e) for e in errors_ms)
+        late = caller_late_ms if caller_late_ms is not None else [0.0] * len(errors_ms)
+        on_time = [abs(e) for e, ms in zip(errors_ms, late, strict=True) if ms <= CALLER_ON_TIME_MS]
         return cls(
             samples=len(errors_ms),
             within=sum(1 for size in sizes if size <= CUT_WITHIN_MS),
@@ -139,6 +170,8 @@ class CutAccuracy:
             max_abs_ms=sizes[-1] if sizes else _NAN,
             untruncated=untruncated,
             refused=refused,
+            on_time=len(on_time),
+            on_time_within=sum(1 for size in on_time if size <= CUT_WITHIN_MS),
         )
 
 
@@ -187,6 +220,7 @@ class CallTap:
         now = time.monotonic()
         ident = len(rec.frame_sent)
         rec.frame_sent.append(now)
+        rec.frame_due.append(due)
         rec.frame_call.append(self._call)
         rec.send_lateness.append(now - due)
         return stamp(audio, ident)
@@ -201,6 +235,26 @@ class CallTap:
         self.heard_ms.append(heard_ms)
 
 
+class _CallerClocks:
+    """Each call's frames by slot, and how late each went: when did a caller run late."""
+
+    def __init__(self) -> None:
+        self._due: dict[int, list[float]] = {}
+        self._late: dict[int, list[float]] = {}
+
+    def add(self, call: int, due: float, late: float) -> None:
+        # A call's frames are recorded in slot order.
+        self._due.setdefault(call, []).append(due)
+        self._late.setdefault(call, []).append(late)
+
+    def worst_ms(self, call: int, start: float, end: float) -> float:
+        """The most any of the call's frames due from ``start`` to ``end`` went out after
+        its slot, in ms (0 if none was due then)."""
+        due = self._due.get(call, [])
+        lo, hi = bisect.bisect_left(due, start), bisect.bisect_right(due, end)
+        return max(self._late.get(call, [])[lo:hi], default=0.0) * 1000
+
+
 class LoadRecorder:
     """One pass's readings: give each call :meth:`call_tap`; after the pass, set
     :attr:`model` to the fake model's readings of it, then ask for the figures."""
@@ -208,6 +262,7 @@ class LoadRecorder:
     def __init__(self) -> None:
         # Caller frames, indexed by their tag id.
         self.frame_sent: list[float] = []
+        self.frame_due: list[float] = []  # each frame's slot on the caller's own clock
         self.frame_call: list[int] = []
         self.send_lateness: list[float] = []
         # Answer deltas (the model numbers them): tag id -> when a caller first got it.
@@ -355,7 +410,9 @@ class LoadRecorder:
         for call, session in self._session_calls():
             truncates.setdefault(call, []).extend(session.truncates)
         errors: list[float] = []
+        caller_late: list[float] = []
         untruncated = refused = 0
+        clocks = self._caller_clocks()
         for barge in self._cleared_barge_ins(barge_ins):
             if barge is None:
                 continue
@@ -371,8 +428,18 @@ class LoadRecorder:
             elif not cut[2]:
                 refused += 1
             else:
+                cleared_at = self.calls[call].clears[cleared]
                 errors.append(cut[1] - self.calls[call].heard_ms[cleared])
-        return CutAccuracy.of(errors, untruncated, refused)
+                caller_late.append(
+                    clocks.worst_ms(call, noticed - _CLOCK_BEFORE_S, cleared_at + _CLOCK_AFTER_S)
+                )
+        return CutAccuracy.of(errors, untruncated, refused, caller_late)
+
+    def _caller_clocks(self) -> _CallerClocks:
+        clocks = _CallerClocks()
+        for sent, due, call in zip(self.frame_sent, self.frame_due, self.frame_call, strict=True):
+            clocks.add(call, due, sent - due)
+        return clocks
 
     def steady_window(self) -> tuple[float, float] | None:
         """From the last call's model session opening to the first call's last frame (each

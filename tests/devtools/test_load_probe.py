@@ -34,6 +34,7 @@ def _recorder(spans: dict[int, tuple[float, float]]) -> LoadRecorder:
     )
     for ident, (sent, call) in enumerate(frames):
         rec.frame_sent.append(sent)
+        rec.frame_due.append(sent)
         rec.frame_call.append(call)
         rec.send_lateness.append(0.0)
         model.frame_arrived[ident] = sent + _inbound_latency(sent)
@@ -105,6 +106,8 @@ def test_each_barge_in_is_held_against_the_first_truncate_after_the_model_notice
         max_abs_ms=pytest.approx(11.5),
         untruncated=0,
         refused=0,
+        on_time=2,
+        on_time_within=1,
     )
     # While both calls were up (2 s to 10 s), only the second call's barge-in was noticed.
     steady = rec.steady(_BARGE_INS).cut
@@ -126,3 +129,37 @@ def test_barge_ins_not_truncated_or_truncated_wrongly_are_counted_apart() -> Non
     rec.calls[1].heard_ms.clear()
     assert rec.cut_accuracy(_BARGE_INS).refused == 0
     assert rec.clear_hop(_BARGE_INS)[1] == 1
+
+
+def _late(rec: LoadRecorder, call: int, due: float, late_s: float) -> None:
+    """The call's frame due at ``due`` went out ``late_s`` after its slot."""
+    ident = next(
+        i
+        for i, (d, c) in enumerate(zip(rec.frame_due, rec.frame_call, strict=True))
+        if c == call and d == due
+    )
+    rec.frame_sent[ident] = due + late_s
+
+
+def test_cuts_are_counted_again_over_the_barge_ins_during_which_the_caller_kept_time() -> None:
+    rec = _recorder(_SPANS)
+    rec.model.sessions[0].truncates.append((1.06, 540, True))  # -13 ms: off
+    rec.model.sessions[1].truncates.append((6.101, 955, True))  # +3.5 ms
+    # The first caller's frame due at 1.0 s (between the last echo before its barge-in, at
+    # most a marked run earlier, and its clear) went out 30 ms late: its cut says as much
+    # about the load generator as about the server. Late frames well before that (0.5 s is
+    # more than a marked run before the barge-in was noticed at 1.05 s) or after (1.5 s,
+    # long after the clear at 1.08 s) do not count.
+    _late(rec, 0, 0.5, 0.200)
+    _late(rec, 0, 1.5, 0.200)
+    cut = rec.cut_accuracy(_BARGE_INS)
+    assert (cut.samples, cut.within, cut.on_time, cut.on_time_within) == (2, 1, 2, 1)
+    _late(rec, 0, 1.0, 0.030)
+    cut = rec.cut_accuracy(_BARGE_INS)
+    assert (cut.samples, cut.within, cut.on_time, cut.on_time_within) == (2, 1, 1, 1)
+    # 5 ms late is still on time.
+    _late(rec, 0, 1.0, 0.005)
+    assert rec.cut_accuracy(_BARGE_INS).on_time == 2
+    _late(rec, 1, 6.0, 0.030)
+    cut = rec.cut_accuracy(_BARGE_INS)
+    assert (cut.on_time, cut.on_time_within) == (1, 0)
