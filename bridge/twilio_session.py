@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from bridge.adapters.server_frames import READ_AT
 from bridge.adapters.stream_admission import Admission
 from bridge.call.call_logic import CallLogic
 from bridge.call.recording import CallRecorder
@@ -98,6 +99,8 @@ class TwilioDriver:
         self.log: Any = log
         self._loop = asyncio.get_running_loop()
         self.last_activity = self._loop.time()
+        # When the last message taken was read off the socket, if the server says (READ_AT).
+        self._read_at: float | None = None
         self.gone = False
         self.bad_input: RemoteProtocolError | None = None
         self._shutdown = False
@@ -154,7 +157,7 @@ class TwilioDriver:
                     return
                 self.last_activity = now = self._loop.time()
                 self.stream.receive_text(text)
-                logic.receive_phone(self.stream.events_received(), now)
+                logic.receive_phone(self.stream.events_received(), now, self._read_at)
                 await after()
                 if logic.end_reason is not None:
                     return
@@ -213,6 +216,7 @@ class TwilioDriver:
             # uvicorn closes open sockets with 1012 when the server itself is stopping.
             self._shutdown = message.get("code") == CLOSE_SERVICE_RESTART
             return None
+        self._read_at = message.get(READ_AT)
         text = message.get("text")
         if text is None:
             self.stream.receive_bytes(message.get("bytes") or b"")

@@ -20,10 +20,18 @@ the client's close frame. uvicorn answers the bad text with a close (1007), whic
 refuses with ``InvalidState`` because it has already answered the client's close; the error
 escapes ``data_received``, the event loop logs it with a traceback and drops the connection.
 Here the bad message is dropped and the client's close is honoured, as if it had come alone.
+
+And one thing is added: each ``websocket.receive`` message carries the loop time at which it
+was read off the socket (``READ_AT``). On a busy loop the application's task takes a message
+some milliseconds after that (4 ms at p99, 13 at most, at 100 calls on two cores); a Twilio
+mark echo says the caller had heard up to the mark when it was sent, so the call's playout
+clock starts from when it was read, not from when its turn came.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -35,7 +43,10 @@ try:
 except ImportError:  # a build of websockets without its C extension
     from websockets.utils import apply_mask
 
-__all__ = ["LeanWebSocketProtocol", "frame_extent", "has_lean_path"]
+__all__ = ["READ_AT", "LeanWebSocketProtocol", "frame_extent", "has_lean_path"]
+
+READ_AT = "bridge.read_at"
+"""Key of a ``websocket.receive`` message: the loop time its frame was read off the socket."""
 
 _TEXT_FIN = 0x81  # FIN, no RSV bits, opcode 1: a whole text message in one frame
 _MASKED = 0x80
@@ -88,6 +99,20 @@ def has_lean_path(protocol: WebSocketsSansIOProtocol) -> bool:
     )
 
 
+class _ReadTimeQueue(asyncio.Queue[Any]):
+    """uvicorn's queue of messages for the application, each received one stamped with the
+    time it was queued: when its frame was read (READ_AT)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def put_nowait(self, item: Any) -> None:
+        if item["type"] == "websocket.receive":
+            item[READ_AT] = self._clock()
+        super().put_nowait(item)
+
+
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol with a short road for whole text frames.
 
@@ -97,6 +122,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = _ReadTimeQueue(self.loop.time)
         self._partial = b""  # the start of a frame whose end has not arrived
         self._max_size: int | None = self.config.ws_max_size
         # None until the request is read; then whether frames are cut here at all.

@@ -309,9 +309,13 @@ class CallLogic:
 
     # -- the phone leg ----------------------------------------------------------------------
 
-    def receive_phone(self, events: Iterable[PhoneEvent | object], now: float) -> None:
+    def receive_phone(
+        self, events: Iterable[PhoneEvent | object], now: float, read_at: float | None = None
+    ) -> None:
         """Feed what the phone leg received, in order, with the time it arrived. Events of a
-        leg's own (Twilio's ``Connected``, say) are ignored."""
+        leg's own (Twilio's ``Connected``, say) are ignored. ``read_at``, where the leg knows
+        it, is when the message was read off the socket: on a busy loop, some milliseconds
+        before ``now``. A mark echo places the caller's playout as of then."""
         for event in events:
             match event:
                 case MediaReceived(payload=payload, timestamp_ms=ts):
@@ -320,7 +324,8 @@ class CallLogic:
                         self.recorder.caller_audio(payload, ts)
                     self._to_model_audio(payload, ts)
                 case MarkPlayed(name=name):
-                    self._playback.mark_played(name, now)
+                    heard_at = now if read_at is None else min(read_at, now)
+                    self._playback.mark_played(name, heard_at)
                     if self.recorder is not None:
                         self.recorder.mark_played(name)
                     self._pump(now)

@@ -19,7 +19,12 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 
-from bridge.adapters.server_frames import LeanWebSocketProtocol, frame_extent, has_lean_path
+from bridge.adapters.server_frames import (
+    READ_AT,
+    LeanWebSocketProtocol,
+    frame_extent,
+    has_lean_path,
+)
 
 MAX_SIZE = 4096
 HANDSHAKE = (
@@ -60,10 +65,15 @@ class _Transport(asyncio.Transport):
 
 
 class _Side:
-    """One protocol under test, with an application that keeps what it receives."""
+    """One protocol under test, with an application that keeps what it receives (and apart,
+    when each message was read and taken). ``take_delay_s``: how long the application is
+    busy after each message before it asks for the next."""
 
     def __init__(self, protocol_class: type[WebSocketsSansIOProtocol]) -> None:
         self.received: list[dict[str, Any]] = []
+        self.read_at: list[float | None] = []
+        self.taken_at: list[float] = []
+        self.take_delay_s = 0.0
         self.failed: str | None = None
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -71,9 +81,13 @@ class _Side:
             await send({"type": "websocket.accept"})
             while True:
                 message = await receive()
+                self.taken_at.append(asyncio.get_running_loop().time())
+                self.read_at.append(message.pop(READ_AT, None))
                 self.received.append(message)
                 if message["type"] == "websocket.disconnect":
                     return
+                if self.take_delay_s:
+                    await asyncio.sleep(self.take_delay_s)
 
         config = uvicorn.Config(
             app,
@@ -337,3 +351,34 @@ async def test_frames_in_the_same_bytes_as_the_request_go_the_long_way() -> None
         await side.feed(media[6:] + media)
     assert lean.received == plain.received
     assert [m["text"] for m in lean.received] == ['{"event":"media"}'] * 2
+
+
+async def test_a_message_carries_when_it_was_read_not_when_it_was_taken() -> None:
+    # A mark echo dates the caller's playout: what counts is when it came off the socket, not
+    # when a busy application got round to it. Both roads stamp it: a whole frame (short)
+    # and a fragmented message (websockets).
+    side = _Side(LeanWebSocketProtocol)
+    await side.open()
+    side.take_delay_s = 0.05
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    side.protocol.data_received(
+        _frame(Opcode.TEXT, b"first")
+        + _frame(Opcode.TEXT, b"sec", fin=False)
+        + _frame(Opcode.CONT, b"ond")
+    )
+    after = loop.time()
+    for _ in range(50):  # bounded: the application takes the second after its delay
+        if len(side.received) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [m["text"] for m in side.received] == ["first", "second"]
+    first, second = side.read_at
+    assert first is not None and second is not None
+    assert before <= first <= second <= after
+    assert side.taken_at[1] - second >= 0.05
+    # uvicorn's own protocol stamps nothing.
+    plain = _Side(WebSocketsSansIOProtocol)
+    await plain.open()
+    await plain.feed(_frame(Opcode.TEXT, b"first"))
+    assert plain.read_at == [None] and plain.received[0]["text"] == "first"

@@ -298,6 +298,31 @@ def test_barge_in_clears_first_truncates_at_what_was_heard_and_drops_the_rest(di
     assert [e.type for e in h.events] == ["barge_in"]
 
 
+@pytest.mark.parametrize(("read_ms_before", "heard_ms"), [(None, 203), (12, 215)])
+def test_an_echo_places_the_caller_as_of_when_it_was_read(
+    read_ms_before: int | None, heard_ms: int
+) -> None:
+    # A busy loop may hand a mark echo over some milliseconds after the server read it; the
+    # caller was that much further into the next chunk by then.
+    h = Harness()
+    h.start_session()
+    h.to_model()
+    h.answer(ms=2000, done=False, text="one two three four")
+    marks = [m["mark"]["name"] for m in h.to_phone() if m["event"] == "mark"]
+    h.now += 0.5
+    h.twilio.receive_text(
+        json.dumps({"streamSid": SID, "event": "mark", "mark": {"name": marks[9]}})
+    )
+    read_at = None if read_ms_before is None else h.now - read_ms_before / 1000
+    h.logic.receive_phone(h.twilio.events_received(), h.now, read_at)  # 200 ms heard
+    h.now += 0.003
+    h.model(
+        type="input_audio_buffer.speech_started", event_id="e20", audio_start_ms=900, item_id="u2"
+    )
+    truncate = next(m for m in h.to_model() if m["type"] == "conversation.item.truncate")
+    assert truncate["audio_end_ms"] == heard_ms
+
+
 def test_a_turn_is_written_again_only_when_it_changed() -> None:
     # The whole answer arrives first (models stream faster than real time), the caller cuts
     # in half-way through hearing it, then hangs up.
