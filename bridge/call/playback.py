@@ -80,7 +80,8 @@ class Playback:
         self._head_since: float | None = None
         self._gen = 0
         self._seq = 0
-        self._pending: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # Sent, not yet echoed: mark name -> (item, bytes, when it was sent).
+        self._pending: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
         self._pending_bytes = 0
         self._held: deque[tuple[str, bytes]] = deque()
         self._partial: dict[str, bytearray] = {}
@@ -138,7 +139,7 @@ class Playback:
         if self._mark_chunks == 1:
             while held and self._pending_bytes < self._max_lead_bytes:
                 item_id, audio = held.popleft()
-                out.append(self._send(item_id, audio))
+                out.append(self._send(item_id, audio, now))
             return out
         low = self._max_lead_bytes - self._mark_chunks * self._chunk_bytes
         while held:
@@ -153,14 +154,14 @@ class Playback:
             if not (pending < low or (whole and pending + size <= self._max_lead_bytes)):
                 break
             audio = b"".join(held.popleft()[1] for _ in range(run))
-            out.append(self._send(item_id, audio))
+            out.append(self._send(item_id, audio, now))
         return out
 
-    def _send(self, item_id: str, audio: bytes) -> OutboundChunk:
+    def _send(self, item_id: str, audio: bytes, now: float) -> OutboundChunk:
         name = f"g{self._gen}-{item_id}-{self._seq}"
         self._seq += 1
         ahead_ms = self._pending_bytes / BYTES_PER_MS
-        self._pending[name] = (item_id, len(audio))
+        self._pending[name] = (item_id, len(audio), now)
         self._pending_bytes += len(audio)
         return OutboundChunk(item_id, name, audio, ahead_ms)
 
@@ -175,7 +176,7 @@ class Playback:
         self._head_since = now
         # Echoes come in queue order, so anything still pending ahead of this one played too.
         while self._pending:
-            pending_name, (item_id, n_bytes) = self._pending.popitem(last=False)
+            pending_name, (item_id, n_bytes, _) = self._pending.popitem(last=False)
             self._pending_bytes -= n_bytes
             self._played_bytes[item_id] = self._played_bytes.get(item_id, 0) + n_bytes
             if pending_name == name:
@@ -184,11 +185,15 @@ class Playback:
 
     def _head_progress(self, now: float | None) -> tuple[str | None, int]:
         """The head pending chunk's item and how many of its bytes have played by ``now``
-        on the playout clock (never more than the chunk holds)."""
+        on the playout clock: from the echo before it or from its sending, whichever came
+        later, and never more than the chunk holds."""
         if now is None or not self._playout_clock or self._head_since is None or not self._pending:
             return None, 0
-        item_id, n_bytes = next(iter(self._pending.values()))
-        elapsed = round((now - self._head_since) * 1000 * BYTES_PER_MS)
+        item_id, n_bytes, sent_at = next(iter(self._pending.values()))
+        # An echo is dated from when it was read, before the call took it; the chunk after it
+        # may have gone out in between, to a leg that had nothing left to play.
+        since = max(self._head_since, sent_at)
+        elapsed = round((now - since) * 1000 * BYTES_PER_MS)
         return item_id, max(0, min(n_bytes, elapsed))
 
     def interrupt(self, now: float | None = None) -> Interruption:

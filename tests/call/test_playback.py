@@ -96,3 +96,15 @@ def test_oldest_pending_item_is_the_one_cut() -> None:
     pb.add_audio("b", _audio(40), 40)
     pb.release()
     assert pb.interrupt().item_id == "a"
+
+
+def test_a_chunk_sent_after_the_echo_before_it_was_read_plays_from_its_sending() -> None:
+    playback = Playback(max_lead_ms=600, chunk_ms=100)
+    playback.add_audio("a", bytes(800), 100.0)
+    (first,) = playback.release(now=10.0)
+    # The caller heard all of it by 10.100, when the echo was read; more audio went out at
+    # 10.120, to a leg with nothing left to play; the call took the echo after that.
+    playback.add_audio("a", bytes(800), 100.0)
+    assert len(playback.release(now=10.120)) == 1
+    playback.mark_played(first.mark, now=10.100)
+    assert playback.played_ms("a", now=10.150) == 100.0 + 30.0  # not 50 ms into the second
