@@ -8,9 +8,10 @@ A mark per 20 ms makes three messages per frame (media, mark, echo), so a leg ma
 chunks (``chunk_ms``), and may let up to ``mark_chunks`` chunks of one item travel under one
 mark: a *marked chunk* is then that run of chunks, sent as that many ``media`` messages and
 one ``mark``. Between two echoes the caller is somewhere inside the head marked chunk, which
-started playing when the echo before it came back (or when it was sent to an idle leg): the
-playout clock places them there, capped at its length, so what counts as heard never runs
-ahead of what was sent (an estimate past the end would make the model reject the truncation,
+started playing when the echo before it came back or when it was sent, whichever came later
+(a leg that had played all it had starts on what it is sent at once): the playout clock
+places them there, capped at its length, so what counts as heard never runs ahead of what
+was sent (an estimate past the end would make the model reject the truncation,
 see twilio-media-streams.md §11.3). How many chunks share a mark changes only how often the
 clock is corrected, not where it puts the caller. A leg that reports a mark as its audio
 goes out, to a far end that plays all it gets (RTP), runs no clock: there the audio sent is
@@ -23,6 +24,7 @@ Twilio only while less than ``max_lead_ms`` is queued there, so a barge-in has l
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -76,8 +78,9 @@ class Playback:
         self._playout_clock = playout_clock
         self._chunk_bytes = max(1, chunk_ms // 20) * CHUNK_BYTES
         self._mark_chunks = max(1, mark_chunks)
-        # When the head pending chunk started playing (loop time), for the playout clock.
-        self._head_since: float | None = None
+        # When the last echo came (loop time): the head pending chunk started playing then,
+        # or when it was sent if that was later.
+        self._echoed_at = -math.inf
         self._gen = 0
         self._seq = 0
         # Sent, not yet echoed: mark name -> (item, bytes, when it was sent).
@@ -134,8 +137,6 @@ class Playback:
         under one mark and the lead stays between the low-water mark and the bound."""
         out: list[OutboundChunk] = []
         held = self._held
-        if held and not self._pending:
-            self._head_since = now  # an idle leg starts playing what it is sent at once
         if self._mark_chunks == 1:
             while held and self._pending_bytes < self._max_lead_bytes:
                 item_id, audio = held.popleft()
@@ -172,8 +173,8 @@ class Playback:
         item it belonged to, or None for a late, flushed, duplicate or unknown name."""
         if name not in self._pending:
             return None
-        # The next chunk, if one is queued, starts playing now.
-        self._head_since = now
+        # The next chunk, if one is queued and was sent by then, starts playing now.
+        self._echoed_at = now
         # Echoes come in queue order, so anything still pending ahead of this one played too.
         while self._pending:
             pending_name, (item_id, n_bytes, _) = self._pending.popitem(last=False)
@@ -187,12 +188,12 @@ class Playback:
         """The head pending chunk's item and how many of its bytes have played by ``now``
         on the playout clock: from the echo before it or from its sending, whichever came
         later, and never more than the chunk holds."""
-        if now is None or not self._playout_clock or self._head_since is None or not self._pending:
+        if now is None or not self._playout_clock or not self._pending:
             return None, 0
         item_id, n_bytes, sent_at = next(iter(self._pending.values()))
         # An echo is dated from when it was read, before the call took it; the chunk after it
         # may have gone out in between, to a leg that had nothing left to play.
-        since = max(self._head_since, sent_at)
+        since = max(self._echoed_at, sent_at)
         elapsed = round((now - since) * 1000 * BYTES_PER_MS)
         return item_id, max(0, min(n_bytes, elapsed))
 
@@ -205,7 +206,6 @@ class Playback:
         head, progress = self._head_progress(now)
         if head is not None:
             self._played_bytes[head] = self._played_bytes.get(head, 0) + progress
-        self._head_since = None
         item_id: str | None = None
         if self._pending:
             item_id = next(iter(self._pending.values()))[0]

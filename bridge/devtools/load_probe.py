@@ -155,13 +155,13 @@ class CutAccuracy:
         errors_ms: list[float],
         untruncated: int,
         refused: int,
-        caller_late_ms: list[float] | None = None,
+        caller_late_ms: list[float],
     ) -> CutAccuracy:
         """From the errors, and beside them how late the caller ran at worst during each
-        barge-in (None: always on time)."""
+        barge-in."""
         sizes = sorted(abs(e) for e in errors_ms)
-        late = caller_late_ms if caller_late_ms is not None else [0.0] * len(errors_ms)
-        on_time = [abs(e) for e, ms in zip(errors_ms, late, strict=True) if ms <= CALLER_ON_TIME_MS]
+        pairs = zip(errors_ms, caller_late_ms, strict=True)
+        on_time = [abs(e) for e, late_ms in pairs if late_ms <= CALLER_ON_TIME_MS]
         return cls(
             samples=len(errors_ms),
             within=sum(1 for size in sizes if size <= CUT_WITHIN_MS),
@@ -466,5 +466,5 @@ class LoadRecorder:
             delta=_hop_within(every, window),
             inbound=_hop_within(inbound, window),
             clear=_hop_within(clear, window),
-            cut=self.cut_accuracy(barge_ins, window) if window else CutAccuracy.of([], 0, 0),
+            cut=self.cut_accuracy(barge_ins, window) if window else CutAccuracy.of([], 0, 0, []),
         )
