@@ -23,7 +23,6 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -33,6 +32,7 @@ from bridge.devtools.simulator import (
     BargeInRecord,
     CallProbe,
     _fetch_record,  # the same polling as the Twilio simulation, once the SID is known
+    http_client,
 )
 from bridge.devtools.sip_phone import (
     DEFAULT_FROM_USER,
@@ -266,10 +266,6 @@ async def simulate_sip_call(
     return result
 
 
-def _is_loopback(url: str) -> bool:
-    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
-
-
 async def fetch_sip_record(
     base_url: str,
     sip_call_id: str,
@@ -283,7 +279,7 @@ async def fetch_sip_record(
     base = base_url.rstrip("/")
     headers = {"Authorization": f"Bearer {review_token}"} if review_token else {}
     until = time.monotonic() + wait_s
-    async with httpx.AsyncClient(trust_env=not _is_loopback(base)) as http:
+    async with http_client(base) as http:
         while True:
             response: httpx.Response | None = None
             with contextlib.suppress(httpx.HTTPError):

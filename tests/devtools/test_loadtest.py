@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from bridge.cli import main
 from bridge.devtools.bench_load import _AUTH_TOKEN, _bridge_env, _start_bridge, _stop, _wait_ready
 from bridge.devtools.load_tags import TAG_BYTES, TagScanner, stamp
+from bridge.devtools import loadtest
 from bridge.devtools.loadtest import (
     LoadtestOptions,
     _twilio_failure,
@@ -57,6 +59,32 @@ def test_process_tree_readings_and_port_lookup() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         assert listening_pid(listener.getsockname()[1]) == me
+
+
+async def test_the_memory_readings_stay_off_the_callers_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each reading walks all of /proc, milliseconds that would make every simulated caller
+    # on the loop late with its next frame.
+    readers: list[threading.Thread] = []
+
+    def reading(pid: int) -> int:
+        readers.append(threading.current_thread())
+        return 1000 + len(readers)
+
+    monkeypatch.setattr(loadtest, "tree_rss_kib", reading)
+    monkeypatch.setattr(loadtest, "_RSS_EVERY_S", 0.01)
+    peak = [0]
+    sampler = asyncio.create_task(loadtest._peak_rss(os.getpid(), peak))
+    for _ in range(500):
+        if len(readers) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    sampler.cancel()
+    await asyncio.gather(sampler, return_exceptions=True)
+    assert len(readers) >= 3
+    assert threading.main_thread() not in readers
+    assert peak[0] >= 1003  # the largest reading is kept
 
 
 def test_calls_last_about_as_long_as_asked() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from bridge.devtools.simulator import (
     SimulationResult,
     _reachable_url,
     _Stream,
+    _tls_context,
     format_transcript,
     parse_twiml,
     sign,
@@ -515,6 +517,35 @@ async def test_a_whole_call_with_greeting_and_two_turns() -> None:
     assert heard.index(bytes([0x30])) < heard.rindex(bytes([0x30])) < first_word * 160
     assert result.clears == [] and result.barge_ins == []
     assert len(heard) == len(media) * 160 + 160  # one tick ends the call without media
+
+
+async def test_simulated_calls_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A TLS context reads the whole CA bundle as it is built: tens of ms of CPU on the loop
+    # that runs every simulated caller's 20 ms clock. A load test starts a hundred calls.
+    real = ssl.create_default_context
+    built: list[object] = []
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(args or kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    _tls_context.cache_clear()
+    fake = FakeBridge(token=TOKEN)
+    async with serving(fake) as base:
+        for value in (1, 2, 3):
+            result = await simulate_call(
+                base,
+                auth_token=TOKEN,
+                review_token="review",
+                caller_utterances=[caller(value, 5)],
+                reply_silence_s=0.2,
+                max_duration_s=20,
+            )
+            assert result.close_code == 1000 and result.call_record is not None
+    assert len(fake.started) == 3
+    assert len(built) == 1
+    _tls_context.cache_clear()  # built while ssl was patched
 
 
 async def test_reply_waits_run_from_each_utterance_end_to_the_first_audio_heard() -> None:
