@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ssl
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -18,10 +22,19 @@ from websockets.protocol import Side, State
 from bridge.adapters.client_frames import client_text_frame
 from bridge.errors import ProviderError
 
-__all__ = ["CONNECT_TIMEOUT_S", "MAX_FRAME_BYTES", "RealtimeSocket", "write_now"]
+__all__ = ["CONNECT_TIMEOUT_S", "MAX_FRAME_BYTES", "RealtimeSocket", "tls_context", "write_now"]
 
 CONNECT_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a generous bound: one audio delta is a few KiB
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS context of every ``wss://`` realtime connection this process opens. Left to
+    itself, each connection would build its own, reading the whole system trust store: about
+    30 ms of CPU on the event loop that carries every live call's audio, at each call's
+    start, reconnect and rollover. The same verification, built once."""
+    return ssl.create_default_context()
 
 
 def _has_direct_path(conn: Connection) -> bool:
@@ -80,6 +93,7 @@ class RealtimeSocket:
         cls, url: str, headers: Mapping[str, str], timeout_s: float = CONNECT_TIMEOUT_S
     ) -> RealtimeSocket:
         """Connect, or raise ``ProviderError`` saying why (never the credentials)."""
+        tls: dict[str, Any] = {"ssl": tls_context()} if urlsplit(url).scheme == "wss" else {}
         try:
             conn = await connect(
                 url,
@@ -89,6 +103,7 @@ class RealtimeSocket:
                 compression=None,
                 ping_interval=20,
                 ping_timeout=20,
+                **tls,
             )
         except websockets.InvalidStatus as exc:
             status = exc.response.status_code

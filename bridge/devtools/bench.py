@@ -7,6 +7,7 @@
     python -m bridge.devtools.bench reconnect [--calls 20] [--json]
     python -m bridge.devtools.bench frames [--frames 20000] [--rounds 5]
     python -m bridge.devtools.bench inbound [--frames 20000] [--rounds 5]
+    python -m bridge.devtools.bench tls [--connections 20] [--rounds 3]
     python -m bridge.devtools.bench heap [--rounds 3] [--calls N] [--seconds 30]
     python -m bridge.devtools.bench sip-flood [--datagrams 60000] [--blocks 6] [--rate 2000]
     python -m bridge.devtools.bench            # micro with defaults, then load with 10 calls
@@ -25,7 +26,9 @@ in both kinds and what the reconnect adds to it (:mod:`bridge.devtools.bench_rec
 ``frames`` times one caller-audio frame written to the model's socket against websockets' own
 framing (:mod:`bridge.devtools.bench_frames`); ``inbound`` times one caller-audio frame read
 from a media socket by ``bridge serve``'s WebSocket protocol against uvicorn's own
-(:mod:`bridge.devtools.bench_inbound`); ``heap`` times one full garbage collection in
+(:mod:`bridge.devtools.bench_inbound`); ``tls`` times opening one ``wss://`` connection to a
+realtime server with the bridge's one TLS context against a context built for each
+(:mod:`bridge.devtools.bench_tls`); ``heap`` times one full garbage collection in
 a started `bridge serve` before and after its heap is settled, and with ``--calls`` what
 collections forced during a load test cost either way
 (:mod:`bridge.devtools.bench_heap`); ``sip-flood`` feeds the SIP server a long flood of
@@ -59,6 +62,7 @@ from bridge.devtools.bench_reconnect import format_reconnect, reconnect_json, ru
 from bridge.devtools.bench_sip import format_sip_bench, run_sip_bench, sip_bench_json
 from bridge.devtools.bench_sip_flood import format_sip_flood, run_sip_flood
 from bridge.devtools.bench_store import format_store, run_store_bench
+from bridge.devtools.bench_tls import format_tls, run_tls
 
 __all__ = ["build_parser", "main"]
 
@@ -108,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     inbound = sub.add_parser("inbound", help="one audio frame read from a media socket")
     inbound.add_argument("--frames", type=int, default=20_000, help="frames per round")
     inbound.add_argument("--rounds", type=int, default=5, help="rounds per way; the best counts")
+    tls = sub.add_parser("tls", help="one wss:// connection opened to a realtime server")
+    tls.add_argument("--connections", type=int, default=20, help="connections per round")
+    tls.add_argument("--rounds", type=int, default=3, help="rounds per way; the best counts")
     heap = sub.add_parser("heap", help="one full garbage collection, as started and settled")
     heap.add_argument("--rounds", type=int, default=3, help="bridge starts; the median counts")
     heap.add_argument("--calls", type=int, default=0, help="also load this many calls")
@@ -174,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_frames(run_frames(args.frames, args.rounds)))
         else:
             print(format_inbound(run_inbound(args.frames, args.rounds)))
+        return 0
+    if args.command == "tls":
+        if args.connections < 1 or args.rounds < 1:
+            print("bench: tls needs --connections >= 1 and --rounds >= 1", file=sys.stderr)
+            return 2
+        print(format_tls(run_tls(args.connections, args.rounds)))
         return 0
     if args.command == "heap":
         if args.rounds < 1 or args.calls < 0 or (args.calls and args.seconds < 8):

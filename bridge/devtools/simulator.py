@@ -590,6 +590,11 @@ async def _run_stream(
     deadline: float,
     probe: CallProbe | None = None,
 ) -> None:
+    loopback = _is_loopback(connect_url)
+    # The webhook's trust, and its one context, for a bridge behind TLS.
+    tls: dict[str, Any] = (
+        {"ssl": _tls_context(not loopback)} if urlsplit(connect_url).scheme == "wss" else {}
+    )
     try:
         ws = await connect(
             connect_url,
@@ -598,7 +603,8 @@ async def _run_stream(
             close_timeout=2.0,
             compression=None,
             max_size=16 * 1024 * 1024,
-            proxy=None if _is_loopback(connect_url) else True,
+            proxy=None if loopback else True,
+            **tls,
         )
     except InvalidStatus as exc:
         code = exc.response.status_code

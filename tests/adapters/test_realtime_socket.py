@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+import trustme
 from websockets.asyncio.server import ServerConnection, serve
 
-from bridge.adapters.realtime_socket import RealtimeSocket
+from bridge.adapters.realtime_socket import RealtimeSocket, tls_context
 from bridge.errors import ProviderError
 
 
@@ -41,6 +45,52 @@ async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError("the condition never came true")
+
+
+def _server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+async def test_wss_connections_share_one_verifying_tls_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Building a TLS context reads the whole trust store: about 30 ms of CPU on the loop that
+    # carries every live call's audio. Calls start, reconnect and roll over all day.
+    trusted, stranger = trustme.CA(), trustme.CA()
+    store = tmp_path / "ca.pem"
+    trusted.cert_pem.write_to_path(str(store))
+    monkeypatch.setenv("SSL_CERT_FILE", str(store))  # read by the default trust store
+    real = ssl.create_default_context
+    built: list[Any] = []
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(args or kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    tls_context.cache_clear()
+    sink = Sink()
+    try:
+        async with (
+            serve(sink.handler, "127.0.0.1", 0, ssl=_server_tls(trusted)) as good,
+            serve(sink.handler, "127.0.0.1", 0, ssl=_server_tls(stranger)) as unknown,
+        ):
+            good_port = next(iter(good.sockets)).getsockname()[1]
+            for n in range(3):
+                socket = await RealtimeSocket.open(f"wss://127.0.0.1:{good_port}", {})
+                async with socket:
+                    await socket.send(f"call {n}")
+                    await _until(lambda count=n + 1: len(sink.received) == count)
+            # Still verified: a certificate the trust store does not vouch for is refused.
+            unknown_port = next(iter(unknown.sockets)).getsockname()[1]
+            with pytest.raises(ProviderError, match="SSLCertVerificationError"):
+                await RealtimeSocket.open(f"wss://127.0.0.1:{unknown_port}", {})
+    finally:
+        tls_context.cache_clear()  # built while the trust store was the test's
+    assert sink.received == ["call 0", "call 1", "call 2"]
+    assert len(built) == 1
 
 
 async def test_every_event_arrives_in_order(sink: tuple[Sink, str]) -> None:

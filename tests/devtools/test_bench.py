@@ -124,6 +124,26 @@ def test_inbound_times_both_readers_and_refuses_sizes_it_cannot_measure(
     assert main(["inbound", "--frames", "10"]) == 2
 
 
+def test_tls_opens_verified_connections_both_ways_and_puts_the_trust_store_back(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.adapters.realtime_socket import tls_context
+    from bridge.devtools.bench_tls import run_tls
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    report = run_tls(connections=2, rounds=1)
+    assert report.connections == 2 and report.rounds == 1
+    assert report.shared_ms > 0 and report.per_connection_ms > 0
+    assert math.isclose(report.ratio, report.shared_ms / report.per_connection_ms)
+    # The bench's CA is trusted only while it runs: the bridge's context is built afresh.
+    assert "SSL_CERT_FILE" not in os.environ
+    assert tls_context.cache_info().currsize == 0
+    assert main(["tls", "--connections", "1", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "a TLS context built for each connection" in out and "the bridge's one context" in out
+    assert main(["tls", "--connections", "0"]) == 2
+
+
 def test_heap_reads_how_a_started_bridge_settled_its_heap(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
+from bridge.devtools import loadtest
 from bridge.devtools.bench_load import _AUTH_TOKEN, _bridge_env, _start_bridge, _stop, _wait_ready
 from bridge.devtools.load_tags import TAG_BYTES, TagScanner, stamp
-from bridge.devtools import loadtest
 from bridge.devtools.loadtest import (
     LoadtestOptions,
     _twilio_failure,
