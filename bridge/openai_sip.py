@@ -102,6 +102,9 @@ class OpenAiSipDriver:
     def wake(self) -> None:
         pass
 
+    async def write_now(self) -> bool:
+        return False  # nothing is ever sent on this leg
+
     async def write(self) -> None:
         """Nothing is ever sent on this leg."""
 

@@ -151,6 +151,10 @@ class SipDriver:
     def wake(self) -> None:
         """Nothing to do: RTP goes out on the pacer's clock whatever is queued."""
 
+    async def write_now(self) -> bool:
+        """Never: RTP goes out on the pacer's clock."""
+        return False
+
     async def write(self) -> None:
         """The pacer: every frame at its deadline, never drifting; marks reported as sent."""
         self._leg.sender.restart_clock(self._loop.time())

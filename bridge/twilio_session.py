@@ -105,6 +105,7 @@ class TwilioDriver:
         self.bad_input: RemoteProtocolError | None = None
         self._shutdown = False
         self._ready = asyncio.Event()
+        self._sending = False
         self.call_sid: str | None = None
 
     @property
@@ -170,16 +171,28 @@ class TwilioDriver:
 
     async def write(self) -> None:
         """Write what the stream queued, whenever woken, until the socket is gone."""
+        while not self.gone:
+            await self._ready.wait()
+            self._ready.clear()
+            await self.write_now()
+
+    async def write_now(self) -> bool:
+        """Write what the stream queued from the calling task; False, writing nothing, when
+        another write is under way (it takes what was queued meanwhile too)."""
+        if self._sending or self.gone:
+            return False
+        self._sending = True
         try:
-            while True:
-                await self._ready.wait()
-                self._ready.clear()
+            while self.stream.has_data_to_send:
                 for text in self.stream.data_to_send():
                     await self.ws.send_text(text)
         except (OSError, RuntimeError, WebSocketDisconnect):
             # The phone leg is gone. Why (the caller hung up, or this server is stopping) is
             # told by the disconnect the reader is about to receive, so the reader decides.
             self.gone = True
+        finally:
+            self._sending = False
+        return True
 
     async def play(self, audio: bytes, mark: str, recorder: CallRecorder | None) -> None:
         """Play ``audio`` at once and wait until Twilio says it was heard (bounded)."""
