@@ -10,8 +10,10 @@ a broken PostgreSQL backend pass unnoticed.
 from __future__ import annotations
 
 import os
+import ssl
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -58,3 +60,18 @@ async def pg_database() -> AsyncIterator[str]:
         # FORCE ends any connection a killed bridge left half-open.
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
+
+
+@pytest.fixture
+def tls_contexts_built(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Grows by one each time ``ssl.create_default_context`` builds a TLS context (each
+    reads the whole trust store, tens of ms of CPU on whatever loop asked)."""
+    real = ssl.create_default_context
+    built: list[Any] = []
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(args or kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    return built

@@ -54,7 +54,7 @@ def _server_tls(ca: trustme.CA) -> ssl.SSLContext:
 
 
 async def test_wss_connections_share_one_verifying_tls_context(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tls_contexts_built: list[Any]
 ) -> None:
     # Building a TLS context reads the whole trust store: about 30 ms of CPU on the loop that
     # carries every live call's audio. Calls start, reconnect and roll over all day.
@@ -62,14 +62,6 @@ async def test_wss_connections_share_one_verifying_tls_context(
     store = tmp_path / "ca.pem"
     trusted.cert_pem.write_to_path(str(store))
     monkeypatch.setenv("SSL_CERT_FILE", str(store))  # read by the default trust store
-    real = ssl.create_default_context
-    built: list[Any] = []
-
-    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
-        built.append(args or kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ssl, "create_default_context", counted)
     tls_context.cache_clear()
     sink = Sink()
     try:
@@ -90,7 +82,7 @@ async def test_wss_connections_share_one_verifying_tls_context(
     finally:
         tls_context.cache_clear()  # built while the trust store was the test's
     assert sink.received == ["call 0", "call 1", "call 2"]
-    assert len(built) == 1
+    assert len(tls_contexts_built) == 1
 
 
 async def test_every_event_arrives_in_order(sink: tuple[Sink, str]) -> None:

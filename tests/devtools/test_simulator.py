@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -519,17 +518,9 @@ async def test_a_whole_call_with_greeting_and_two_turns() -> None:
     assert len(heard) == len(media) * 160 + 160  # one tick ends the call without media
 
 
-async def test_simulated_calls_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_simulated_calls_share_one_tls_context(tls_contexts_built: list[Any]) -> None:
     # A TLS context reads the whole CA bundle as it is built: tens of ms of CPU on the loop
     # that runs every simulated caller's 20 ms clock. A load test starts a hundred calls.
-    real = ssl.create_default_context
-    built: list[object] = []
-
-    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
-        built.append(args or kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ssl, "create_default_context", counted)
     _tls_context.cache_clear()
     fake = FakeBridge(token=TOKEN)
     async with serving(fake) as base:
@@ -544,7 +535,7 @@ async def test_simulated_calls_share_one_tls_context(monkeypatch: pytest.MonkeyP
             )
             assert result.close_code == 1000 and result.call_record is not None
     assert len(fake.started) == 3
-    assert len(built) == 1
+    assert len(tls_contexts_built) == 1
     _tls_context.cache_clear()  # built while ssl was patched
 
 
