@@ -406,7 +406,8 @@ class CallSession:
                 if socket is not self._socket:
                     return "replaced"
                 logic.receive_realtime(text, self._loop.time())
-                await self._to_phone_now()
+                if self.driver.leg.has_data_to_send:  # an answer's audio, a clear: _after_phone
+                    await self.driver.write_now()
                 self._after(logic)
                 if logic.end_reason is not None:
                     raise _CallOver
@@ -512,16 +513,13 @@ class CallSession:
         frame would cost a task switch each, the largest single cost of a call."""
         if logic.realtime.has_data_to_send and not self._model_sending:
             await self._send_model(logic)
-        await self._to_phone_now()
-        self._after(logic)
-
-    async def _to_phone_now(self) -> None:
-        """What the logic queued for the caller (an answer's audio, a ``clear``, the chunks
-        an echo let out) goes out from the task that queued it, where the leg allows. Waking
-        the writer would wait for the next turn of the event loop, which at a hundred calls
-        is most of what a ``clear`` or an answer's first byte spends in the bridge."""
+        # Likewise what was queued for the caller (here the chunks an echo let out; from the
+        # model's reader an answer's audio or a clear) goes out from the task that queued
+        # it, where the leg allows: waking the writer would wait for the next turn of the
+        # event loop. Checked here, not in a helper: this runs for every frame.
         if self.driver.leg.has_data_to_send:
             await self.driver.write_now()
+        self._after(logic)
 
     async def _send_model(self, logic: CallLogic) -> None:
         """Send all the model leg has queued, including what queues meanwhile. One sender
