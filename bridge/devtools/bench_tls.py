@@ -8,7 +8,9 @@ TLS websockets server in a child process (its certificate from a throwaway CA, a
 system's trust store in a file that ``SSL_CERT_FILE`` points at, so that a context reads as
 much as it would in production), alternating rounds of each way, and counts only the opener's
 CPU, on uvloop as the bridge is: the TLS handshake, the WebSocket handshake and, the first
-way, the context. Best round of each; the ratio is what carries over to another machine.
+way, the context and the proxy settings read again from the environment (the bridge reads
+them once per URL, :func:`~bridge.adapters.realtime_socket.proxy_for`). Best round of each;
+the ratio is what carries over to another machine.
 
     python -m bridge.devtools.bench tls [--connections 20] [--rounds 3]
 """
@@ -50,7 +52,8 @@ class TlsReport:
 
 
 async def _open_own_context(url: str) -> None:
-    """What the bridge did before: websockets' default, a context built for this connection."""
+    """What the bridge did before: websockets' defaults, a context built for this connection
+    and the proxy looked up in the environment again."""
     conn = await connect(url, compression=None)
     await conn.close()
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Callable
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import trustme
 from websockets.asyncio.server import ServerConnection, serve
 
-from bridge.adapters.realtime_socket import RealtimeSocket, tls_context
+from bridge.adapters.realtime_socket import RealtimeSocket, proxy_for, tls_context
 from bridge.errors import ProviderError
 
 
@@ -83,6 +84,89 @@ async def test_wss_connections_share_one_verifying_tls_context(
         tls_context.cache_clear()  # built while the trust store was the test's
     assert sink.received == ["call 0", "call 1", "call 2"]
     assert len(tls_contexts_built) == 1
+
+
+class ConnectProxy:
+    """An HTTP proxy that tunnels ``CONNECT`` requests, noting where each tunnel went."""
+
+    def __init__(self) -> None:
+        self.tunnels: list[str] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target = head.split(b" ")[:2]
+        assert method == b"CONNECT"
+        self.tunnels.append(target.decode())
+        host, port = target.decode().rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            finally:
+                sink.close()
+
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
+
+
+@pytest.fixture
+def environment_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts the reads of the proxy settings (a walk over the whole environment each); the
+    cache of resolved proxies is emptied before and after."""
+    real = urllib.request.getproxies
+    reads: list[int] = []
+
+    def counted() -> dict[str, str]:
+        reads.append(1)
+        return real()
+
+    monkeypatch.setattr(urllib.request, "getproxies", counted)
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    proxy_for.cache_clear()
+    yield reads
+    proxy_for.cache_clear()
+
+
+async def test_a_proxy_in_the_environment_is_read_once_and_used(
+    sink: tuple[Sink, str], monkeypatch: pytest.MonkeyPatch, environment_reads: list[int]
+) -> None:
+    # Operators behind an egress proxy set it in the environment; websockets would read the
+    # whole environment again on the event loop for every call's connection.
+    server, url = sink
+    proxy = ConnectProxy()
+    async with await asyncio.start_server(proxy.handle, "127.0.0.1", 0) as tunnel:
+        port = tunnel.sockets[0].getsockname()[1]
+        monkeypatch.setenv("ws_proxy", f"http://127.0.0.1:{port}")
+        for n in range(3):
+            socket = await RealtimeSocket.open(url + "/v1/realtime?model=m", {})
+            async with socket:
+                await socket.send(f"call {n}")
+                await _until(lambda count=n + 1: len(server.received) == count)
+    assert proxy.tunnels == [url.removeprefix("ws://")] * 3
+    assert server.received == ["call 0", "call 1", "call 2"]
+    assert len(environment_reads) == 1
+
+
+async def test_no_proxy_still_sends_the_model_straight_there(
+    sink: tuple[Sink, str], monkeypatch: pytest.MonkeyPatch, environment_reads: list[int]
+) -> None:
+    server, url = sink
+    monkeypatch.setenv("ws_proxy", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    socket = await RealtimeSocket.open(url, {})
+    async with socket:
+        await socket.send("straight")
+        await _until(lambda: server.received == ["straight"])
+    monkeypatch.delenv("no_proxy")
+    proxy_for.cache_clear()
+    with pytest.raises(ProviderError, match="unreachable"):  # through the dead proxy
+        await RealtimeSocket.open(url, {}, timeout_s=2.0)
 
 
 async def test_every_event_arrives_in_order(sink: tuple[Sink, str]) -> None:
