@@ -422,6 +422,12 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
     notes = pass_notes(bridge, opts.url is not None)
     if floor is not None:
         notes += pass_notes(floor, False)
+    store_url = dict(opts.bridge_env).get("BRIDGE_DATABASE_URL", "")
+    if store_url.startswith("postgres"):  # the URL itself may hold a password: never shown
+        notes.append(
+            "the bridge's store is PostgreSQL: the database server's own CPU is not in the "
+            "bridge's figures"
+        )
     # The hop a reader would otherwise take for a slow bridge: say what it holds.
     notes.append(
         "'every delta out' includes the bridge's deliberate hold: it keeps a bounded lead over "

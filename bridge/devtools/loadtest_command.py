@@ -58,6 +58,12 @@ def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
         help="start the bridge with `bridge serve --workers N` (not with --url)",
     )
     parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the call store of the bridge the load test starts (default: a new SQLite file); "
+        "a PostgreSQL server's own CPU is not in the bridge's figures (not with --url)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -89,6 +95,11 @@ def run_command(
     if args.sip and args.url and not args.sip_target:
         print("bridge loadtest: --sip with --url needs --sip-target", file=sys.stderr)
         return 2
+    if args.database_url and args.url:
+        print(
+            "bridge loadtest: --database-url is for a bridge it starts, not --url", file=sys.stderr
+        )
+        return 2
     opts = LoadtestOptions(
         calls=args.calls,
         seconds=args.seconds,
@@ -106,6 +117,7 @@ def run_command(
         workers=args.workers,
         delta_ms=args.delta_ms,
         rounds=args.rounds,
+        bridge_env=(("BRIDGE_DATABASE_URL", args.database_url),) if args.database_url else (),
     )
     try:
         report = _run(opts)

@@ -10,6 +10,7 @@ import socket
 import threading
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bridge.cli import main
@@ -293,3 +294,26 @@ def test_rounds_need_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--rounds" in capsys.readouterr().err
     assert main(["loadtest", "--calls", "1", "--rounds", "0"]) == 1
     assert "--rounds" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_a_started_bridge_can_keep_its_calls_in_postgresql(
+    pg_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["loadtest", "--calls", "2", "--seconds", "6", "--no-floor", "--json"]
+    assert main([*args, "--database-url", pg_database]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["bridge"]["completed"] == 2, data["bridge"]["failures"]
+    assert any("store is PostgreSQL" in note for note in data["notes"])
+    assert not any("127.0.0.1" in note for note in data["notes"])  # the URL is not repeated
+
+    async def calls_kept() -> int:
+        conn = await asyncpg.connect(pg_database.replace("+asyncpg", ""))
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM calls"))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(calls_kept()) == 2
+    assert main([*args, "--database-url", pg_database, "--url", "http://127.0.0.1:1"]) == 2
+    assert "--database-url" in capsys.readouterr().err
