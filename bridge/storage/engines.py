@@ -221,7 +221,7 @@ class OwnLoopEngine:
 
     Run on the loop that carries the calls' audio, every turn written to PostgreSQL cost that
     loop its round trips through asyncpg and SQLAlchemy's greenlet, about 0.8 ms of CPU per
-    turn: 6-13% more of the bridge's CPU at 100 calls than with the work here, in steps that
+    turn: 6-14% more of the bridge's CPU at 100 calls than with the work here, in steps that
     stood between the calls' frames. Here it costs that loop one hop to the store's loop and
     one back, as the SQLite thread does. The transactions still overlap there, up to the
     pool's size."""
