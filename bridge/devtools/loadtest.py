@@ -336,6 +336,17 @@ def existing_bridge(opts: LoadtestOptions) -> Target | None:
     )
 
 
+def store_notes(opts: LoadtestOptions) -> list[str]:
+    """What the report says of the started bridge's store (never its URL, which may hold a
+    password)."""
+    if dict(opts.bridge_env).get("BRIDGE_DATABASE_URL", "").startswith("postgres"):
+        return [
+            "the bridge's store is PostgreSQL: the database server's own CPU is not in the "
+            "bridge's figures"
+        ]
+    return []
+
+
 def pass_notes(report: PassReport, via_url: bool) -> list[str]:
     notes: list[str] = []
     if report.sessions == 0 and report.calls > 0:
@@ -422,12 +433,7 @@ async def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
     notes = pass_notes(bridge, opts.url is not None)
     if floor is not None:
         notes += pass_notes(floor, False)
-    store_url = dict(opts.bridge_env).get("BRIDGE_DATABASE_URL", "")
-    if store_url.startswith("postgres"):  # the URL itself may hold a password: never shown
-        notes.append(
-            "the bridge's store is PostgreSQL: the database server's own CPU is not in the "
-            "bridge's figures"
-        )
+    notes += store_notes(opts)
     # The hop a reader would otherwise take for a slow bridge: say what it holds.
     notes.append(
         "'every delta out' includes the bridge's deliberate hold: it keeps a bounded lead over "

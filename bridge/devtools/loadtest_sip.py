@@ -28,6 +28,7 @@ from bridge.devtools.loadtest import (
     existing_bridge,
     measure_pass,
     pass_notes,
+    store_notes,
     summarize,
 )
 from bridge.devtools.loadtest_report import LoadtestReport, PassReport
@@ -156,9 +157,9 @@ async def run_sip_passes(opts: LoadtestOptions, model: ModelProcess, tmp: Path) 
         model.url,
         tmp,
         run,
-        extra_env=lambda env: _sip_env(env, sip_port, opts.calls),
+        extra_env=lambda env: _sip_env({**env, **dict(opts.bridge_env)}, sip_port, opts.calls),
     )
-    notes += pass_notes(bridge, opts.url is not None)
+    notes += pass_notes(bridge, opts.url is not None) + store_notes(opts)
     notes += [
         "SIP: 'every delta out' includes the bridge's real-time RTP pacing (answers arrive "
         "at 5x real time and leave at 1x), so it is queueing by design, not transport delay",

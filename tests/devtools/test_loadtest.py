@@ -296,7 +296,7 @@ def test_rounds_need_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--rounds" in capsys.readouterr().err
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_a_started_bridge_can_keep_its_calls_in_postgresql(
     pg_database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -315,5 +315,11 @@ def test_a_started_bridge_can_keep_its_calls_in_postgresql(
             await conn.close()
 
     assert asyncio.run(calls_kept()) == 2
+    # SIP calls too.
+    assert main([*args, "--sip", "--database-url", pg_database]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["bridge"]["completed"] == 2, data["bridge"]["failures"]
+    assert any("store is PostgreSQL" in note for note in data["notes"])
+    assert asyncio.run(calls_kept()) == 4
     assert main([*args, "--database-url", pg_database, "--url", "http://127.0.0.1:1"]) == 2
     assert "--database-url" in capsys.readouterr().err
