@@ -20,6 +20,7 @@ from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 
 from bridge.adapters.server_frames import (
+    QUEUED_BEFORE_PAUSE,
     READ_AT,
     LeanWebSocketProtocol,
     frame_extent,
@@ -42,6 +43,7 @@ class _Transport(asyncio.Transport):
         self.written = bytearray()
         self.closed = False
         self.paused = False
+        self.pauses = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
@@ -54,6 +56,7 @@ class _Transport(asyncio.Transport):
 
     def pause_reading(self) -> None:
         self.paused = True
+        self.pauses += 1
 
     def resume_reading(self) -> None:
         self.paused = False
@@ -74,6 +77,8 @@ class _Side:
         self.read_at: list[float | None] = []
         self.taken_at: list[float] = []
         self.take_delay_s = 0.0
+        self.taking = asyncio.Event()  # cleared: the application stops taking messages
+        self.taking.set()
         self.failed: str | None = None
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -88,6 +93,7 @@ class _Side:
                     return
                 if self.take_delay_s:
                     await asyncio.sleep(self.take_delay_s)
+                await self.taking.wait()
 
         config = uvicorn.Config(
             app,
@@ -382,3 +388,47 @@ async def test_a_message_carries_when_it_was_read_not_when_it_was_taken() -> Non
     await plain.open()
     await plain.feed(_frame(Opcode.TEXT, b"first"))
     assert plain.read_at == [None] and plain.received[0]["text"] == "first"
+
+
+def _media(n: int) -> bytes:
+    return _frame(Opcode.TEXT, b'{"event":"media","media":{"payload":"%d"}}' % n)
+
+
+async def test_a_socket_read_frame_by_frame_is_never_paused() -> None:
+    # A call's task takes each caller frame long before the next one: pausing the socket
+    # after each, and resuming it when taken, would only cost two epoll changes a frame.
+    side = _Side(LeanWebSocketProtocol)
+    await side.open()
+    for n in range(200):
+        await side.feed(_media(n))
+    assert len(side.received) == 200
+    assert side.transport.pauses == 0 and not side.transport.paused
+
+
+async def test_an_application_that_stops_taking_messages_stops_the_reading() -> None:
+    side = _Side(LeanWebSocketProtocol)
+    await side.open()
+    await side.feed(_media(0))
+    side.taking.clear()  # busy after the first message
+    await side.feed(_media(1))
+    n = 2
+    while not side.transport.paused and n < 100:  # bounded: it must pause long before
+        await side.feed(_media(n))
+        n += 1
+    assert side.transport.paused
+    assert side.protocol.queue.qsize() == QUEUED_BEFORE_PAUSE
+    assert len(side.received) == 2  # the first, and the one it is busy with
+    # Frames read in the same bytes as the pausing one are queued all the same, as uvicorn
+    # queues them; the reading stops after that read.
+    side.protocol.data_received(_media(n) + _media(n + 1))
+    assert side.protocol.queue.qsize() == QUEUED_BEFORE_PAUSE + 2
+    # Taking them all resumes the reading, and every frame arrives in order, once.
+    side.taking.set()
+    for _ in range(50):  # bounded: the application takes one message per step
+        if not side.transport.paused:
+            break
+        await asyncio.sleep(0)
+    assert not side.transport.paused and side.transport.pauses == 1
+    assert [m["text"] for m in side.received] == [
+        f'{{"event":"media","media":{{"payload":"{k}"}}}}' for k in range(n + 2)
+    ]
