@@ -55,7 +55,8 @@ def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=1,
-        help="start the bridge with `bridge serve --workers N` (not with --url)",
+        help="start the bridge with `bridge serve --workers N` (not with --url or --sip: "
+        "only the first worker serves SIP)",
     )
     parser.add_argument(
         "--database-url",
@@ -98,6 +99,14 @@ def run_command(
     if args.database_url and args.url:
         print(
             "bridge loadtest: --database-url is for a bridge it starts, not --url", file=sys.stderr
+        )
+        return 2
+    if args.workers != 1 and (args.sip or args.url):
+        # Only the first worker binds the SIP ports, and a running bridge has its own.
+        print(
+            "bridge loadtest: --workers is for Twilio calls to a bridge it starts "
+            "(only the first worker serves SIP; not with --url)",
+            file=sys.stderr,
         )
         return 2
     opts = LoadtestOptions(

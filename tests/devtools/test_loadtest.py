@@ -289,6 +289,16 @@ def test_rounds_take_turns_and_report_every_rounds_ratio() -> None:
     assert f"the median is round {data['shown_round']}" in text
 
 
+def test_workers_are_refused_where_they_would_be_ignored(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # SIP is served by the first worker alone, and a running bridge has the workers it has:
+    # a report that claims N workers there would size a fleet on a wrong figure.
+    for extra in (["--sip"], ["--url", "http://127.0.0.1:1"]):
+        assert main(["loadtest", "--calls", "1", "--workers", "2", *extra]) == 2
+        assert "--workers" in capsys.readouterr().err
+
+
 def test_rounds_need_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["loadtest", "--calls", "1", "--rounds", "2", "--no-floor"]) == 1
     assert "--rounds" in capsys.readouterr().err
