@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.protocols.stream_token import StreamedCalls, check_stream_token
-from bridge.storage.base import CallStore, NewCall, StoreUnavailableError
+from bridge.storage.base import CallStore, NewCall, RefusedValueError, StoreUnavailableError
 
 # How long the store may take to say whether a call already has a stream. Past it the call is
 # served unchecked across instances: answering a caller matters more during a database outage.
@@ -68,6 +68,11 @@ class StreamAdmission:
         except (StoreUnavailableError, TimeoutError) as exc:
             claim.add_done_callback(_ignore_outcome)
             log.warning("stream.claim_unchecked", error=str(exc) or "timed out")
+            return Admission.UNCHECKED
+        except RefusedValueError as exc:
+            # The call's record cannot be kept (its writer will count the loss), but the
+            # caller is still answered.
+            log.error("stream.claim_refused", error=str(exc))
             return Admission.UNCHECKED
         return Admission.CLAIMED if claimed else Admission.SECOND_STREAM
 

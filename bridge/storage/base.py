@@ -23,6 +23,12 @@ class StoreUnavailableError(BridgeError):
     keeps going even when its transcript cannot be written."""
 
 
+class RefusedValueError(LocalProtocolError):
+    """The database refused a value for good: too long for its column, out of its range, or
+    not valid in its encoding. Waiting changes nothing, so it is not an outage; and a value
+    the database cannot hold is in none of its rows."""
+
+
 class UnknownCallError(LocalProtocolError):
     """A turn or event was written for a call the store has never seen.
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from bridge.call.records import CallEvent, CallStatus, EndReason, Role, Turn
 from bridge.errors import LocalProtocolError
@@ -38,6 +38,7 @@ from bridge.storage.base import (
     Instance,
     InstanceLease,
     NewCall,
+    RefusedValueError,
     StoreUnavailableError,
     UnknownCallError,
     require_aware,
@@ -469,7 +470,10 @@ class SqlCallStore:
                 ],
             )
 
-        return await self._transaction(read)
+        try:
+            return await self._transaction(read)
+        except RefusedValueError:  # a sid PostgreSQL cannot hold (a NUL in it) is in no row
+            return None
 
     async def list_calls(
         self,
@@ -500,7 +504,10 @@ class SqlCallStore:
             count = len(_CALL_COLUMNS)
             return [CallSummary(**_call_fields(row), turn_count=int(row[count])) for row in rows]
 
-        return await self._transaction(read)
+        try:
+            return await self._transaction(read)
+        except RefusedValueError:  # a search PostgreSQL cannot hold (a NUL in it) matches none
+            return []
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -536,7 +543,13 @@ class SqlCallStore:
             return await engine.run(job)
         except IntegrityError:
             raise
+        except OverflowError:  # SQLite's driver, for an integer past 64 bits
+            raise RefusedValueError(f"{self.description}: an integer out of range") from None
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            # A refused value is no outage: a record writer retrying it as one would hold
+            # every later write of its call behind it until the call ends, then lose them.
+            if isinstance(exc, SQLAlchemyError) and (refusal := _data_refusal(exc)):
+                raise RefusedValueError(f"{self.description}: {refusal}") from None
             raise StoreUnavailableError(f"{self.description}: {_reason(exc)}") from exc
 
 
@@ -597,6 +610,21 @@ def _turn(row: Sequence[Any]) -> Turn:
         interrupted=bool(interrupted),
         full_text=full_text,
     )
+
+
+def _data_refusal(exc: SQLAlchemyError) -> str | None:
+    """Why the database refused a statement's values for good (SQLSTATE class 22: a value
+    too long, out of range or not valid in its encoding, found by the server or by the
+    driver), or None when the error may pass. Without the driver's message: asyncpg's quotes
+    the value, which may be words of a transcript."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if not (isinstance(exc, DataError) or (isinstance(sqlstate, str) and sqlstate[:2] == "22")):
+        return None
+    # SQLAlchemy's asyncpg adapter keeps asyncpg's own error, the one that names the problem.
+    cause = getattr(orig, "__cause__", None)
+    name = type(cause if cause is not None else orig if orig is not None else exc).__name__
+    return f"{name} (SQLSTATE {sqlstate})" if sqlstate else name
 
 
 def _reason(exc: BaseException) -> str:

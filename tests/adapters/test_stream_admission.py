@@ -16,7 +16,8 @@ import structlog
 from bridge.adapters import stream_admission
 from bridge.adapters.stream_admission import Admission, StreamAdmission
 from bridge.protocols.stream_token import mint_stream_token
-from bridge.storage import Instance, NewCall, SqlCallStore, sqlite_store
+from bridge.storage import Instance, NewCall, SqlCallStore, postgres_store, sqlite_store
+from tests.conftest import PG_URL
 
 SECRET = b"s" * 32
 NOW = 1_800_000_000.0
@@ -78,4 +79,18 @@ async def test_a_store_that_cannot_answer_in_time_lets_the_call_through(
         await asyncio.wait_for(asyncio.gather(*others, return_exceptions=True), 5)
     finally:
         blocker.close()
+        await store.close()
+
+
+async def test_a_call_whose_record_the_store_refuses_is_still_answered(pg_schema: str) -> None:
+    # A value the database cannot hold (here a number past PostgreSQL's 128 characters) is
+    # no reason to turn the caller away; the record writer counts the record lost.
+    store = postgres_store(PG_URL, schema=pg_schema, instance=Instance("a", "host", 1))
+    await store.open()
+    try:
+        admission = StreamAdmission(store, SECRET, lambda: NOW)
+        call = NewCall("CA1", "MZ1", "+1" * 100, "+1666", "openai", "m", datetime.now(UTC))
+        assert await admission.claim(call, LOG) is Admission.UNCHECKED
+        assert await store.get_call("CA1") is None
+    finally:
         await store.close()

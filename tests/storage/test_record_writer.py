@@ -145,3 +145,18 @@ async def test_a_refused_write_is_counted_and_the_rest_still_land(flaky: FlakySt
     assert writer.lost == 1
     record = await flaky.store.get_call("CA0001")
     assert record is not None and [t.seq for t in record.turns] == [2]
+
+
+async def test_a_turn_the_database_refuses_is_lost_alone(store: CallStore) -> None:
+    # On every backend: the one turn is counted lost at once, and what the call writes after
+    # it, its finish included, still lands.
+    writer = CallRecordWriter(store, "CA0001", structlog.get_logger("test"), FAST)
+    writer.start()
+    writer.create(new_call())
+    writer.turn(caller(1, "out of range", 2**64, 2**64 + 1))
+    writer.turn(caller(2, "after", 20, 30))
+    await writer.close(CallStatus.COMPLETED, EndReason.CALLER_HANGUP, T0, timeout_s=10)
+    assert writer.lost == 1
+    record = await store.get_call("CA0001")
+    assert record is not None and [t.seq for t in record.turns] == [2]
+    assert record.status is CallStatus.COMPLETED

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bridge.call.records import CallEvent, CallStatus, EndReason
-from bridge.storage import CallStore, UnknownCallError
+from bridge.storage import CallFilter, CallStore, RefusedValueError, UnknownCallError
 from tests.storage.conftest import Backend
 from tests.storage.samples import T0, agent, caller, new_call
 
@@ -91,6 +91,22 @@ async def test_writes_for_an_unknown_call_are_refused(store: CallStore) -> None:
     with pytest.raises(UnknownCallError):
         await store.append_event("CA404", CallEvent("barge_in", 5))
     assert await store.get_call("CA404") is None
+
+
+async def test_a_value_the_database_cannot_hold_is_refused_for_good(store: CallStore) -> None:
+    # Refused as such, not reported as an outage: a writer would retry an outage until its
+    # call ended, holding up the rest of the call's record behind the one bad write.
+    await store.create_call(new_call())
+    with pytest.raises(RefusedValueError):
+        await store.append_turn("CA0001", caller(1, "far too late", 2**64, 2**64 + 1))
+    await store.append_turn("CA0001", caller(2, "still written", 100, 900))
+    record = await store.get_call("CA0001")
+    assert record is not None and [t.seq for t in record.turns] == [2]
+    # Nor is such a value in any row: a lookup or a search with one finds nothing.
+    assert await store.get_call("CA0001\x00") is None
+    assert await store.list_calls(filters=CallFilter(text="still\x00")) == []
+    assert await store.list_calls(filters=CallFilter(number="sip:alice\x00")) == []
+    assert len(await store.list_calls()) == 1
 
 
 async def test_naive_datetimes_are_refused(store: CallStore) -> None:
