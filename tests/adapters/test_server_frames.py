@@ -432,3 +432,25 @@ async def test_an_application_that_stops_taking_messages_stops_the_reading() -> 
     assert [m["text"] for m in side.received] == [
         f'{{"event":"media","media":{{"payload":"{k}"}}}}' for k in range(n + 2)
     ]
+
+
+async def test_waiting_for_a_frame_does_not_look_up_the_running_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # asyncio.Queue looks the running loop up for every wait, a getpid() system call on
+    # CPython 3.11: fifty a second per call for nothing. The queue knows its loop.
+    side = _Side(LeanWebSocketProtocol)
+    await side.open()
+    lookups = 0
+    real = asyncio.events._get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop | None:
+        nonlocal lookups
+        lookups += 1
+        return real()
+
+    monkeypatch.setattr(asyncio.events, "_get_running_loop", counting)
+    for n in range(100):
+        await side.feed(_media(n))
+    assert len(side.received) == 100
+    assert lookups == 0
