@@ -98,8 +98,8 @@ def has_lean_path(protocol: WebSocketsSansIOProtocol) -> bool:
                 "handshake_initiated",
                 "handshake_complete",
                 "close_sent",
-                "send_receive_event_to_app",
-                "read_paused",
+                "queue",  # the short road queues the application's messages itself
+                "read_paused",  # and pauses reading as uvicorn's ``receive`` expects
             )
         )
         and conn is not None

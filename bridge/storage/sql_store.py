@@ -622,8 +622,7 @@ def _data_refusal(exc: SQLAlchemyError) -> str | None:
     if not (isinstance(exc, DataError) or (isinstance(sqlstate, str) and sqlstate[:2] == "22")):
         return None
     # SQLAlchemy's asyncpg adapter keeps asyncpg's own error, the one that names the problem.
-    cause = getattr(orig, "__cause__", None)
-    name = type(cause if cause is not None else orig if orig is not None else exc).__name__
+    name = type(getattr(orig, "__cause__", None) or orig or exc).__name__
     return f"{name} (SQLSTATE {sqlstate})" if sqlstate else name
 
 
